@@ -1,0 +1,36 @@
+# Serves the PURE dashboard on a store mounted read-only at /runs:
+#   docker build -t pure-explorer .
+#   docker run -p 8501:8501 -v "$PWD/runs:/runs:ro" pure-explorer
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PURE_RUNS_DIR=/runs \
+    PURE_CACHE_DIR=/tmp/pure-cache \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    STREAMLIT_SERVER_HEADLESS=true \
+    STREAMLIT_SERVER_ADDRESS=0.0.0.0 \
+    STREAMLIT_SERVER_PORT=8501 \
+    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
+
+WORKDIR /opt/pure-explorer
+
+# CPU wheels of the pinned torch pair keep the image small; the rest comes from PyPI as pinned.
+COPY requirements.txt .
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
+    && pip install -r requirements.txt
+
+COPY pure_core/ pure_core/
+COPY store/ store/
+COPY app/ app/
+COPY .streamlit/ .streamlit/
+
+RUN useradd --create-home --uid 10001 explorer
+USER 10001
+
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['STREAMLIT_SERVER_PORT'] + '/_stcore/health', timeout=4)"]
+
+CMD ["streamlit", "run", "app/main.py"]

@@ -1,0 +1,263 @@
+"""Open, create and read run stores (diskcache directories) safely.
+
+The writer (`RunStore.create`) refuses to mix runs: a directory that holds another run identity or schema
+raises `StoreMismatchError`. The reader (`RunStore.open`) never writes, so a store can be mounted read-only
+and served to many sessions at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import numpy as np
+
+SCHEMA_VERSION = 1
+STAGES = ("references", "attributions", "crops", "embeddings", "scores")
+NEURON_KINDS = ("pure", "activation", "boxes", "crops", "thumbnails", "embeddings", "scores", "umap")
+_DB_NAME = "cache.db"
+
+
+class StoreError(RuntimeError):
+    """A store cannot be used as asked (missing, unreadable, wrong schema)."""
+
+
+class StoreNotFoundError(StoreError):
+    """No run store exists at the given directory."""
+
+
+class StoreMismatchError(StoreError):
+    """The directory holds a different run (config or schema) than the one asked for."""
+
+
+def run_id_for(identity: dict[str, Any]) -> str:
+    """Hash of everything that changes results; equal configs give equal ids."""
+    canonical = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class _ReadOnlyCache:
+    """Read diskcache's SQLite table directly, without any write (diskcache's own init writes settings)."""
+
+    def __init__(self, directory: Path) -> None:
+        db = directory / _DB_NAME
+        immutable = "" if os.access(directory, os.W_OK) else "&immutable=1"
+        self._conn = sqlite3.connect(f"file:{db}?mode=ro{immutable}", uri=True, check_same_thread=False)
+        self._disk = diskcache.Disk(str(directory))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self._conn.execute(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1", (key,)
+        ).fetchone()
+        if row is None:
+            return default
+        mode, filename, value = row
+        return self._disk.fetch(mode, filename, value, False)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the app needs to list a run without loading its data."""
+
+    directory: Path
+    run_id: str
+    config: dict[str, Any]
+    created_at: float
+    stages_done: dict[str, bool]
+
+    @property
+    def complete(self) -> bool:
+        return all(self.stages_done.values())
+
+    @property
+    def label(self) -> str:
+        model = self.config.get("model", {})
+        name = model.get("name", "?") if isinstance(model, dict) else str(model)
+        return f"{self.directory.name} — {name} {self.config.get('layer', '?')} ({self.run_id})"
+
+
+class RunStore:
+    """One run's data. Use `RunStore.create` to write (precompute) and `RunStore.open` to read (app)."""
+
+    def __init__(self, directory: Path, backend: diskcache.Cache | _ReadOnlyCache, meta: dict[str, Any]):
+        self.directory = directory
+        self._backend = backend
+        self.meta = meta
+
+    # -- opening -------------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, directory: str | Path, identity: dict[str, Any], config: dict[str, Any], versions: dict[str, str]
+    ) -> RunStore:
+        """Open `directory` for writing run `identity`, resuming it if it already holds that very run."""
+        directory = Path(directory)
+        run_id = run_id_for(identity)
+        try:
+            cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62)
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot open store directory {directory}: {error}") from error
+        meta = cache.get("meta")
+        if meta is None:
+            meta = {
+                "schema_version": SCHEMA_VERSION,
+                "run_id": run_id,
+                "identity": identity,
+                "config": config,
+                "versions": versions,
+                "created_at": time.time(),
+            }
+            cache.set("meta", meta)
+        else:
+            _check_compatible(directory, meta, run_id)
+        return cls(directory, cache, meta)
+
+    @classmethod
+    def open(cls, directory: str | Path) -> RunStore:
+        """Open an existing store read-only; never writes to `directory`."""
+        directory = Path(directory)
+        if not (directory / _DB_NAME).is_file():
+            raise StoreNotFoundError(f"no run store at {directory} (expected {directory / _DB_NAME})")
+        try:
+            backend = _ReadOnlyCache(directory)
+            meta = backend.get("meta")
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read store {directory}: {error}") from error
+        if meta is None:
+            raise StoreNotFoundError(f"{directory} is a cache directory but holds no run (no 'meta' entry)")
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise StoreMismatchError(
+                f"store {directory} has schema {meta.get('schema_version')}, this version reads "
+                f"{SCHEMA_VERSION}; recompute it with `python -m precompute`"
+            )
+        return cls(directory, backend, meta)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- identity ------------------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.meta["run_id"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    @property
+    def writable(self) -> bool:
+        return isinstance(self._backend, diskcache.Cache)
+
+    def info(self) -> RunInfo:
+        return RunInfo(self.directory, self.run_id, self.config, self.meta["created_at"], self.stages_done())
+
+    # -- generic access ------------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._backend.get(key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        self._writer().set(key, value)
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """Group writes so that a kill leaves either all of them or none."""
+        return self._writer().transact() if self.writable else nullcontext()
+
+    def _writer(self) -> diskcache.Cache:
+        if not isinstance(self._backend, diskcache.Cache):
+            raise StoreError(f"store {self.directory} was opened read-only")
+        return self._backend
+
+    # -- stages and chunks ---------------------------------------------------------------------------
+    def stages_done(self) -> dict[str, bool]:
+        return {name: bool((self.get(f"stage:{name}") or {}).get("done")) for name in STAGES}
+
+    def stage_seconds(self) -> dict[str, float]:
+        return {name: float((self.get(f"stage:{name}") or {}).get("seconds", 0.0)) for name in STAGES}
+
+    def is_stage_done(self, name: str) -> bool:
+        return bool((self.get(f"stage:{name}") or {}).get("done"))
+
+    def mark_stage_done(self, name: str, seconds: float) -> None:
+        self.put(f"stage:{name}", {"done": True, "seconds": seconds, "finished_at": time.time()})
+
+    @property
+    def complete(self) -> bool:
+        return all(self.stages_done().values())
+
+    def is_chunk_done(self, stage: str, chunk: int) -> bool:
+        return self.get(f"chunk:{stage}:{chunk}") is not None
+
+    def mark_chunk_done(self, stage: str, chunk: int) -> None:
+        self.put(f"chunk:{stage}:{chunk}", True)
+
+    # -- typed accessors -----------------------------------------------------------------------------
+    @property
+    def neurons(self) -> list[int]:
+        refs = self.get("references")
+        return [] if refs is None else [int(n) for n in refs["neurons"]]
+
+    def neuron(self, kind: str, neuron: int, default: Any = None) -> Any:
+        """The stored `kind` (one of NEURON_KINDS) for `neuron`; float16 arrays come back as float32."""
+        if kind not in NEURON_KINDS:
+            raise KeyError(f"unknown kind {kind!r}; known: {', '.join(NEURON_KINDS)}")
+        value = self.get(f"{kind}:{int(neuron)}", default)
+        if isinstance(value, np.ndarray) and value.dtype == np.float16:
+            return value.astype(np.float32)
+        return value
+
+    def put_neuron(self, kind: str, neuron: int, value: Any) -> None:
+        if kind not in NEURON_KINDS:
+            raise KeyError(f"unknown kind {kind!r}; known: {', '.join(NEURON_KINDS)}")
+        self.put(f"{kind}:{int(neuron)}", value)
+
+    def image(self, dataset_index: int) -> bytes | None:
+        return self.get(f"image:{int(dataset_index)}")
+
+    def summary(self) -> list[dict[str, Any]]:
+        return self.get("summary") or []
+
+
+def _check_compatible(directory: Path, meta: dict[str, Any], run_id: str) -> None:
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise StoreMismatchError(
+            f"{directory} holds a store of schema {meta.get('schema_version')} (this version writes "
+            f"{SCHEMA_VERSION}); pass another --out directory or delete it"
+        )
+    if meta.get("run_id") != run_id:
+        raise StoreMismatchError(
+            f"{directory} holds run {meta.get('run_id')} made with another config; this config is run "
+            f"{run_id}. Pass another --out directory, or delete the old one to recompute"
+        )
+
+
+def list_runs(root: str | Path) -> list[RunInfo]:
+    """Every readable run under `root` (the root itself or its direct subdirectories), newest first."""
+    root = Path(root)
+    candidates = [root] if (root / _DB_NAME).is_file() else []
+    if root.is_dir():
+        candidates += sorted(p for p in root.iterdir() if (p / _DB_NAME).is_file())
+    runs = []
+    for directory in candidates:
+        try:
+            with RunStore.open(directory) as store:
+                runs.append(store.info())
+        except StoreError:
+            continue
+    return sorted(runs, key=lambda r: r.created_at, reverse=True)
+

@@ -1,0 +1,70 @@
+"""The run store: identity checks, resume markers, read-only reading."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from store import RunStore, StoreMismatchError, StoreNotFoundError, list_runs, run_id_for
+
+IDENTITY = {"model": {"name": "demo"}, "layer": "block4", "n_ref": 10}
+
+
+def _make(tmp_path, identity=IDENTITY):
+    return RunStore.create(tmp_path / "run", identity, {**identity, "device": "cpu"}, {"torch": "x"})
+
+
+def test_run_id_is_stable_and_order_independent():
+    assert run_id_for({"a": 1, "b": [1, 2]}) == run_id_for({"b": [1, 2], "a": 1})
+    assert run_id_for({"a": 1}) != run_id_for({"a": 2})
+
+
+def test_reopening_with_another_identity_is_refused(tmp_path):
+    _make(tmp_path).close()
+    with pytest.raises(StoreMismatchError, match="another config"):
+        _make(tmp_path, {**IDENTITY, "n_ref": 11})
+
+
+def test_reopening_with_the_same_identity_resumes(tmp_path):
+    with _make(tmp_path) as store:
+        store.mark_chunk_done("attributions", 3)
+        store.mark_stage_done("references", 1.5)
+    with _make(tmp_path) as store:
+        assert store.is_chunk_done("attributions", 3) and not store.is_chunk_done("attributions", 4)
+        assert store.stages_done()["references"] and not store.complete
+
+
+def test_reader_sees_writer_data_and_casts_float16(tmp_path):
+    with _make(tmp_path) as store:
+        store.put("references", {"neurons": np.array([4, 7])})
+        store.put_neuron("pure", 4, np.full((3, 5), 0.25, dtype=np.float16))
+        store.put("summary", [{"neuron": 4}])
+    with RunStore.open(tmp_path / "run") as reader:
+        assert reader.neurons == [4, 7]
+        vectors = reader.neuron("pure", 4)
+        assert vectors.dtype == np.float32 and np.all(vectors == 0.25)
+        assert reader.neuron("pure", 7) is None
+        assert reader.summary() == [{"neuron": 4}]
+        with pytest.raises(Exception, match="read-only"):
+            reader.put("x", 1)
+
+
+def test_reader_never_writes(tmp_path):
+    """SQLite may add its empty -wal/-shm side files; the data itself is never touched."""
+    with _make(tmp_path) as store:
+        store.put("summary", [{"neuron": 1}])
+    run = tmp_path / "run"
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file() and "-wal" not in p.name and "-shm" not in p.name}
+    with RunStore.open(run) as reader:
+        assert reader.summary() == [{"neuron": 1}]
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file() and "-wal" not in p.name and "-shm" not in p.name}
+    assert before == after
+
+
+def test_missing_store_and_listing(tmp_path):
+    with pytest.raises(StoreNotFoundError):
+        RunStore.open(tmp_path / "nothing")
+    _make(tmp_path).close()
+    runs = list_runs(tmp_path)
+    assert [r.directory.name for r in runs] == ["run"]
+    assert not runs[0].complete
