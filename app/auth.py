@@ -1,0 +1,120 @@
+"""Access control for a shared instance: open for local use, OIDC login or a shared password when configured.
+
+Configured in `.streamlit/secrets.toml` (never in the URL):
+
+    [access]
+    mode = "oidc"                       # or "password"; absent section = open (local use)
+    allowed_emails = ["ada@lab.org", "@lab.org"]   # exact addresses or whole domains; empty = any
+    password = "..."                    # password mode only
+
+    [auth]                              # OIDC mode: Streamlit's st.login settings (needs Authlib)
+    redirect_uri = "https://explorer.lab.org/oauth2callback"
+    cookie_secret = "..."
+    client_id = "..."
+    client_secret = "..."
+    server_metadata_url = "https://accounts.example.org/.well-known/openid-configuration"
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import streamlit as st
+
+Mode = Literal["open", "oidc", "password"]
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Who may see the app: everyone (`open`), an OIDC login or a shared password, and an e-mail allow-list."""
+
+    mode: Mode = "open"
+    allowed_emails: frozenset[str] = frozenset()
+    password: str | None = None
+
+    @classmethod
+    def from_secrets(cls, secrets: Mapping[str, Any]) -> AccessPolicy:
+        access = dict(secrets.get("access", {}) or {})
+        mode = access.get("mode", "open")
+        if mode not in ("open", "oidc", "password"):
+            raise ValueError(f"[access] mode must be 'open', 'oidc' or 'password', not {mode!r}")
+        if mode == "password" and not access.get("password"):
+            raise ValueError("[access] mode = 'password' needs [access] password in secrets.toml")
+        if mode == "oidc" and "auth" not in secrets:
+            raise ValueError("[access] mode = 'oidc' needs an [auth] section (st.login settings) in secrets.toml")
+        emails = frozenset(str(e).strip().lower() for e in access.get("allowed_emails", []) if str(e).strip())
+        return cls(mode=mode, allowed_emails=emails, password=access.get("password"))
+
+    def email_allowed(self, email: str | None) -> bool:
+        """True when `email` is listed (or its `@domain` is), or when no allow-list is configured."""
+        if not self.allowed_emails:
+            return True
+        if not email:
+            return False
+        email = email.strip().lower()
+        domain = "@" + email.rsplit("@", 1)[-1]
+        return email in self.allowed_emails or domain in self.allowed_emails
+
+    def password_matches(self, attempt: str) -> bool:
+        return self.password is not None and hmac.compare_digest(attempt.encode(), self.password.encode())
+
+
+def _secrets() -> Mapping[str, Any]:
+    try:
+        return st.secrets.to_dict()
+    except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):
+        return {}
+
+
+def require_access() -> None:
+    """Render the login for protected instances and stop the script until the visitor is allowed in."""
+    try:
+        policy = AccessPolicy.from_secrets(_secrets())
+    except ValueError as error:
+        st.error(f"This instance's access control is misconfigured: {error}")
+        st.stop()
+    if policy.mode == "open":
+        return
+    if policy.mode == "oidc":
+        _require_oidc(policy)
+    else:
+        _require_password(policy)
+
+
+def _require_oidc(policy: AccessPolicy) -> None:
+    if not st.user.is_logged_in:
+        st.title("PURE neuron explorer")
+        st.write("This instance is shared with a research group. Log in to continue.")
+        st.button("Log in", on_click=st.login, type="primary")
+        st.stop()
+    if not policy.email_allowed(st.user.get("email")):
+        st.error(f"{st.user.get('email')} is not on this instance's allow-list.")
+        st.button("Log out", on_click=st.logout)
+        st.stop()
+    with st.sidebar:
+        st.caption(f"Signed in as {st.user.get('email')}")
+        st.button("Log out", on_click=st.logout)
+
+
+def _require_password(policy: AccessPolicy) -> None:
+    if st.session_state.get("access_email"):
+        with st.sidebar:
+            st.caption(f"Signed in as {st.session_state['access_email']}")
+            if st.button("Log out"):
+                del st.session_state["access_email"]
+                st.rerun()
+        return
+    st.title("PURE neuron explorer")
+    with st.form("login"):
+        email = st.text_input("E-mail", key="login_email")
+        attempt = st.text_input("Password", type="password", key="login_password")
+        submitted = st.form_submit_button("Log in", type="primary")
+    if submitted:
+        if policy.password_matches(attempt) and policy.email_allowed(email):
+            st.session_state["access_email"] = email.strip().lower()
+            st.rerun()
+        st.error("Wrong password, or this e-mail is not on the allow-list.")
+    st.stop()
