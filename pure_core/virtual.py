@@ -1,0 +1,98 @@
+"""Virtual neurons: k-means on a neuron's circuit attributions (PURE, Sec. 3, step 2).
+
+A polysemantic neuron is represented by the lower-layer attribution vectors ``R^{L-1}`` of its reference
+samples, shape ``(n_ref, C_lower)``. k-means on these vectors finds one centroid per circuit; each centroid
+is a *virtual neuron*. A new sample is assigned to the virtual neuron whose centroid is closest to its own
+attribution vector (``predict``).
+
+`VirtualNeurons` follows scikit-learn's estimator conventions, so a reader who knows `KMeans` knows it:
+hyper-parameters are stored unchanged, learned attributes end in ``_`` and exist only after `fit`, `fit`
+returns ``self``, and `predict`/`transform` raise `sklearn.exceptions.NotFittedError` before `fit`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.cluster import KMeans
+from sklearn.metrics.pairwise import euclidean_distances
+from sklearn.utils.validation import check_array, check_is_fitted
+
+__all__ = ["VirtualNeurons"]
+
+
+class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
+    """Split one neuron into ``n_clusters`` virtual neurons by k-means on its attribution vectors.
+
+    Parameters
+    ----------
+    n_clusters : int, default 2
+        Number of virtual neurons (k). ``1`` gives a single centroid, the mean of all vectors.
+    random_state : int or None, default 0
+        Seed of the k-means initialisation; a fixed seed makes `fit` deterministic.
+    n_init : int, default 10
+        Number of k-means++ restarts; the run with the lowest inertia is kept (as in the paper).
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray (n_clusters, n_features)
+        Centroids, one per virtual neuron.
+    labels_ : ndarray (n_samples,) int
+        Virtual neuron of each training vector.
+    inertia_ : float
+        Sum of squared distances of the training vectors to their centroid.
+    n_features_in_ : int
+        Number of features (lower-layer channels) seen during `fit`.
+    n_iter_ : int
+        Lloyd iterations of the best run.
+    """
+
+    def __init__(self, n_clusters: int = 2, random_state: int | None = 0, n_init: int = 10):
+        self.n_clusters = n_clusters
+        self.random_state = random_state
+        self.n_init = n_init
+
+    def fit(self, R, y=None) -> VirtualNeurons:
+        """Cluster the attribution vectors ``R (n_ref, C_lower)``; returns ``self``. ``y`` is ignored."""
+        X = self._check_input(R, reset=True)
+        if not isinstance(self.n_clusters, numbers.Integral) or isinstance(self.n_clusters, bool) \
+                or self.n_clusters < 1:
+            raise ValueError(f"n_clusters must be a positive integer, got {self.n_clusters!r}.")
+        if self.n_clusters > X.shape[0]:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} virtual neurons need at least as many reference vectors, "
+                f"got n_samples={X.shape[0]}."
+            )
+        kmeans = KMeans(n_clusters=self.n_clusters, random_state=self.random_state, n_init=self.n_init)
+        kmeans.fit(X)
+        self.cluster_centers_ = kmeans.cluster_centers_
+        self.labels_ = kmeans.labels_.astype(np.int64)
+        self.inertia_ = float(kmeans.inertia_)
+        self.n_iter_ = int(kmeans.n_iter_)
+        return self
+
+    def transform(self, R) -> np.ndarray:
+        """Euclidean distances ``(n, n_clusters)`` from each vector of ``R (n, C_lower)`` to each centroid."""
+        check_is_fitted(self, "cluster_centers_")
+        X = self._check_input(R, reset=False)
+        return euclidean_distances(X, self.cluster_centers_.astype(X.dtype, copy=False))
+
+    def predict(self, R) -> np.ndarray:
+        """Nearest centroid ``(n,)`` (the virtual neuron) of each vector of ``R (n, C_lower)``."""
+        return np.argmin(self.transform(R), axis=1).astype(np.int64)
+
+    def _check_input(self, R, *, reset: bool) -> np.ndarray:
+        """2-D float array (float16 and integers are promoted to float64); checks the feature count."""
+        if hasattr(R, "detach"):  # a torch tensor
+            R = R.detach().cpu().numpy()
+        X = check_array(R, dtype=[np.float64, np.float32], ensure_min_samples=1)
+        if reset:
+            self.n_features_in_ = X.shape[1]
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but VirtualNeurons is expecting {self.n_features_in_} "
+                "features as input (the lower-layer channels it was fitted on)."
+            )
+        return X
