@@ -1,0 +1,336 @@
+"""The demo model: a small ResNet-style CNN trained on the synthetic world, cached as a checkpoint.
+
+``python -m pure_core.demo`` trains it (about a minute on 2 CPU cores, > 99 % test accuracy) and prints time
+and accuracy; `load_demo_model` loads it, training first when the checkpoint is missing or outdated. The
+checkpoint lives at ``$PURE_CACHE_DIR/demo_model.pt`` (default ``~/.cache/pure-explorer``).
+
+What makes its channels planted and PURE-separable (measured with ``benchmarks/bench_ground_truth.py``):
+
+- `DEMO_LAYER` (``block4``) has one channel per class and the head is *diagonal* (`ClassScores`): channel c
+  is class c's detector, so a union class puts its two unrelated concepts into one channel. (With a full
+  linear head the classes spread over channels and many channels mixed concepts of different classes,
+  which the activation baseline separates as well as PURE.)
+- Global *max* pooling, an L1 penalty on the block4 maps (``sparsity``) and label smoothing: the channels
+  fire on the object and stay near zero elsewhere (with average pooling they covered the whole image and
+  the relevance of background positions drowned the circuits), and both concepts of a union reach similar
+  top activations, so the top references mix them.
+- `DEMO_LOWER_LAYER` (``block1``): the circuits separate best there; ``block2`` and ``block3`` (directly
+  below) split some unions less cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pure_core.world import SyntheticWorld
+
+DEMO_LAYER = "block4"
+DEMO_LOWER_LAYER = "block1"
+DEMO_SIZE_PX = 64
+# Per-channel pixel mean/std of the world in [0, 1] (`pure_core.world.world_mean_std()`, rounded).
+DEMO_MEAN = (0.489, 0.481, 0.471)
+DEMO_STD = (0.202, 0.185, 0.196)
+# Bump when the world or the net changes so that cached checkpoints are retrained, never silently reused.
+DEMO_VERSION = 2
+
+# One world seed per split: independent random streams for training, held-out test and references.
+SPLIT_SEEDS = {"train": 0, "test": 1, "reference": 2}
+SPLIT_SIZES = {"train": 10_000, "test": 2_000, "reference": 3_000}
+
+TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 128, "lr": 4e-3, "weight_decay": 5e-4, "sparsity": 0.5,
+                  "label_smoothing": 0.1}
+
+
+# -- the network -------------------------------------------------------------------------------------
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus a (projected) shortcut, then ReLU.
+
+    (B, C_in, H, W) -> (B, C_out, H/stride, W/stride).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ClassScores(nn.Module):
+    """A diagonal linear layer: logit_c = weight_c * x_c + bias_c; (B, C) -> (B, C).
+
+    Keeps channel c of the last block the detector of class c, so a union class plants its two concepts
+    in one channel (a full linear layer would spread classes over channels).
+    """
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n_classes))
+        self.bias = nn.Parameter(torch.zeros(n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias
+
+
+class DemoNet(nn.Module):
+    """stem -> block1..block4 -> pool -> fc on (B, 3, 64, 64) inputs; `block4` has `n_classes` channels.
+
+    Widths (stem, block1, block2, block3) = `widths`; spatial sizes at 64 px: stem 32, block1 16, block2 8,
+    block3 8, block4 8. `pool`: "max" (the demo) or "avg"; `fc` is diagonal (`ClassScores`).
+    """
+
+    def __init__(self, n_classes: int = 8, widths: tuple[int, int, int, int] = (16, 32, 64, 64),
+                 pool: str = "max"):
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        self.n_classes = n_classes
+        self.widths = tuple(widths)
+        self.stem = nn.Sequential(nn.Conv2d(3, w0, 3, 2, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU())
+        self.block1 = BasicBlock(w0, w1, stride=2)
+        self.block2 = BasicBlock(w1, w2, stride=2)
+        self.block3 = BasicBlock(w2, w3, stride=1)
+        # Narrow on purpose: one channel per class, so union classes must share a channel.
+        self.block4 = BasicBlock(w3, n_classes, stride=1)
+        self.pool_kind = pool
+        self.pool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
+        self.fc = ClassScores(n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> block4 maps (B, n_classes, H/8, W/8)."""
+        return self.block4(self.block3(self.block2(self.block1(self.stem(x)))))
+
+    def head(self, maps: torch.Tensor) -> torch.Tensor:
+        """block4 maps -> logits (B, n_classes)."""
+        return self.fc(torch.flatten(self.pool(maps), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+# -- data ----------------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    # DEMO_PREPROCESSING is built on first use, so this module imports without pure_core.models.
+    if name == "DEMO_PREPROCESSING":
+        return demo_preprocessing()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def demo_preprocessing():
+    """The demo net's `pure_core.models.Preprocessing`: 64 px in, 64 px out, the world's mean/std."""
+    from pure_core.models import Preprocessing
+
+    return Preprocessing(size=DEMO_SIZE_PX, resize=DEMO_SIZE_PX, mean=DEMO_MEAN, std=DEMO_STD,
+                         interpolation="bilinear")
+
+
+def demo_dataset(split: str = "reference", n_images: int | None = None, transform=None,
+                 cache: bool = False) -> SyntheticWorld:
+    """The world split the demo uses (`SPLIT_SEEDS`): "train", "test" or "reference" (default sizes
+    `SPLIT_SIZES`)."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLIT_SEEDS)}")
+    n = SPLIT_SIZES[split] if n_images is None else n_images
+    return SyntheticWorld(n, seed=SPLIT_SEEDS[split], size_px=DEMO_SIZE_PX, transform=transform, cache=cache)
+
+
+def world_tensor(world: SyntheticWorld, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of `world` as (n, 3, H, W) uint8 and labels (n,) int64 (normalise with `normalize`)."""
+    arrays = world.arrays(progress=progress)
+    images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(world.labels())
+    return images, labels
+
+
+def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> float normalised like `DEMO_PREPROCESSING.to_tensor`."""
+    mean = torch.tensor(DEMO_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(DEMO_STD).view(1, 3, 1, 1)
+    return (images_uint8.float() / 255.0 - mean) / std
+
+
+def batches(images_uint8: torch.Tensor, batch_size: int = 256):
+    """Consecutive normalised (B, 3, H, W) batches (what `collect_references` expects)."""
+    for start in range(0, len(images_uint8), batch_size):
+        yield normalize(images_uint8[start:start + batch_size])
+
+
+# -- training ----------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """``$PURE_CACHE_DIR`` or ``~/.cache/pure-explorer``."""
+    return Path(os.environ.get("PURE_CACHE_DIR") or Path.home() / ".cache" / "pure-explorer")
+
+
+def default_checkpoint_path() -> Path:
+    return cache_dir() / "demo_model.pt"
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 500) -> float:
+    """Label accuracy of `model` on (n, 3, H, W) uint8 images."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start, x in zip(range(0, len(labels), batch_size), batches(images_uint8, batch_size), strict=True):
+        correct += int((model(x).argmax(1) == labels[start:start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(labels))
+
+
+def train_demo_model(path: str | os.PathLike | None = None, seed: int = 0, n_train: int | None = None,
+                     epochs: int | None = None, n_test: int | None = None, progress: bool = True,
+                     log: Callable[[str], None] | None = print, **train_overrides: Any) -> Path:
+    """Train `DemoNet` on the world's train split and save a checkpoint at `path`; returns the path.
+
+    Deterministic for `seed` (weights, data order); the checkpoint holds ``state_dict`` and ``meta``
+    (seed, accuracy, world params, train time, version).
+    """
+    path = Path(path) if path is not None else default_checkpoint_path()
+    unknown = set(train_overrides) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown training options {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
+    cfg = {**TRAIN_DEFAULTS, **train_overrides}
+    if epochs is not None:
+        cfg["epochs"] = epochs
+    log = log or (lambda _msg: None)
+    t0 = time.perf_counter()
+    train_world = demo_dataset("train", n_train)
+    test_world = demo_dataset("test", n_test)
+    x_train, y_train = world_tensor(train_world, progress=progress)
+    x_test, y_test = world_tensor(test_world)
+    data_s = time.perf_counter() - t0
+    log(f"drew {len(y_train)} train + {len(y_test)} test images in {data_s:.1f} s")
+
+    torch.manual_seed(seed)
+    model = DemoNet(n_classes=train_world.n_classes)
+    order_rng = torch.Generator().manual_seed(seed)
+    steps_per_epoch = -(-len(y_train) // cfg["batch_size"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], pct_start=0.25,
+                                                total_steps=cfg["epochs"] * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg["epochs"] * steps_per_epoch, desc="training demo net", unit="step")
+    model.train()
+    for epoch in range(cfg["epochs"]):
+        perm = torch.randperm(len(y_train), generator=order_rng)
+        for step in range(steps_per_epoch):
+            idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            maps = model.features(normalize(x_train[idx]))
+            # L1 on the block4 maps keeps the class channels silent off the object (sparse, local circuits)
+            loss = loss_fn(model.head(maps), y_train[idx]) + cfg["sparsity"] * maps.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    train_s = time.perf_counter() - t0
+    test_acc = accuracy(model, x_test, y_test)
+    log(f"trained in {train_s:.1f} s; test accuracy {test_acc:.2%} on {len(y_test)} held-out images")
+    meta = {
+        "version": DEMO_VERSION,
+        "seed": seed,
+        "accuracy": test_acc,
+        "train_time_s": train_s,
+        "train": {**cfg, "n_train": len(y_train)},
+        "world": {"train": train_world.params, "test": test_world.params,
+                  "classes": [list(c.concepts) for c in train_world.classes]},
+        "arch": {"n_classes": model.n_classes, "widths": list(model.widths), "pool": model.pool_kind},
+        "layer": DEMO_LAYER,
+        "lower_layer": DEMO_LOWER_LAYER,
+        "mean": DEMO_MEAN,
+        "std": DEMO_STD,
+        "torch": str(torch.__version__),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint ``{"state_dict", "meta"}``."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def _is_current(path: Path) -> bool:
+    try:
+        return read_checkpoint(path)["meta"].get("version") == DEMO_VERSION
+    except Exception:  # unreadable or foreign file: retrain
+        return False
+
+
+def _arch_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
+    return {"n_classes": arch["n_classes"], "widths": tuple(arch["widths"]), "pool": arch.get("pool", "max")}
+
+
+def load_demo_model(path: str | os.PathLike | None = None, train_if_missing: bool = True,
+                    progress: bool = True) -> DemoNet:
+    """The trained demo net in eval mode, from `path` (default `default_checkpoint_path()`).
+
+    When the file is missing (or from an older `DEMO_VERSION`) it is trained first if `train_if_missing`,
+    else `FileNotFoundError` says how to make it. ``model.demo_meta`` holds the checkpoint's metadata.
+    """
+    path = Path(path) if path is not None else default_checkpoint_path()
+    if not path.exists() or not _is_current(path):
+        if not train_if_missing:
+            where = "" if path == default_checkpoint_path() else f" --path {path}"
+            raise FileNotFoundError(f"demo model checkpoint {path} is missing or outdated; "
+                                    f"train it with `python -m pure_core.demo{where}`")
+        train_demo_model(path, progress=progress, log=print if progress else None)
+    ckpt = read_checkpoint(path)
+    meta = ckpt["meta"]
+    model = DemoNet(**_arch_kwargs(meta["arch"]))
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    model.demo_meta = meta
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the synthetic world's demo net (CPU, a few minutes).")
+    parser.add_argument("--path", default=None, help=f"checkpoint path (default {default_checkpoint_path()})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--n-train", type=int, default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--set", nargs="*", default=[], help="override TRAIN_DEFAULTS, e.g. sparsity=0.1")
+    args = parser.parse_args(argv)
+    overrides = {k: type(TRAIN_DEFAULTS[k])(v) for k, v in (kv.split("=") for kv in args.set)}
+    path = train_demo_model(args.path, seed=args.seed, n_train=args.n_train, epochs=args.epochs,
+                            progress=not args.no_progress, **overrides)
+    meta = read_checkpoint(path)["meta"]
+    print(f"saved {path}: accuracy {meta['accuracy']:.2%}, train time {meta['train_time_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
