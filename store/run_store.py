@@ -174,6 +174,15 @@ class RunStore:
     def put(self, key: str, value: Any) -> None:
         self._writer().set(key, value)
 
+    def delete(self, key: str) -> None:
+        """Remove `key` if present (precompute drops its scratch entries when a stage is done)."""
+        self._writer().delete(key)
+
+    def finalize(self) -> None:
+        """Switch SQLite from WAL to a rollback journal (DELETE), so the finished store is one self-contained
+        ``cache.db`` that readers can open from a read-only mount. Reopening for writing keeps the mode."""
+        self._writer().reset("sqlite_journal_mode", "delete")
+
     def transaction(self) -> AbstractContextManager[Any]:
         """Group writes so that a kill leaves either all of them or none."""
         return self._writer().transact() if self.writable else nullcontext()

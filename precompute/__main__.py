@@ -1,0 +1,398 @@
+"""`python -m precompute`: fill a run store for the dashboard (resumable), or `inspect` one.
+
+    python -m precompute                                  # the embedded demo -> runs/demo
+    python -m precompute --preset efficientnet-lite0 --dataset ~/pictures
+    python -m precompute --config configs/resnet50-imagenet.yaml --dataset /data/imagenet/val --device cuda
+    python -m precompute inspect runs/demo [--json]
+
+Errors are one line on stderr with a non-zero exit (``--debug`` shows the traceback). A killed run resumes
+when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import os
+import sqlite3
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from precompute.config import (PRESETS, ConfigError, RunConfig, default_runs_dir, parse_ks, parse_neurons,
+                               resolve_config)
+from precompute.datasets import DatasetError, check_dataset_path, dataset_config_from_string, open_source
+
+EXIT_ERROR = 2
+EXIT_BUG = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m precompute",
+        description="Precompute PURE results (references, circuit attributions, crops, embeddings, scores) "
+                    "into a run store for the dashboard. Without arguments: the embedded demo. "
+                    "Also: `python -m precompute inspect DIR [--json]`.",
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="starting configuration (default demo)")
+    parser.add_argument("--config", metavar="FILE", help="YAML or TOML config (overrides the preset)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", help='torchvision builder ("resnet50"), "timm:<name>", '
+                                       '"efficientnet-lite0" or "demo"')
+    model.add_argument("--weights", help='torchvision weights enum name ("IMAGENET1K_V2", "DEFAULT") or '
+                                         '"pretrained" (timm); "none" for random weights')
+    model.add_argument("--checkpoint", help="local state-dict file to load into the model")
+    model.add_argument("--layer", help="analysed layer L (module name, e.g. layer4)")
+    model.add_argument("--lower-layer", help="layer whose channels make the circuits (e.g. layer3)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", help='image folder (ImageFolder layout or any images), a .txt list of '
+                                        'image paths, or "world" / "world:<n_images>"')
+    data.add_argument("--n-images", type=int, help="world size, or use only the first n images of a folder")
+    data.add_argument("--n-ref", type=int, help="reference images per neuron (default 100; demo 64)")
+    data.add_argument("--neurons", help='"all", "0-63" or "1,5,9"')
+    method = parser.add_argument_group("method")
+    method.add_argument("--embedder", help='"efficientnet-lite0" or "open_clip:<model>/<tag or checkpoint>"')
+    method.add_argument("--ks", help="cluster counts, e.g. 2..5 (default) or 2,3")
+    method.add_argument("--crop-kernel", type=int, help="smoothing kernel of crops for embedding (default 5)")
+    method.add_argument("--crop-threshold", type=float,
+                        help="crop threshold for embedding (default 0.01; world presets 0.1)")
+    method.add_argument("--display-kernel", type=int,
+                        help="smoothing kernel of display crops (default 51; world presets 15)")
+    method.add_argument("--display-threshold", type=float, help="display crop threshold (default 0.01)")
+    method.add_argument("--thumbnail-px", type=int, help="thumbnail side in pixels (default 128)")
+    method.add_argument("--seed", type=int, help="seed of k-means (default 0)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", choices=["cpu", "cuda", "auto"], help="default auto (cuda when available)")
+    run.add_argument("--batch-size", type=int, help="images per forward pass (demo 256, others 32)")
+    run.add_argument("--workers", type=int, help="image-loading processes (default: automatic)")
+    run.add_argument("--out", help=f"store directory (default {default_runs_dir()}/<preset>, "
+                                   "base from $PURE_RUNS_DIR)")
+    run.add_argument("--checkpoint-every", type=int, default=None, metavar="BATCHES",
+                     help="stage 1: save the scan state every this many batches (default ~2000 images)")
+    run.add_argument("--chunk-neurons", type=int, default=16, help="neurons per saved chunk (default 16)")
+    run.add_argument("--attribution-strategy", choices=["auto", "per_pair", "per_image"], default="auto",
+                     help="stage 2: a forward per (image, neuron) pair, or per unique image with the VJPs "
+                          "of all its neurons (default auto: per image when images are shared by >= 2 "
+                          "neurons)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flag values as a nested config dict (only flags given)."""
+    out: dict[str, Any] = {}
+    model = {k: getattr(args, k) for k in ("weights", "checkpoint") if getattr(args, k) is not None}
+    if args.model is not None:  # another model: the preset's weights/checkpoint do not carry over
+        model = {"name": args.model, "weights": None, "checkpoint": None, **model}
+    if str(model.get("weights", "")).lower() == "none":
+        model["weights"] = None
+    if model:
+        out["model"] = model
+    if args.dataset is not None:
+        dataset = dataset_config_from_string(args.dataset)
+        out["dataset"] = {"kind": dataset.kind, "path": dataset.path, "n_images": dataset.n_images}
+    if args.n_images is not None:
+        out.setdefault("dataset", {})["n_images"] = args.n_images
+    crop_flags = {"embed_kernel": args.crop_kernel, "embed_threshold": args.crop_threshold,
+                  "display_kernel": args.display_kernel, "display_threshold": args.display_threshold,
+                  "thumbnail_px": args.thumbnail_px}
+    crop = {key: value for key, value in crop_flags.items() if value is not None}
+    if crop:
+        out["crop"] = crop
+    for key in ("layer", "lower_layer", "n_ref", "neurons", "embedder", "seed", "device", "batch_size",
+                "workers", "out", "preset"):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = value
+    if args.ks is not None:
+        out["ks"] = parse_ks(args.ks)
+    return out
+
+
+IDENTITY_FLAGS = ("model", "weights", "checkpoint", "layer", "lower_layer", "dataset", "n_images", "n_ref",
+                  "neurons", "embedder", "ks", "crop_kernel", "crop_threshold", "display_kernel",
+                  "display_threshold", "thumbnail_px", "seed")
+
+
+def library_versions() -> dict[str, str]:
+    import platform
+
+    from store import SCHEMA_VERSION
+
+    versions = {"python": platform.python_version(), "store_schema": str(SCHEMA_VERSION)}
+    for dist in ("pure-explorer", "torch", "torchvision", "timm", "open_clip_torch", "numpy", "scipy",
+                 "scikit-learn", "umap-learn", "numba", "pillow", "diskcache"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def model_fingerprint(model) -> str:
+    """sha256 over the state dict (names, dtypes, shapes, values): the weights' identity."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    device = torch.device(name)
+    if device.type == "cuda":  # a resumed run must compute the very floats an uninterrupted one would
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return device
+
+
+def _layer_shapes(model, preprocess, layer: str, lower_layer: str, device) -> tuple[int, int]:
+    """(C_L, C_lower) from one dummy forward; checks that `lower_layer` runs before `layer`."""
+    import torch
+
+    from pure_core.models import get_layer
+
+    order: list[str] = []
+    channels: dict[str, int] = {}
+
+    def hook_for(name):
+        def hook(_module, _inputs, output):
+            output = output[0] if isinstance(output, (tuple, list)) else output
+            order.append(name)
+            channels[name] = int(output.shape[1]) if output.dim() >= 2 else 0
+            if output.dim() != 4:
+                raise ConfigError(f"layer {name!r} gives a {output.dim()}-D output; PURE needs a "
+                                  "convolutional (B, C, H, W) layer")
+        return hook
+
+    modules = {"layer": get_layer(model, layer), "lower_layer": get_layer(model, lower_layer)}
+    handles = [modules[key].register_forward_hook(hook_for(key)) for key in modules]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, preprocess.size, preprocess.size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    if "layer" not in order or "lower_layer" not in order:
+        raise ConfigError(f"layer {layer!r} or {lower_layer!r} is not used in the model's forward pass")
+    if order.index("lower_layer") > order.index("layer"):
+        raise ConfigError(f"--lower-layer {lower_layer!r} runs after --layer {layer!r}; the circuits' layer "
+                          "must be below the analysed one")
+    return channels["layer"], channels["lower_layer"]
+
+
+def _default_layers(config: RunConfig, model) -> None:
+    if config.model.name == "demo":
+        from pure_core.demo import DEMO_LAYER, DEMO_LOWER_LAYER
+
+        config.layer = config.layer or DEMO_LAYER
+        config.lower_layer = config.lower_layer or DEMO_LOWER_LAYER
+    if not config.layer or not config.lower_layer:
+        from pure_core.models import layer_names
+
+        names = [name for name in layer_names(model) if name.count(".") <= 1][:40]
+        missing = "--layer" if not config.layer else "--lower-layer"
+        raise ConfigError(f"{missing} is required for model {config.model.name!r}; its layers include: "
+                          f"{', '.join(names)}")
+
+
+def _check_embedder_weights(spec: str) -> None:
+    """Fail fast when an open_clip embedder's weights are not on disk (before any data is read)."""
+    from pure_core import embed
+
+    if spec.startswith(embed.OPEN_CLIP_PREFIX):
+        model_name, pretrained, _ = embed.parse_open_clip_spec(spec)
+        if pretrained is not None:
+            embed.resolve_open_clip_weights(model_name, pretrained)
+    elif spec not in embed.EMBEDDER_SPECS:
+        raise ConfigError(f"unknown embedder {spec!r}; options: {', '.join(embed.EMBEDDER_SPECS)}")
+
+
+def _default_workers(config: RunConfig) -> int:
+    if config.workers is not None:
+        return max(0, int(config.workers))
+    if config.dataset.kind == "world":
+        return 0
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+def _embedder_needed(out: Path, run_id: str) -> bool:
+    from store import RunStore, StoreError
+
+    if not (out / "cache.db").is_file():
+        return True
+    try:
+        with RunStore.open(out) as existing:
+            return not (existing.run_id == run_id and existing.is_stage_done("embeddings"))
+    except StoreError:
+        return True
+
+
+def run(args: argparse.Namespace, log=print) -> Path:
+    """Resolve the config, check everything that can fail early, then run the missing stages."""
+    t_start = time.perf_counter()
+    config = resolve_config(args.preset, args.config, _overrides(args))
+    import numpy as np
+    import torch
+
+    from precompute.stages import Job, run_stages
+    from pure_core.models import ModelSpec, build_model
+    from store import RunStore, run_id_for
+
+    torch.manual_seed(config.seed)  # seeds random initialisations (e.g. --weights none)
+    np.random.seed(config.seed)
+    device = _resolve_device(config.device)
+    check_dataset_path(config.dataset)  # cheap checks first: nothing below reads data
+    loaded = build_model(ModelSpec(config.model.name, config.model.weights, config.model.checkpoint),
+                         device=str(device))  # missing weights fail here, in well under a second
+    _check_embedder_weights(config.embedder)
+    model = loaded.model.eval().to(device)
+    _default_layers(config, model)
+    c_layer, c_lower = _layer_shapes(model, loaded.preprocess, config.layer, config.lower_layer, device)
+    neurons = parse_neurons(config.neurons, c_layer)
+    source = open_source(config.dataset)  # lists the files (an empty folder fails here); reads no image
+    fingerprints = {"model": model_fingerprint(model), "dataset": source.fingerprint()}
+    identity = config.identity(neurons, fingerprints)
+    run_id = run_id_for(identity)
+    customized = bool(args.config) or any(getattr(args, flag) is not None for flag in IDENTITY_FLAGS)
+    out = Path(config.out) if config.out else default_runs_dir() / (
+        f"{config.preset}-{run_id[:8]}" if customized else config.preset)
+    args.resolved_out = out  # for error messages
+
+    from pure_core.embed import make_embedder
+
+    embed_batch = 32  # fixed, not --batch-size: a resumed run must embed with the same batches
+    embedder = make_embedder(config.embedder, device=str(device), batch_size=embed_batch) \
+        if _embedder_needed(out, run_id) else None
+    store_config = config.store_config(neurons, len(source))
+    store_config["channels"] = {"layer": c_layer, "lower_layer": c_lower}
+    if embedder is not None:
+        store_config["embedder_name"] = embedder.name
+    store = RunStore.create(out, identity, store_config, library_versions())
+    try:
+        if store.complete:
+            log(f"precompute: {out} already holds this run, complete (run {store.run_id})")
+            store.finalize()
+            return out
+        checkpoint_every = args.checkpoint_every or max(1, round(2048 / config.batch_size))
+        job = Job(config=config, store=store, model=model, preprocess=loaded.preprocess, source=source,
+                  neurons=neurons, device=device,
+                  embedder_factory=(lambda: embedder) if embedder is not None else
+                  (lambda: make_embedder(config.embedder, device=str(device), batch_size=embed_batch)),
+                  progress=not args.no_progress and "PURE_NO_PROGRESS" not in os.environ,
+                  checkpoint_every=max(1, checkpoint_every), chunk_neurons=max(1, args.chunk_neurons),
+                  image_chunk=max(8, config.batch_size), workers=_default_workers(config), log=log,
+                  attribution_strategy=args.attribution_strategy)
+        setup_s = time.perf_counter() - t_start
+        run_stages(job)
+        store.finalize()
+        _report(store, out, setup_s, time.perf_counter() - t_start, log)
+    finally:
+        store.close()
+    return out
+
+
+def _report(store, out: Path, setup_s: float, total_s: float, log) -> None:
+    from precompute.stages import format_seconds
+
+    seconds = store.stage_seconds()
+    summary = store.summary()
+    config = store.config
+    log(f"precompute: wrote {out} (run {store.run_id}): {len(summary)} neurons of {config['layer']} x "
+        f"{config['n_ref']} references, circuits in {config['lower_layer']}")
+    log("  time: setup " + format_seconds(setup_s) + " | "
+        + " | ".join(f"{name} {format_seconds(s)}" for name, s in seconds.items())
+        + f" | total {format_seconds(total_s)}")
+    top = sorted(summary, key=lambda r: r["polysemanticity"], reverse=True)[:5]
+    if top:
+        log("  most polysemantic: " + ", ".join(f"#{r['neuron']} ({r['polysemanticity']:.3f})" for r in top))
+    log(f"  inspect: python -m precompute inspect {out}")
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from precompute.stages import PrecomputeError
+    from store import StoreError
+
+    types: list[type[BaseException]] = [ConfigError, DatasetError, StoreError, PrecomputeError,
+                                        FileNotFoundError, ValueError]
+    try:
+        from pure_core.models import MissingWeightsError, UnknownLayerError
+
+        types += [MissingWeightsError, UnknownLayerError]
+    except ImportError:
+        pass
+    try:
+        from pure_core import embed
+
+        types += [t for t in (getattr(embed, name, None) for name in ("MissingWeightsError", "EmbedderError"))
+                  if isinstance(t, type)]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "inspect":
+        from precompute.inspect import main as inspect_main
+
+        return inspect_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+        return 0
+    except KeyboardInterrupt:
+        print("precompute: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line for the user; --debug for the traceback
+        if args.debug:
+            raise
+        out = getattr(args, "resolved_out", None) or args.out or "the store"
+        if _is_disk_full(error):
+            print(f"precompute: error: no space left on the device while writing {out} ({_one_line(error)}); "
+                  "free some space and run the same command again: it resumes where it stopped",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        if isinstance(error, _user_error_types()):
+            print(f"precompute: error: {_one_line(error)}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"precompute: error: {type(error).__name__}: {_one_line(error)} (run with --debug for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

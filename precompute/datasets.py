@@ -1,0 +1,279 @@
+"""Image sources for precompute: the synthetic world, a folder of images (ImageFolder layout or flat), or a
+.txt list of image paths.
+
+Every source has a stable order (world index; sorted relative paths; list order), so a dataset index names
+the same image in every run and after a resume. Images that cannot be decoded are skipped (and counted) by
+the caller; a source with no images at all raises `DatasetError` naming the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DatasetConfig",
+    "DatasetError",
+    "FileSource",
+    "ImageSource",
+    "UnreadableImageError",
+    "WorldSource",
+    "check_dataset_path",
+    "dataset_config_from_string",
+    "iterate_batches",
+    "open_source",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
+                    ".jfif")
+WORLD_DEFAULT_IMAGES = 3000
+WORLD_DEFAULT_SEED = 2  # pure_core.demo.SPLIT_SEEDS["reference"]: images the demo net never trained on
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used (missing, empty, all images unreadable); the message names the path."""
+
+
+class UnreadableImageError(OSError):
+    """One image of a dataset cannot be read or decoded."""
+
+
+@dataclass
+class DatasetConfig:
+    """Where images come from. ``kind``: "world" | "folder" | "list"; ``path``: folder or list file;
+    ``n_images``/``seed``/``size_px``: the world's size, seed and image side (ignored for files;
+    ``n_images`` caps a folder/list to its first n images when set)."""
+
+    kind: str = "world"
+    path: str | None = None
+    n_images: int | None = None
+    seed: int = WORLD_DEFAULT_SEED
+    size_px: int = 64
+
+
+def dataset_config_from_string(text: str) -> DatasetConfig:
+    """``"world"`` or ``"world:3000"``; a ``.txt`` list file; anything else a folder of images."""
+    text = str(text).strip()
+    if text == "world" or text.startswith("world:"):
+        n = text.partition(":")[2]
+        if n and not n.isdigit():
+            raise DatasetError(f"--dataset {text!r}: use 'world' or 'world:<n_images>'")
+        return DatasetConfig(kind="world", n_images=int(n) if n else None)
+    kind = "list" if text.lower().endswith(".txt") else "folder"
+    return DatasetConfig(kind=kind, path=text, n_images=None)
+
+
+class ImageSource:
+    """A finite, ordered collection of images: ``len(source)``, ``source.load(i) -> PIL RGB``."""
+
+    kind: str = ""
+    path: str | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> Image.Image:
+        """Image ``index`` as an RGB PIL image; raises `UnreadableImageError`."""
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """Where image ``index`` comes from (file path or world index), for messages."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the images' content (part of the run identity)."""
+        raise NotImplementedError
+
+    def annotation(self, index: int) -> dict[str, Any] | None:
+        """Ground truth of image ``index`` (world only), else None."""
+        return None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.path}" if self.path else self.kind
+
+
+class WorldSource(ImageSource):
+    """The synthetic world (`pure_core.world.SyntheticWorld`) as an image source."""
+
+    kind = "world"
+
+    def __init__(self, n_images: int, seed: int, size_px: int = 64):
+        from pure_core.world import SyntheticWorld
+
+        if n_images < 1:
+            raise DatasetError(f"world dataset needs at least one image, got n_images={n_images}")
+        self.world = SyntheticWorld(n_images, seed=seed, size_px=size_px)
+
+    def __len__(self) -> int:
+        return len(self.world)
+
+    def load(self, index: int) -> Image.Image:
+        return Image.fromarray(self.world.render(index)[0])
+
+    def describe(self, index: int) -> str:
+        return f"world image {index}"
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": "world", **self.world.params}
+
+    def annotation(self, index: int) -> dict[str, Any]:
+        return self.world.annotation(index)
+
+
+class FileSource(ImageSource):
+    """Image files: every image under a folder (recursive, sorted by relative path; covers the ImageFolder
+    layout ``root/<class>/<image>``), or the lines of a list file (relative to the list's folder)."""
+
+    def __init__(self, kind: str, path: str | Path, files: Sequence[Path], root: Path):
+        self.kind = kind
+        self.path = str(path)
+        self.files = list(files)
+        self.root = root
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> Image.Image:
+        file = self.files[index]
+        try:
+            with Image.open(file) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise UnreadableImageError(f"{file}: {reason}") from error
+
+    def describe(self, index: int) -> str:
+        return str(self.files[index])
+
+    def relative_path(self, index: int) -> str:
+        file = self.files[index]
+        try:
+            return file.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(file)
+
+    def fingerprint(self) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        for i, file in enumerate(self.files):
+            try:
+                size = file.stat().st_size
+            except OSError:
+                size = -1
+            digest.update(f"{self.relative_path(i)}\t{size}\n".encode())
+        return {"kind": self.kind, "n_files": len(self.files), "listing_sha256": digest.hexdigest()[:32]}
+
+
+def _scan_folder(root: Path) -> list[Path]:
+    files = []
+    for directory, subdirs, names in os.walk(root, followlinks=True):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in names:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(Path(directory) / name)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _read_list(path: Path) -> list[Path]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot read image list {path}: {getattr(error, 'strerror', None) or error}") \
+            from error
+    files = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        file = Path(line).expanduser()
+        files.append(file if file.is_absolute() else path.parent / file)
+    return files
+
+
+def check_dataset_path(config: DatasetConfig) -> None:
+    """`DatasetError` at once when a folder/list dataset has no path or its path does not exist."""
+    if config.kind == "world":
+        return
+    if config.kind not in ("folder", "list"):
+        raise DatasetError(f"unknown dataset kind {config.kind!r}; use world, folder or list")
+    if not config.path:
+        raise DatasetError("no dataset given: pass --dataset <image folder | list.txt | world>")
+    path = Path(config.path).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset path {path} does not exist")
+
+
+def open_source(config: DatasetConfig) -> ImageSource:
+    """The image source `config` names; `DatasetError` (naming the path) if it is missing or empty."""
+    if config.kind == "world":
+        n = WORLD_DEFAULT_IMAGES if config.n_images is None else int(config.n_images)
+        return WorldSource(n, int(config.seed), int(config.size_px))
+    check_dataset_path(config)
+    path = Path(config.path).expanduser()
+    if config.kind == "list":
+        if not path.is_file():
+            raise DatasetError(f"image list {path} is not a file")
+        files, root = _read_list(path), path.parent
+        if not files:
+            raise DatasetError(f"image list {path} names no images")
+    else:
+        if not path.is_dir():
+            raise DatasetError(f"dataset path {path} is not a folder (give a folder of images, a .txt list, "
+                               "or 'world')")
+        files, root = _scan_folder(path), path
+        if not files:
+            raise DatasetError(f"no images found in {path} (looked for {', '.join(IMAGE_EXTENSIONS)} files, "
+                               "recursively)")
+    if config.n_images is not None:
+        files = files[: int(config.n_images)]
+    return FileSource(config.kind, path, files, root)
+
+
+# -- batches for the model ---------------------------------------------------------------------------
+class _TensorView(torch.utils.data.Dataset):
+    """(preprocessed image (3, H, W) or None if unreadable, dataset index, error message)."""
+
+    def __init__(self, source: ImageSource, indices: Sequence[int], to_tensor):
+        self.source, self.indices, self.to_tensor = source, list(indices), to_tensor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        try:
+            return self.to_tensor(self.source.load(index)), index, None
+        except UnreadableImageError as error:
+            return None, index, str(error)
+        except Exception as error:  # a decoder crash inside one image must not end the scan
+            return None, index, f"{self.source.describe(index)}: {error}"
+
+
+def _collate(items):
+    good = [item for item in items if item[0] is not None]
+    errors = [(item[1], item[2]) for item in items if item[0] is None]
+    x = torch.stack([item[0] for item in good]) if good else None
+    indices = np.array([item[1] for item in good], dtype=np.int64)
+    return x, indices, errors
+
+
+Batch = tuple[torch.Tensor | None, np.ndarray, list[tuple[int, str]]]
+
+
+def iterate_batches(source: ImageSource, indices: Sequence[int], to_tensor, batch_size: int,
+                    workers: int = 0) -> Iterator[Batch]:
+    """Consecutive batches over dataset ``indices`` (in that order): ``(x (B, 3, H, W) or None, dataset
+    indices (B,), [(index, error)] of unreadable images)``; loading runs in ``workers`` processes."""
+    view = _TensorView(source, indices, to_tensor)
+    loader = torch.utils.data.DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         collate_fn=_collate, persistent_workers=False)
+    yield from loader

@@ -1,0 +1,362 @@
+"""precompute: configs, image sources, reference selection, a full tiny run, and clear one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from precompute.__main__ import main
+from precompute.config import (ConfigError, RunConfig, load_config_file, parse_ks, parse_neurons,
+                               resolve_config)
+from precompute.datasets import DatasetConfig, DatasetError, dataset_config_from_string, iterate_batches, \
+    open_source
+from precompute.stages import merge_top_k
+from store import STAGES, RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+# A seconds-long run: 300 world images, 4 channels of the demo net, 8 references each.
+TINY = ["--preset", "tiny", "--neurons", "0-3", "--n-ref", "8", "--ks", "2,3", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The trained demo net (trained once into the cache if missing)."""
+    from pure_core.demo import load_demo_model
+
+    return load_demo_model(progress=False)
+
+
+def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "precompute", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "PURE_NO_PROGRESS": "1", **(env or {})})
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("precompute: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# -- configuration ---------------------------------------------------------------------------------
+def test_neuron_specs_parse_and_out_of_range_ones_are_refused():
+    assert parse_neurons("all", 4) == [0, 1, 2, 3]
+    assert parse_neurons("0-2,7", 8) == [0, 1, 2, 7]
+    assert parse_neurons("5,1,5", 8) == [1, 5]
+    assert parse_neurons([3, 2], 8) == [2, 3]
+    with pytest.raises(ConfigError, match="out of range.*8 channels"):
+        parse_neurons("0-8", 8)
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_neurons("a-b", 8)
+
+
+def test_ks_parse():
+    assert parse_ks("2..5") == [2, 3, 4, 5]
+    assert parse_ks("2-3") == [2, 3]
+    assert parse_ks("4,2") == [2, 4]
+    with pytest.raises(ConfigError):
+        parse_ks("1,2")
+
+
+def test_presets_file_and_flags_override_in_that_order(tmp_path):
+    assert resolve_config().model.name == "demo"
+    file = tmp_path / "run.yaml"
+    file.write_text("preset: efficientnet-lite0\nn_ref: 40\ndataset: /data/pics\n"
+                    "crop:\n  display_kernel: 31\n")
+    config = resolve_config(config_file=file, overrides={"n_ref": 20})
+    assert (config.model.name, config.layer, config.n_ref) == ("efficientnet-lite0", "blocks.6", 20)
+    assert (config.dataset.kind, config.dataset.path) == ("folder", "/data/pics")
+    assert config.crop.display_kernel == 31 and config.crop.embed_kernel == 5
+    toml = tmp_path / "run.toml"
+    toml.write_text('preset = "tiny"\nks = [2, 4]\n[model]\nname = "demo"\n')
+    assert resolve_config(config_file=toml).ks == [2, 4]
+    assert load_config_file(toml)["model"] == {"name": "demo"}
+
+
+def test_bad_config_files_name_the_problem(tmp_path):
+    file = tmp_path / "bad.yaml"
+    file.write_text("n_reff: 3\n")
+    with pytest.raises(ConfigError, match="unknown setting.*n_reff"):
+        resolve_config(config_file=file)
+    file.write_text("n_ref: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        resolve_config(config_file=file)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        resolve_config(config_file=tmp_path / "missing.yaml")
+
+
+def test_identity_ignores_runtime_settings_but_not_results_settings():
+    a = resolve_config(overrides={"device": "cpu", "batch_size": 8, "out": "/x"})
+    b = resolve_config(overrides={"device": "cuda", "batch_size": 512, "out": "/y"})
+    fingerprints = {"model": "m", "dataset": {}}
+    assert a.identity([0, 1], fingerprints) == b.identity([0, 1], fingerprints)
+    c = resolve_config(overrides={"n_ref": 7})
+    assert a.identity([0, 1], fingerprints) != c.identity([0, 1], fingerprints)
+    assert a.identity([0, 1], fingerprints) != a.identity([0, 2], fingerprints)
+
+
+def test_example_configs_load_and_the_demo_file_is_the_default_run():
+    files = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs").glob("*.toml"))
+    assert len(files) >= 3
+    for file in files:
+        assert isinstance(resolve_config(config_file=file), RunConfig)
+    fingerprints = {"model": "m", "dataset": {}}
+    from_file = resolve_config(config_file=ROOT / "configs" / "demo.yaml")
+    assert from_file.identity([0], fingerprints) == resolve_config().identity([0], fingerprints)
+
+
+# -- image sources -----------------------------------------------------------------------------------
+def _write_images(folder: Path, names: list[str], size: int = 20) -> None:
+    for i, name in enumerate(names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (size, size + i), (10 * i, 100, 200)).save(path)
+
+
+def test_folder_source_lists_images_recursively_in_a_stable_order(tmp_path):
+    _write_images(tmp_path, ["b/2.png", "a/1.jpg", "a/0.PNG", "c/d/3.webp"])
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden").mkdir()
+    _write_images(tmp_path, [".hidden/x.png"])
+    source = open_source(DatasetConfig(kind="folder", path=str(tmp_path)))
+    listed = [source.relative_path(i) for i in range(len(source))]
+    assert listed == ["a/0.PNG", "a/1.jpg", "b/2.png", "c/d/3.webp"]
+    assert source.load(1).mode == "RGB"
+    assert source.fingerprint() == open_source(DatasetConfig(kind="folder", path=str(tmp_path))).fingerprint()
+
+
+def test_list_file_paths_are_relative_to_the_list(tmp_path):
+    _write_images(tmp_path / "imgs", ["x.png", "y.png"])
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two images\nimgs/y.png\n\nimgs/x.png\n")
+    config = dataset_config_from_string(str(listing))
+    assert config.kind == "list"
+    source = open_source(config)
+    assert [Path(source.describe(i)).name for i in range(len(source))] == ["y.png", "x.png"]
+
+
+def test_missing_and_empty_datasets_name_the_path(tmp_path):
+    with pytest.raises(DatasetError, match=f"{tmp_path / 'nope'} does not exist"):
+        open_source(DatasetConfig(kind="folder", path=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=f"no images found in {tmp_path / 'empty'}"):
+        open_source(DatasetConfig(kind="folder", path=str(tmp_path / "empty")))
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(DatasetError, match="names no images"):
+        open_source(DatasetConfig(kind="list", path=str(tmp_path / "empty.txt")))
+
+
+def test_unreadable_images_are_reported_per_batch_not_raised(tmp_path):
+    _write_images(tmp_path, ["0.png", "2.png"])
+    (tmp_path / "1.png").write_bytes(b"not a png")
+    source = open_source(DatasetConfig(kind="folder", path=str(tmp_path)))
+
+    def to_tensor(image):
+        import torch
+
+        return torch.zeros(3, 4, 4)
+
+    batches = list(iterate_batches(source, range(3), to_tensor, batch_size=2))
+    assert [b[1].tolist() for b in batches] == [[0], [2]]
+    assert batches[0][2][0][0] == 1 and "1.png" in batches[0][2][0][1]
+
+
+# -- reference selection -------------------------------------------------------------------------------
+def test_streaming_top_k_equals_a_full_sort_for_any_batching():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 50)).astype(np.float32)
+    values[0, 10] = values[0, 20] = 9.0  # a tie: the lower index ranks first
+    values[1, 5] = np.nan
+    positions = rng.integers(0, 7, size=(3, 50, 2))
+    expected = None
+    for batch in (1, 7, 50):
+        v, i, p = np.zeros((3, 0), np.float32), np.zeros((3, 0), np.int64), np.zeros((3, 0, 2), np.int64)
+        for start in range(0, 50, batch):
+            sl = slice(start, start + batch)
+            v, i, p = merge_top_k(v, i, p, values[:, sl], np.arange(50)[sl][None, :], positions[:, sl], 6)
+        if expected is None:
+            expected = (v, i, p)
+        assert all(np.array_equal(a, b) for a, b in zip((v, i, p), expected, strict=True))
+    v, i, p = expected
+    assert i[0, :2].tolist() == [10, 20]
+    order = np.argsort(-np.nan_to_num(values[2], nan=-np.inf), kind="stable")[:6]
+    assert i[2].tolist() == order.tolist() and 5 not in i[1]
+    assert np.array_equal(p[2], positions[2, order])
+
+
+# -- a full tiny run -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, demo_model) -> Path:
+    out = tmp_path_factory.mktemp("precompute") / "tiny"
+    assert main([*TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_tiny_run_fills_the_store_as_the_contract_says(tiny_store):
+    with RunStore.open(tiny_store) as store:
+        assert store.complete and set(store.stages_done()) == set(STAGES)
+        config = store.config
+        assert config["model"]["name"] == "demo" and config["dataset"]["kind"] == "world"
+        assert config["neurons"] == [0, 1, 2, 3] and config["ks"] == [2, 3]
+        assert {"torch", "numpy", "umap-learn"} <= set(store.meta["versions"])
+        refs = store.get("references")
+        n, n_ref = refs["indices"].shape
+        assert (n, n_ref) == (4, 8) and refs["positions"].shape == (4, 8, 2)
+        assert np.all(np.diff(refs["max_activations"], axis=1) <= 0)  # descending activation
+        c_lower, c_layer = config["channels"]["lower_layer"], config["channels"]["layer"]
+        for row, neuron in enumerate(store.neurons):
+            for index in refs["indices"][row]:
+                image = Image.open(__import__("io").BytesIO(store.image(int(index))))
+                assert image.format == "WEBP" and image.size == (64, 64)
+            assert store.get(f"pure:{neuron}").dtype == np.float16
+            pure = store.neuron("pure", neuron)
+            assert pure.shape == (n_ref, c_lower) and np.allclose(np.abs(pure).sum(1), 1, atol=1e-2)
+            assert store.neuron("activation", neuron).shape == (n_ref, c_layer)
+            boxes = store.neuron("boxes", neuron)
+            assert boxes.shape == (n_ref, 4) and np.all(boxes[:, 2] > boxes[:, 0])
+            assert len(store.neuron("crops", neuron)) == len(store.neuron("thumbnails", neuron)) == n_ref
+            assert store.neuron("embeddings", neuron).shape[0] == n_ref
+            umap = store.neuron("umap", neuron)
+            assert umap["pure"].shape == umap["activation"].shape == (n_ref, 2)
+            scores = store.neuron("scores", neuron)
+            assert set(scores["methods"]) == {"pure", "activation", "embedding"}
+            assert set(scores["methods"]["pure"]) == {2, 3} and scores["centroids"][3].shape == (3, c_lower)
+            assert np.isclose(scores["polysemanticity"], scores["rho_inter"] - scores["rho_intra"])
+            assert len(scores["oracle"]["concepts"]) == n_ref
+        summary = store.summary()
+        assert [r["neuron"] for r in summary] == [0, 1, 2, 3]
+        assert all("oracle_polysemanticity" in r for r in summary)
+        assert set(store.get("method_comparison")) == {"pure", "activation", "embedding", "unclustered"}
+        assert set(store.get("distance_correlation")) == {"pure", "activation"}
+        # bookkeeping is gone from the finished store
+        assert store.get("references:state") is None and store.get("chunk:crops:0") is None
+    # finished stores use a rollback journal: one self-contained file a read-only mount can serve
+    assert not (tiny_store / "cache.db-wal").exists()
+
+
+def test_rerunning_a_finished_run_does_nothing(tiny_store, capsys):
+    assert main([*TINY, "--out", str(tiny_store)]) == 0
+    assert "already holds this run" in capsys.readouterr().out
+
+
+def test_another_config_in_the_same_directory_is_refused(tiny_store, capsys):
+    assert main([*TINY, "--n-ref", "9", "--out", str(tiny_store)]) == 2
+    assert "another config" in _error_line(capsys)
+
+
+def test_inspect_prints_the_summary_and_json(tiny_store, capsys):
+    assert main(["inspect", str(tiny_store)]) == 0
+    text = capsys.readouterr().out
+    from pure_core.demo import DEMO_LAYER, DEMO_LOWER_LAYER
+
+    assert f"{DEMO_LAYER} <- circuits in {DEMO_LOWER_LAYER}" in text and "most polysemantic" in text
+    assert main(["inspect", str(tiny_store), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["complete"] and info["n_neurons"] == 4 and len(info["scores"]["top"]) == 4
+    assert main(["inspect", str(tiny_store.parent / "nothing")]) == 2
+
+
+# -- bad input: one line on stderr, non-zero exit -------------------------------------------------------
+def test_unknown_layer_lists_valid_names(tmp_path, demo_model, capsys):
+    assert main([*TINY, "--layer", "block9", "--out", str(tmp_path / "x")]) == 2
+    line = _error_line(capsys)
+    assert "block9" in line and "block4" in line
+    assert not (tmp_path / "x").exists()  # nothing written for a config that cannot run
+
+
+def test_out_of_range_neurons_are_refused(tmp_path, demo_model, capsys):
+    assert main([*TINY, "--neurons", "0-99", "--out", str(tmp_path / "x")]) == 2
+    assert "out of range" in _error_line(capsys)
+
+
+def test_empty_dataset_names_the_path(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([*TINY, "--dataset", str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
+    assert str(tmp_path / "empty") in _error_line(capsys)
+
+
+def test_all_unreadable_dataset_fails_and_some_unreadable_are_skipped(tmp_path, demo_model, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"{i}.jpg").write_bytes(b"\xff\xd8 broken")
+    assert main([*TINY, "--dataset", str(bad), "--out", str(tmp_path / "x")]) == 2
+    line = _error_line(capsys)
+    assert "all 3 images" in line and str(bad) in line
+
+    from pure_core.world import SyntheticWorld
+
+    mixed = tmp_path / "mixed" / "class_a"
+    mixed.mkdir(parents=True)
+    world = SyntheticWorld(12, seed=5)
+    for i in range(12):
+        Image.fromarray(world.render(i)[0]).save(mixed / f"{i:02d}.png")
+    (mixed / "05.png").write_bytes(b"truncated")
+    (mixed / "07.png").write_bytes(b"")
+    out = tmp_path / "mixed-run"
+    assert main([*TINY, "--dataset", str(mixed.parent), "--neurons", "0", "--n-ref", "4", "--ks", "2",
+                 "--out", str(out)]) == 0
+    assert "skipped 2 unreadable image(s) of 12" in capsys.readouterr().out
+    with RunStore.open(out) as store:
+        assert store.get("scan")["n_skipped"] == 2
+        assert not {5, 7} & set(store.get("references")["indices"].ravel().tolist())
+
+
+def test_missing_weights_fail_fast_before_any_data_is_read(tmp_path):
+    """The resnet50-imagenet preset offline: one line naming the missing file, in seconds, nothing written."""
+    data = tmp_path / "val"
+    _write_images(data, ["n01440764/a.JPEG"])
+    start = time.perf_counter()
+    result = _cli("--preset", "resnet50-imagenet", "--dataset", str(data), "--out", str(tmp_path / "x"),
+                  env={"TORCH_HOME": str(tmp_path / "torch-home"), "HF_HUB_OFFLINE": "1"})
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "resnet50-11ad3fa6.pth" in lines[0] and str(tmp_path / "torch-home") in lines[0]  # file and place
+    assert not (tmp_path / "x").exists()
+    assert elapsed < 30  # python + torch start-up; the check itself takes well under a second
+
+
+def test_disk_full_is_one_clear_line_and_the_run_resumes(tmp_path, demo_model, monkeypatch, capsys):
+    """ENOSPC while a chunk is written: its transaction rolls back, the message says how to go on, and the
+    same command then finishes the run."""
+    import errno
+
+    out = tmp_path / "full"
+    args = [*TINY, "--neurons", "0", "--n-ref", "4", "--ks", "2", "--out", str(out)]
+    original = RunStore.put_neuron
+
+    def put_neuron(self, kind, neuron, value):
+        if kind == "crops":  # after this chunk's boxes were written, inside the same transaction
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, kind, neuron, value)
+
+    monkeypatch.setattr(RunStore, "put_neuron", put_neuron)
+    assert main(args) == 2
+    line = _error_line(capsys)
+    assert "no space left" in line and "run the same command again" in line
+    with RunStore.open(out) as store:
+        assert store.stages_done()["attributions"] and not store.stages_done()["crops"]
+        assert store.get("boxes:0") is None and not store.is_chunk_done("crops", 0)  # rolled back
+    monkeypatch.setattr(RunStore, "put_neuron", original)
+    assert main(args) == 0
+    with RunStore.open(out) as store:
+        assert store.complete and store.neuron("boxes", 0).shape == (4, 4)
+
+
+def test_errors_from_the_command_line_have_no_traceback_unless_debug(tmp_path):
+    result = _cli("--preset", "tiny", "--dataset", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+    result = _cli("--preset", "tiny", "--dataset", str(tmp_path / "missing"), "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr
