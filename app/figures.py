@@ -1,0 +1,380 @@
+"""Figures as pure functions of plain data: Plotly for the pages, PIL for the PNG downloads.
+
+Plotly hover labels cannot show images (plotly.js #1323), so scatter points carry the reference's position
+in ``customdata`` and the pages show the selected references with `st.image`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
+
+# Colour of virtual neuron i (0-based); shared by the Plotly figures and the PNG report.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+METHOD_COLOURS = {
+    "pure": "#d62728",
+    "activation": "#1f77b4",
+    "embedding": "#2ca02c",
+    "unclustered": "#7f7f7f",
+}
+_LAYOUT = {"margin": {"l": 10, "r": 10, "t": 20, "b": 10}, "height": 360}
+
+
+def colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def vn_name(i: int) -> str:
+    """Display name of virtual neuron ``i`` (0-based) -> "VN 1"."""
+    return f"VN {i + 1}"
+
+
+# -- overview ----------------------------------------------------------------------------------------------
+def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go.Figure:
+    """Fig. A.2: overall embedding distance vs rho_inter - rho_intra, a dot per neuron (customdata = id)."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=table["overall"],
+            y=table["polysemanticity"],
+            mode="markers",
+            name="neurons",
+            customdata=table["neuron"].to_numpy(),
+            text=[f"neuron {n} (rank {r})" for n, r in zip(table["neuron"], table["rank"], strict=True)],
+            hovertemplate="%{text}<br>overall %{x:.3f}<br>ρ_inter − ρ_intra %{y:.3f}<extra></extra>",
+            marker={
+                "size": 9,
+                "color": table["polysemanticity"],
+                "colorscale": "Viridis",
+                "showscale": False,
+                "line": {"width": 0.5, "color": "white"},
+            },
+        )
+    )
+    if highlight is not None and (table["neuron"] == highlight).any():
+        row = table[table["neuron"] == highlight].iloc[0]
+        fig.add_trace(
+            go.Scatter(
+                x=[row["overall"]],
+                y=[row["polysemanticity"]],
+                mode="markers",
+                name=f"neuron {highlight}",
+                hoverinfo="skip",
+                marker={"size": 16, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "red"}},
+            )
+        )
+    fig.update_layout(
+        **_LAYOUT,
+        xaxis_title="overall distance (mean over all pairs)",
+        yaxis_title="ρ_inter − ρ_intra",
+        showlegend=False,
+        dragmode="select",
+    )
+    return fig
+
+
+def method_comparison_figure(comparison: Mapping[str, Any], labels: Mapping[str, str]) -> go.Figure:
+    """Fig. 4: mean rho_intra (solid) and rho_inter (dashed) per method over k; the unclustered mean distance
+    as a grey line."""
+    fig = go.Figure()
+    for method, by_k in comparison.items():
+        if not isinstance(by_k, Mapping) or not by_k:
+            continue
+        ks = sorted(int(k) for k in by_k)
+        values = {int(k): v for k, v in by_k.items()}
+        for key, dash in (("rho_intra", "solid"), ("rho_inter", "dash")):
+            fig.add_trace(
+                go.Scatter(
+                    x=ks,
+                    y=[values[k][key] for k in ks],
+                    mode="lines+markers",
+                    name=f"{labels.get(method, method)}: {key.replace('rho_', 'ρ_')}",
+                    line={"color": METHOD_COLOURS.get(method, "#444"), "dash": dash},
+                )
+            )
+    unclustered = comparison.get("unclustered")
+    if isinstance(unclustered, int | float):
+        fig.add_hline(
+            y=float(unclustered),
+            line={"color": METHOD_COLOURS["unclustered"], "dash": "dot"},
+            annotation_text="unclustered",
+            annotation_position="top left",
+        )
+    fig.update_layout(
+        **{**_LAYOUT, "height": 420},
+        xaxis_title="k (virtual neurons per neuron)",
+        yaxis_title="mean embedding distance",
+        xaxis={"dtick": 1},
+        legend={"font": {"size": 10}, "orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def correlation_figure(
+    correlation: Mapping[str, Mapping[str, float]], labels: Mapping[str, str]
+) -> go.Figure:
+    """Sec. 4.2: Pearson r of each method's pairwise distances with the embedder's, with its SEM."""
+    methods = [m for m in correlation if isinstance(correlation[m], Mapping)]
+    fig = go.Figure(
+        go.Bar(
+            x=[labels.get(m, m) for m in methods],
+            y=[correlation[m].get("r", np.nan) for m in methods],
+            error_y={"type": "data", "array": [correlation[m].get("sem", 0.0) or 0.0 for m in methods]},
+            marker_color=[METHOD_COLOURS.get(m, "#444") for m in methods],
+            hovertemplate="%{x}<br>r = %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(**_LAYOUT, yaxis_title="Pearson r with the embedder's distances")
+    return fig
+
+
+# -- neuron ------------------------------------------------------------------------------------------------
+def umap_figure(
+    coords: np.ndarray, labels: np.ndarray, title: str, max_activations: Sequence[float] | None = None
+) -> go.Figure:
+    """Stored UMAP coordinates ``(n, 2)`` coloured by virtual neuron ``labels (n,)``; customdata = reference
+    position (0-based, in ranking order). Built from one dict: 5x faster than trace-by-trace updates."""
+    labels = np.asarray(labels)
+    traces = []
+    for c in range(int(labels.max(initial=-1)) + 1):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        hover = [
+            f"reference #{i + 1}"
+            + (f"<br>activation {max_activations[i]:.2f}" if max_activations is not None else "")
+            for i in members
+        ]
+        traces.append(
+            {
+                "type": "scatter",
+                "x": coords[members, 0],
+                "y": coords[members, 1],
+                "mode": "markers",
+                "name": f"{vn_name(c)} ({len(members)})",
+                "customdata": members,
+                "text": hover,
+                "hovertemplate": "%{text}<extra>" + vn_name(c) + "</extra>",
+                "marker": {"size": 10, "color": colour(c), "line": {"width": 0.5, "color": "white"}},
+            }
+        )
+    layout = {
+        **_LAYOUT,
+        "height": 340,
+        "title": {"text": title},
+        "dragmode": "lasso",
+        "xaxis": {"showticklabels": False},
+        "yaxis": {"showticklabels": False},
+        "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"},
+    }
+    return go.Figure({"data": traces, "layout": layout})
+
+
+def top_channels(weights: np.ndarray, top_n: int = 8) -> list[int]:
+    """Indices of the ``top_n`` largest entries of a centroid ``(C_lower,)``, largest first."""
+    weights = np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-weights, kind="stable")
+    return [int(i) for i in order[:top_n]]
+
+
+def circuit_html(weights: np.ndarray, top_n: int, bar_colour: str, lower_layer: str) -> str:
+    """The circuit as light HTML bars (no chart to mount in the browser, so a k change redraws fast):
+    the ``top_n`` lower-layer channels with the largest centroid weights, largest first."""
+    channels = top_channels(weights, top_n)
+    peak = max([abs(float(weights[c])) for c in channels] + [1e-12])
+    rows = []
+    for c in channels:
+        value = float(weights[c])
+        width = max(1.0, 100.0 * abs(value) / peak)
+        rows.append(
+            f"<div style='display:flex;align-items:center;gap:6px;font-size:12px;line-height:16px'>"
+            f"<code style='min-width:86px;font-size:11px'>{lower_layer}:{c}</code>"
+            f"<div style='flex:1'><div style='width:{width:.1f}%;height:11px;background:{bar_colour};"
+            f"opacity:{1.0 if value >= 0 else 0.4}'></div></div>"
+            f"<span style='min-width:44px;text-align:right;color:#555'>{value:.3f}</span></div>"
+        )
+    return "<div style='display:flex;flex-direction:column;gap:3px'>" + "".join(rows) + "</div>"
+
+
+def distances_figure(distances: np.ndarray, assigned: int) -> go.Figure:
+    """Distances of an image's circuit vector to each virtual neuron's centroid, the nearest highlighted."""
+    names = [vn_name(i) for i in range(len(distances))]
+    bars = {
+        "type": "bar",
+        "x": names,
+        "y": np.asarray(distances, dtype=float),
+        "marker": {"color": [colour(i) if i == assigned else "#c7c7c7" for i in range(len(distances))]},
+        "hovertemplate": "%{x}<br>distance %{y:.4f}<extra></extra>",
+    }
+    layout = {
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+        "height": 240,
+        "title": {"text": "Distance to each virtual neuron's centroid"},
+        "yaxis": {"title": {"text": "Euclidean distance"}},
+    }
+    return go.Figure({"data": [bars], "layout": layout})
+
+
+# -- PNG downloads (PIL; no plotting backend needed) ----------------------------------------------------
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def tile(data: bytes, size_px: int) -> Image.Image:
+    """A thumbnail's bytes decoded and fitted into a white ``size_px`` square."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image.thumbnail((size_px, size_px), Image.Resampling.BICUBIC)
+    tile = Image.new("RGB", (size_px, size_px), "white")
+    tile.paste(image, ((size_px - image.width) // 2, (size_px - image.height) // 2))
+    return tile
+
+
+def reference_sheet(
+    tiles: Sequence[Image.Image], captions: Sequence[str] | None = None, columns: int = 10, gap_px: int = 4
+) -> Image.Image:
+    """A grid of reference thumbnails (square `tile` images of one size) as one image, so a page sends one
+    element instead of one per thumbnail; each tile captioned below ("#3 · 7.21": rank and activation)."""
+    font = _font(11)
+    tile_px = tiles[0].width if tiles else 1
+    caption_px = 14 if captions else 0
+    columns = max(1, min(columns, len(tiles) or 1))
+    rows = max(1, math.ceil(len(tiles) / columns))
+    cell_w, cell_h = tile_px + gap_px, tile_px + caption_px + gap_px
+    sheet = Image.new("RGB", (columns * cell_w - gap_px, rows * cell_h - gap_px), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, image in enumerate(tiles):
+        r, c = divmod(i, columns)
+        x, y = c * cell_w, r * cell_h
+        sheet.paste(image, (x, y))
+        if captions:
+            draw.text((x + tile_px / 2, y + tile_px + 1), captions[i], fill="#555555", font=font, anchor="ma")
+    return sheet
+
+
+def data_uri(image_bytes: bytes) -> str:
+    """An image's bytes as a data URI (`st.image` passes URIs through without decoding or re-encoding)."""
+    kind = Image.open(io.BytesIO(image_bytes)).format or "PNG"
+    return f"data:image/{kind.lower()};base64," + base64.b64encode(image_bytes).decode()
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    """JPEG bytes; `st.image` passes JPEG through untouched (WEBP/PNG bytes are re-encoded on every rerun)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def contact_sheet(
+    groups: Sequence[tuple[str, Sequence[bytes], str]], thumb_px: int = 72, columns: int = 8, gap_px: int = 4
+) -> Image.Image:
+    """Reference grids, one block per group ``(title, thumbnails, colour)``, stacked vertically."""
+    font = _font(14)
+    blocks = []
+    width = columns * (thumb_px + gap_px) + gap_px
+    for title, thumbs, block_colour in groups:
+        rows = max(1, math.ceil(len(thumbs) / columns))
+        block = Image.new("RGB", (width, 24 + rows * (thumb_px + gap_px) + gap_px), "white")
+        draw = ImageDraw.Draw(block)
+        draw.rectangle([0, 0, 6, 20], fill=block_colour)
+        draw.text((12, 3), title, fill="black", font=font)
+        for i, data in enumerate(thumbs):
+            r, c = divmod(i, columns)
+            block.paste(
+                tile(data, thumb_px),
+                (gap_px + c * (thumb_px + gap_px), 24 + gap_px + r * (thumb_px + gap_px)),
+            )
+        blocks.append(block)
+    return _stack(blocks)
+
+
+def scatter_image(coords: np.ndarray, labels: np.ndarray, title: str, size_px: int = 320) -> Image.Image:
+    """A UMAP scatter drawn with PIL: points ``(n, 2)`` coloured by virtual neuron."""
+    image = Image.new("RGB", (size_px, size_px + 24), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((6, 4), title, fill="black", font=_font(14))
+    pad = 14
+    box = (pad, 24 + pad, size_px - pad, size_px + 24 - pad)
+    draw.rectangle([box[0] - 6, box[1] - 6, box[2] + 6, box[3] + 6], outline="#bbbbbb")
+    coords = np.asarray(coords, dtype=np.float64)
+    if len(coords):
+        low, high = coords.min(axis=0), coords.max(axis=0)
+        span = np.where(high - low > 0, high - low, 1.0)
+        scaled = (coords - low) / span
+        for (u, v), label in zip(scaled, np.asarray(labels), strict=True):
+            x = box[0] + u * (box[2] - box[0])
+            y = box[3] - v * (box[3] - box[1])
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour(int(label)), outline="white")
+    return image
+
+
+def bars_image(
+    weights: np.ndarray, top_n: int, bar_colour: str, lower_layer: str, title: str, width_px: int = 320
+) -> Image.Image:
+    """The circuit bar chart drawn with PIL (largest centroid weights first)."""
+    channels = top_channels(weights, top_n)
+    font = _font(12)
+    row_px = 18
+    image = Image.new("RGB", (width_px, 26 + row_px * len(channels) + 6), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((6, 4), title, fill="black", font=_font(14))
+    peak = max([abs(float(weights[c])) for c in channels] + [1e-12])
+    label_px = 96
+    for i, c in enumerate(channels):
+        y = 26 + i * row_px
+        draw.text((6, y + 2), f"{lower_layer}:{c}", fill="black", font=font)
+        length = (width_px - label_px - 60) * abs(float(weights[c])) / peak
+        draw.rectangle([label_px, y + 3, label_px + length, y + row_px - 3], fill=bar_colour)
+        draw.text((label_px + length + 4, y + 2), f"{float(weights[c]):.3f}", fill="#333333", font=font)
+    return image
+
+
+def neuron_report(
+    title: str, umaps: Sequence[Image.Image], rows: Sequence[tuple[Image.Image, Image.Image | None]]
+) -> Image.Image:
+    """One PNG for a neuron: a title, the UMAP panels side by side, then per virtual neuron its reference
+    grid beside its circuit."""
+    body = [_hstack(list(umaps))] + [
+        _hstack([grid] + ([bars] if bars is not None else [])) for grid, bars in rows
+    ]
+    header = Image.new("RGB", (max(p.width for p in body), 30), "white")
+    ImageDraw.Draw(header).text((6, 6), title, fill="black", font=_font(18))
+    return _stack([header, *body])
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _stack(images: Sequence[Image.Image]) -> Image.Image:
+    width = max((im.width for im in images), default=1)
+    height = sum(im.height for im in images) or 1
+    canvas = Image.new("RGB", (width, height), "white")
+    y = 0
+    for im in images:
+        canvas.paste(im, (0, y))
+        y += im.height
+    return canvas
+
+
+def _hstack(images: Sequence[Image.Image], gap_px: int = 8) -> Image.Image:
+    width = sum(im.width for im in images) + gap_px * max(len(images) - 1, 0)
+    height = max((im.height for im in images), default=1)
+    canvas = Image.new("RGB", (max(width, 1), height), "white")
+    x = 0
+    for im in images:
+        canvas.paste(im, (x, 0))
+        x += im.width + gap_px
+    return canvas

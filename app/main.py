@@ -1,0 +1,41 @@
+"""Entry point: `streamlit run app/main.py [-- --runs-dir DIR]`; declares the pages, nothing else."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` puts only app/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.auth import require_access  # noqa: E402
+
+st.set_page_config(page_title="PURE neuron explorer", page_icon=":material/neurology:", layout="wide")
+require_access()
+
+pages = {
+    "overview": st.Page(
+        "views/overview.py",
+        title="Overview",
+        icon=":material/leaderboard:",
+        url_path="overview",
+        default=True,
+    ),
+    "neuron": st.Page(
+        "views/neuron.py", title="Neuron explorer", icon=":material/neurology:", url_path="neuron"
+    ),
+    "upload": st.Page(
+        "views/upload.py", title="Upload an image", icon=":material/upload:", url_path="upload"
+    ),
+}
+page = st.navigation(list(pages.values()))
+requested = st.query_params.get("page")
+if requested is not None:  # `?page=neuron&neuron=12&k=3` also works on the app's root URL
+    params = {name: st.query_params.get(name) for name in st.query_params if name != "page"}
+    if requested in pages and pages[requested].url_path != page.url_path:
+        st.switch_page(pages[requested], query_params=params)
+    del st.query_params["page"]
+page.run()

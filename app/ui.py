@@ -1,0 +1,256 @@
+"""Page pieces shared by the pages: run / neuron / k controls synced with the URL, and the empty states.
+
+State model: the shareable state (run, neuron, k) lives in `st.query_params`; the pages rewrite the URL on
+every run. A query value that differs from what the app itself last wrote came from outside (first load, a
+pasted deep link, `st.switch_page(..., query_params=...)`) and is applied to the widgets after validation;
+invalid values are ignored with a notice. Widget values persist across pages in plain session keys
+(``run``, ``neuron``, ``k``; the widgets use ``*_select`` keys seeded from them on every run) because
+Streamlit drops the state of widgets that a page does not render, even when another page has a widget with
+the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import streamlit as st
+
+from app import data, state
+from store import STAGES, StoreError
+
+_WRITTEN = "_query_written"
+PRECOMPUTE_COMMAND = "python -m precompute"
+PAGES = {"overview": "views/overview.py", "neuron": "views/neuron.py", "upload": "views/upload.py"}
+
+
+def external_param(name: str) -> str | None:
+    """The query parameter ``name`` if it changed outside the app since the app last wrote it, else None."""
+    current = st.query_params.get(name)
+    written = st.session_state.get(_WRITTEN, {}).get(name)
+    return None if current is None or current == written else current
+
+
+def write_params(**values: object) -> None:
+    """Make the URL's query exactly ``values`` (None values dropped), so the page can be shared."""
+    wanted = {name: str(value) for name, value in values.items() if value is not None}
+    for name in list(st.query_params.keys()):
+        if name not in wanted:
+            del st.query_params[name]
+    for name, value in wanted.items():
+        if st.query_params.get(name) != value:
+            st.query_params[name] = value
+    st.session_state[_WRITTEN] = wanted
+
+
+def notice(message: str) -> None:
+    st.info(message, icon=":material/info:")
+
+
+# -- run ---------------------------------------------------------------------------------------------------
+def choose_run() -> data.RunRef | None:
+    """The sidebar's run selector; renders the "no store yet" state and returns None when there is no run."""
+    root = data.runs_root()
+    runs = data.available_runs(str(root))
+    if not runs:
+        no_store(root)
+        return None
+    by_name = {info.directory.name: info for info in runs}
+    requested, message = state.parse_run(external_param("run"), list(by_name))
+    if message:
+        notice(message)
+    if requested is not None:
+        st.session_state["run"] = requested
+    if st.session_state.get("run") not in by_name:
+        complete = [name for name, info in by_name.items() if info.complete]
+        st.session_state["run"] = (complete or list(by_name))[0]
+    st.session_state["run_select"] = st.session_state["run"]
+    with st.sidebar:
+        name = st.selectbox(
+            "Run",
+            list(by_name),
+            key="run_select",
+            format_func=lambda n: _run_label(by_name[n]),
+            on_change=_persist,
+            args=("run_select", "run"),
+            help=f"Every run store under `{root}`.",
+        )
+        info = by_name[name]
+        config = info.config
+        model = config.get("model", {})
+        st.caption(
+            f"**{model.get('name', '?')}**, layer `{config.get('layer', '?')}` (circuits in "
+            f"`{config.get('lower_layer', '?')}`), {len(config.get('neurons') or []) or 'all'} neurons, "
+            f"{config.get('n_ref', '?')} references each; embedder `{config.get('embedder', '?')}`."
+        )
+    run = data.run_ref(info)
+    try:
+        data.run_details(run)
+    except StoreError as error:  # replaced or damaged since it was listed
+        st.error(f"Run `{name}` cannot be read: {error}", icon=":material/error:")
+        return None
+    return run
+
+
+def _run_label(info) -> str:
+    status = "" if info.complete else " · computing"
+    model = info.config.get("model", {}).get("name", "?")
+    return f"{info.directory.name} — {model} {info.config.get('layer', '?')}{status}"
+
+
+def no_store(root) -> None:
+    st.title("PURE neuron explorer")
+    st.warning(f"No run store under `{root}` yet.", icon=":material/inbox:")
+    st.markdown(
+        "Compute the demo run (the synthetic world and its small trained network; a few minutes on a CPU), "
+        "then reload this page:"
+    )
+    st.code(PRECOMPUTE_COMMAND, language="bash")
+    st.caption(
+        f"Runs are read from `$PURE_RUNS_DIR`, or `--runs-dir DIR` after `--` "
+        f"(`streamlit run app/main.py -- --runs-dir DIR`), else `./runs`. Looked in `{root.resolve()}`."
+    )
+
+
+def progress(run: data.RunRef, what: str) -> None:
+    """The "still being computed" state: which stages are done, and how to resume."""
+    details = data.run_details(run)
+    done = details["stages_done"]
+    seconds = details["stage_seconds"]
+    st.warning(
+        f"Run `{run.name}` is still being computed; {what} appear when its stages are done.",
+        icon=":material/hourglass_top:",
+    )
+    lines = []
+    for stage in STAGES:
+        if done.get(stage):
+            took = f" in {seconds[stage]:.0f} s" if seconds.get(stage) else ""
+            lines.append(f"- :material/check_circle: {stage}: done{took}")
+        else:
+            lines.append(f"- :material/pending: {stage}: not yet")
+    st.markdown("\n".join(lines))
+    st.caption(
+        f"`{PRECOMPUTE_COMMAND}` resumes an interrupted run with the same config; this page re-reads the "
+        "store every few seconds (reload to refresh)."
+    )
+
+
+def run_summary(run: data.RunRef) -> None:
+    details = data.run_details(run)
+    config = details["config"]
+    model = config.get("model", {})
+    dataset = config.get("dataset", {})
+    cols = st.columns(4)
+    facts = (
+        (
+            "Model",
+            f"{model.get('name', '?')}",
+            ", ".join(f"{key} `{model[key]}`" for key in ("weights", "checkpoint") if model.get(key)) or None,
+        ),
+        ("Layer ← circuits from", f"{config.get('layer')} ← {config.get('lower_layer')}", None),
+        (
+            "Dataset",
+            f"{dataset.get('kind', '?')}",
+            f"`{dataset.get('path') or ''}`" if dataset.get("path") else None,
+        ),
+        ("Embedder", f"{config.get('embedder', '?')}", None),
+    )
+    for column, (label, value, detail) in zip(cols, facts, strict=True):
+        column.markdown(
+            f"<div style='font-size:13px;color:#666'>{label}</div>"
+            f"<div style='font-size:20px;font-weight:600;overflow-wrap:anywhere'>{value}</div>",
+            unsafe_allow_html=True,
+        )
+        if detail:
+            column.caption(detail)
+    created = details.get("created_at")
+    when = datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if created else "?"
+    st.caption(
+        f"{details['n_neurons']} neurons × {details['n_ref']} references · "
+        f"{dataset.get('n_images', '?')} images "
+        f"(seed {dataset.get('seed', '-')}) · k = {config.get('ks')} · run `{run.run_id}` created {when}"
+    )
+
+
+# -- neuron and k ------------------------------------------------------------------------------------------
+def _persist(widget_key: str, store_key: str) -> None:
+    st.session_state[store_key] = st.session_state[widget_key]
+
+
+def choose_neuron(order: Sequence[int], with_steps: bool = True) -> int:
+    """Neuron selector (ranking order) with previous/next buttons; applies and validates ``?neuron=``."""
+    requested, message = state.parse_neuron(external_param("neuron"), order)
+    if message:
+        notice(message)
+    if requested is not None:
+        st.session_state["neuron"] = requested
+    current = st.session_state.get("neuron")
+    if current not in order:
+        current = order[0]
+    st.session_state["neuron"] = st.session_state["neuron_select"] = current
+    rank = {n: i for i, n in enumerate(order)}
+
+    def step(delta: int) -> None:
+        position = rank[st.session_state["neuron_select"]] + delta
+        st.session_state["neuron_select"] = order[max(0, min(len(order) - 1, position))]
+        st.session_state["neuron"] = st.session_state["neuron_select"]
+
+    if with_steps:
+        left, middle, right = st.columns([1, 4, 1], vertical_alignment="bottom")
+        left.button(
+            "◀ Previous",
+            on_click=step,
+            args=(-1,),
+            disabled=rank[current] == 0,
+            width="stretch",
+            help="Previous neuron in ranking order",
+        )
+        right.button(
+            "Next ▶",
+            on_click=step,
+            args=(1,),
+            disabled=rank[current] == len(order) - 1,
+            width="stretch",
+            help="Next neuron in ranking order",
+        )
+    else:
+        middle = st.container()
+    neuron = middle.selectbox(
+        "Neuron (ranking order)",
+        order,
+        key="neuron_select",
+        format_func=lambda n: f"neuron {n} (rank {rank[n] + 1} of {len(order)})",
+        on_change=_persist,
+        args=("neuron_select", "neuron"),
+    )
+    st.session_state["neuron"] = neuron
+    return int(neuron)
+
+
+def choose_k(n_references: int) -> int:
+    """The k control (virtual neurons, 1..8, at most the number of references); applies ``?k=``."""
+    k_max = state.clamp_k(state.K_MAX, n_references)
+    requested, message = state.parse_k(external_param("k"))
+    if message:
+        notice(message)
+    if requested is not None and requested > k_max:
+        notice(f"This neuron has {n_references} reference(s), so k is at most {k_max}; showing k = {k_max}.")
+        requested = k_max
+    if requested is not None:
+        st.session_state["k"] = requested
+    current = st.session_state.get("k", state.DEFAULT_K)
+    st.session_state["k"] = st.session_state["k_select"] = max(state.K_MIN, min(int(current), k_max))
+    if k_max <= state.K_MIN:
+        st.session_state["k"] = state.K_MIN
+        return state.K_MIN
+    k = st.slider(
+        "k (virtual neurons)",
+        state.K_MIN,
+        k_max,
+        key="k_select",
+        on_change=_persist,
+        args=("k_select", "k"),
+        help="Re-clusters the stored circuit vectors live (k-means).",
+    )
+    st.session_state["k"] = k
+    return int(k)

@@ -1,0 +1,338 @@
+"""Neuron explorer: one neuron's references, its virtual neurons for a live k (k-means on the stored PURE
+vectors, and on the activation vectors as the baseline), their circuits, and the scores for that k."""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections import Counter
+from urllib.parse import quote
+
+import numpy as np
+import streamlit as st
+
+from app import data, figures, state, ui
+
+N_CIRCUIT_CHANNELS = 8
+N_LOWER_SHOWN = 3
+
+
+def captions(data_: data.NeuronData, members: np.ndarray) -> list[str]:
+    return [
+        f"#{i + 1} · {data_.max_activations[i]:.2f}" if i < len(data_.max_activations) else f"#{i + 1}"
+        for i in members
+    ]
+
+
+def selected_references(event) -> list[int]:
+    """Reference positions of the points clicked or lassoed in a UMAP figure (customdata)."""
+    points = (getattr(event, "selection", None) or {}).get("points", []) if event else []
+    chosen = []
+    for point in points:
+        value = point.get("customdata")
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        if value is not None:
+            chosen.append(int(value))
+    return sorted(set(chosen))
+
+
+def planted_concepts(nd: data.NeuronData) -> list[str] | None:
+    """Ground truth of synthetic-world runs: the planted concept of each reference (None elsewhere)."""
+    oracle = (nd.scores or {}).get("oracle") or {}
+    concepts = oracle.get("concepts")
+    return list(concepts) if concepts is not None and len(concepts) == nd.n_references else None
+
+
+def planted_summary(nd: data.NeuronData, members: np.ndarray) -> str:
+    """Ground truth of a virtual neuron's members, e.g. `` · planted: 7 × red circle, 1 × blue square``
+    (world runs only; empty string elsewhere)."""
+    concepts = planted_concepts(nd)
+    if concepts is None or len(members) == 0:
+        return ""
+    counts = Counter(concepts[i] for i in members).most_common(3)
+    return " · planted: " + ", ".join(f"{n} × {html.escape(str(name))}" for name, n in counts)
+
+
+def report_png(run: data.RunRef, neuron: int, k: int) -> bytes:
+    """The neuron's figures as one PNG: both UMAPs, and per virtual neuron its reference grid and circuit."""
+    nd = data.neuron_data(run, neuron)
+    config = data.run_details(run)["config"]
+    pure = data.clustering(run, neuron, k, "pure")
+    activation = data.clustering(run, neuron, k, "activation")
+    umaps = []
+    if nd.umap is not None:
+        for method, result in (("pure", pure), ("activation", activation)):
+            if result is not None and method in nd.umap:
+                title = {"pure": "UMAP of PURE vectors", "activation": "UMAP of activations (their clusters)"}
+                umaps.append(figures.scatter_image(nd.umap[method], result.labels, title[method]))
+    rows = []
+    for c in range(k):
+        members = np.flatnonzero(pure.labels == c)
+        title = f"{figures.vn_name(c)}: {len(members)} references"
+        if not np.isnan(pure.rho_intra[c]):
+            title += f", rho_intra {pure.rho_intra[c]:.2f}"
+        grid = figures.contact_sheet(
+            [(title, [nd.thumbnails[i] for i in members if i < len(nd.thumbnails)], figures.colour(c))]
+        )
+        bars = figures.bars_image(
+            pure.centers[c],
+            N_CIRCUIT_CHANNELS,
+            figures.colour(c),
+            config["lower_layer"],
+            f"circuit of {figures.vn_name(c)}",
+        )
+        rows.append((grid, bars))
+    title = f"{run.name} · {config['layer']} neuron {neuron} · k = {k} virtual neurons (PURE)"
+    return figures.png_bytes(figures.neuron_report(title, umaps, rows))
+
+
+def assignments_csv(run: data.RunRef, neuron: int, k: int) -> bytes:
+    nd = data.neuron_data(run, neuron)
+    lines = ["reference,dataset_index,max_activation,pure_virtual_neuron,activation_cluster"]
+    pure = data.clustering(run, neuron, k, "pure")
+    activation = data.clustering(run, neuron, k, "activation")
+    for i in range(nd.n_references):
+        act = "" if activation is None else activation.labels[i] + 1
+        lines.append(
+            f"{i + 1},{nd.dataset_indices[i]},{nd.max_activations[i]:.4f},{pure.labels[i] + 1},{act}"
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def header(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
+    table = data.ranking(run)
+    row = table[table["neuron"] == neuron]
+    cols = st.columns(5)
+    if len(row):
+        r = row.iloc[0]
+        cols[0].metric("Rank", f"{int(r['rank'])} of {len(table)}")
+        cols[1].metric("ρ_inter − ρ_intra", f"{r['polysemanticity']:.3f}", help="k = 2 embedding clusters")
+        cols[2].metric("ρ_intra", f"{r['rho_intra']:.3f}")
+        cols[3].metric("ρ_inter", f"{r['rho_inter']:.3f}")
+    cols[4].metric("References", nd.n_references)
+    kind = ((nd.scores or {}).get("oracle") or {}).get("kind")
+    if kind:
+        concepts = Counter(planted_concepts(nd) or []).most_common(3)
+        st.caption(
+            f"Ground truth (synthetic world): **{kind}**; planted concepts of the references: "
+            + ", ".join(f"{n} × {name}" for name, n in concepts)
+        )
+
+
+def reference_grid(run: data.RunRef, nd: data.NeuronData) -> None:
+    with st.expander(
+        f"All {len(nd.thumbnails)} references (display crops; caption: rank · max activation)", expanded=True
+    ):
+        st.image(data.reference_sheet(run, nd.neuron, columns=16), width="content")
+
+
+@st.cache_resource(show_spinner=False, max_entries=512)
+def _umap_figure(run: data.RunRef, neuron: int, k: int, method: str, title: str):
+    """Cached Plotly figure (building one costs more than the k-means it shows)."""
+    nd = data.neuron_data(run, neuron)
+    result = data.clustering(run, neuron, k, method)
+    return figures.umap_figure(nd.umap[method], result.labels, f"UMAP of {title}", nd.max_activations)
+
+
+def umap_panels(
+    run: data.RunRef, nd: data.NeuronData, k: int, pure: data.Clustering, activation: data.Clustering | None
+) -> None:
+    if nd.umap is None:
+        st.caption("UMAP coordinates are not stored yet (scores stage).")
+        return
+    left, right = st.columns(2)
+    for column, method, result, title in (
+        (left, "pure", pure, "PURE circuit vectors"),
+        (right, "activation", activation, "activation vectors (baseline)"),
+    ):
+        if result is None or method not in nd.umap:
+            continue
+        with column:
+            event = st.plotly_chart(
+                _umap_figure(run, nd.neuron, k, method, title),
+                key=f"umap_{method}_{nd.neuron}",
+                on_select="rerun",
+                selection_mode=("points", "box", "lasso"),
+            )
+            chosen = [i for i in selected_references(event) if i < len(nd.thumbnails)]
+            if chosen:
+                st.caption(f"{len(chosen)} selected reference(s):")
+                st.image(
+                    [figures.data_uri(nd.thumbnails[i]) for i in chosen],
+                    width=76,
+                    caption=captions(nd, np.array(chosen)),
+                )
+            else:
+                st.caption("Click a point or draw a lasso to see those references.")
+
+
+def lower_channel_html(root: str, run: data.RunRef, channels: list[int], lower_layer: str) -> str:
+    """Top references of the circuit's lower-layer channels, when a run under ``root`` analyses that layer
+    with the same model; each channel links to its own neuron page. Empty string otherwise."""
+    lower = data.lower_layer_run(root, run)
+    if lower is None:
+        return ""
+    available = set(data.neuron_order(lower))
+    strips = data.thumbnail_strips(lower, [c for c in channels if c in available][:N_LOWER_SHOWN])
+    shown = list(strips)
+    if not shown:
+        return ""
+    parts = [
+        f"<div style='font-size:12px;color:#555;margin:8px 0 2px'>Top references of these channels "
+        f"(run <code>{html.escape(lower.name)}</code>):</div>"
+    ]
+    for channel in shown:
+        link = f"neuron?run={quote(lower.name)}&neuron={channel}"
+        parts.append(
+            f"<div style='display:flex;align-items:center;gap:6px;margin:2px 0'>"
+            f"<a href='{link}' target='_self' style='min-width:86px;font-size:11px'>"
+            f"<code>{html.escape(lower_layer)}:{channel}</code></a>"
+            f"<img src='{strips[channel]}' style='height:32px' alt='references of channel {channel}'></div>"
+        )
+    return "".join(parts)
+
+
+def virtual_neuron_grids(
+    run: data.RunRef, nd: data.NeuronData, k: int, method: str, result: data.Clustering
+) -> None:
+    config = data.run_details(run)["config"]
+    root = str(data.runs_root())
+    for c in range(k):
+        members = np.flatnonzero(result.labels == c)
+        rho = "" if np.isnan(result.rho_intra[c]) else f" · ρ_intra {result.rho_intra[c]:.3f}"
+        with st.container(border=True):
+            st.markdown(
+                f"<span style='color:{figures.colour(c)}'>■</span> **{figures.vn_name(c)}** · "
+                f"{len(members)} references{rho}{planted_summary(nd, members)}",
+                unsafe_allow_html=True,
+            )
+            grid, circuit = st.columns([3, 2])
+            with grid:
+                sheet = data.reference_sheet(run, nd.neuron, k, method, c, columns=9)
+                if sheet is not None:
+                    st.image(sheet, width="content")
+            with circuit:
+                if method == "pure":
+                    channels = figures.top_channels(result.centers[c], N_CIRCUIT_CHANNELS)
+                    st.html(
+                        "<div style='font-size:14px;margin-bottom:4px'><b>Circuit</b> · lower-layer channels "
+                        "with the largest centroid weights</div>"
+                        + figures.circuit_html(
+                            result.centers[c], N_CIRCUIT_CHANNELS, figures.colour(c), config["lower_layer"]
+                        )
+                        + lower_channel_html(root, run, channels, config["lower_layer"])
+                    )
+                else:
+                    st.caption("Activation clusters have no circuit; switch to PURE to see one.")
+
+
+def render_neuron(run: data.RunRef, neuron: int, k: int, nd: data.NeuronData) -> None:
+    header(run, neuron, nd)
+    if nd.n_references < 2:
+        st.warning(
+            f"Neuron {neuron} has only {nd.n_references} reference(s) with a circuit vector; at least 2 are "
+            "needed to split it into virtual neurons. Rerun precompute with a larger dataset or `n_ref` to "
+            "explore it.",
+            icon=":material/warning:",
+        )
+        if nd.thumbnails:
+            reference_grid(run, nd)
+        return
+    reference_grid(run, nd)
+    pure = data.clustering(run, neuron, k, "pure")
+    activation = data.clustering(run, neuron, k, "activation")
+    st.subheader(f"{k} virtual neuron{'s' if k > 1 else ''}")
+    umap_panels(run, nd, k, pure, activation)
+    scores = data.k_scores(run, neuron, k)
+    if not scores.empty:
+        st.markdown(
+            f"**Scores for k = {k}** (embedding distances of the references; lower ρ_intra and higher "
+            "ρ_inter mean purer virtual neurons)"
+        )
+        st.dataframe(
+            scores,
+            hide_index=True,
+            column_config={
+                c: st.column_config.NumberColumn(c.replace("rho_", "ρ_"), format="%.3f")
+                for c in scores.columns[1:]
+            },
+        )
+    method = (
+        st.segmented_control(
+            "Reference grids of",
+            ["pure", "activation"],
+            default="pure",
+            format_func=lambda m: {"pure": "PURE virtual neurons", "activation": "activation clusters"}[m],
+            key="grid_method",
+        )
+        or "pure"
+    )
+    result = pure if method == "pure" or activation is None else activation
+    virtual_neuron_grids(run, nd, k, result.method, result)
+    downloads(run, neuron, k)
+    prefetch_neighbours(run, nd, k, result.method)
+
+
+def downloads(run: data.RunRef, neuron: int, k: int) -> None:
+    left, right = st.columns(2)
+    left.download_button(
+        "Download these figures (PNG)",
+        functools.partial(report_png, run, neuron, k),
+        file_name=f"neuron-{neuron}-k{k}.png",
+        mime="image/png",
+        on_click="ignore",
+    )
+    right.download_button(
+        "Download the assignments (CSV)",
+        functools.partial(assignments_csv, run, neuron, k),
+        file_name=f"neuron-{neuron}-k{k}.csv",
+        mime="text/csv",
+        on_click="ignore",
+    )
+
+
+def prefetch_neighbours(run: data.RunRef, nd: data.NeuronData, k: int, method: str) -> None:
+    """Warm the caches for k - 1 and k + 1 once the page is drawn (the slider moves one step at a time), so
+    the next change only re-sends cached results."""
+    k_max = state.clamp_k(state.K_MAX, nd.n_references)
+    for other in (k + 1, k - 1):
+        if not 1 <= other <= k_max:
+            continue
+        for name, title in (
+            ("pure", "PURE circuit vectors"),
+            ("activation", "activation vectors (baseline)"),
+        ):
+            if (
+                data.clustering(run, nd.neuron, other, name) is not None
+                and nd.umap is not None
+                and name in nd.umap
+            ):
+                _umap_figure(run, nd.neuron, other, name, title)
+        for c in range(other):
+            data.reference_sheet(run, nd.neuron, other, method, c, columns=9)
+        data.k_scores(run, nd.neuron, other)
+
+
+def render() -> None:
+    run = ui.choose_run()
+    if run is None:
+        return
+    order = data.neuron_order(run)
+    if not order:
+        ui.progress(run, "neurons")
+        return
+    st.title("Neuron explorer")
+    neuron = ui.choose_neuron(order)
+    nd = data.neuron_data(run, neuron)
+    k = ui.choose_k(nd.n_references if nd is not None else 0)
+    ui.write_params(run=run.name, neuron=neuron, k=k)
+    if not run.complete:
+        ui.progress(run, "the references, virtual neurons and scores")
+    if nd is None or nd.pure is None or not nd.thumbnails:
+        return
+    render_neuron(run, neuron, k, nd)
+
+
+if __name__ == "__main__":
+    render()

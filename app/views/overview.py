@@ -1,0 +1,190 @@
+"""Overview page: the run, the ranking of neurons by rho_inter - rho_intra, and the paper's summary figures
+(Fig. A.2 distribution, Fig. 4 method comparison, Sec. 4.2 distance correlation). Selecting a table row or
+a dot opens the neuron page."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import data, figures, state, ui
+
+MAX_STRIPS = 150
+TABLE_COLUMNS = [
+    "rank",
+    "neuron",
+    "references",
+    "polysemanticity",
+    "rho_intra",
+    "rho_inter",
+    "overall",
+    "top_activation",
+    "oracle_kind",
+    "oracle_polysemanticity",
+]
+
+
+def filter_ranking(table: pd.DataFrame, query: str = "") -> pd.DataFrame:
+    """The ranking rows whose neuron ids are typed in ``query`` (all rows for an empty query)."""
+    wanted = state.parse_neuron_filter(query)
+    return table if wanted is None else table[table["neuron"].isin(wanted)]
+
+
+def ranking_view(view: pd.DataFrame, strips: Mapping[int, str]) -> pd.DataFrame:
+    """The displayed table: ``view``'s rows with a thumbnail-strip column (None where no strip is given)."""
+    view = view.assign(references=[strips.get(int(n)) for n in view["neuron"]])
+    return view[[c for c in TABLE_COLUMNS if c in view.columns]].reset_index(drop=True)
+
+
+def selected_row_neuron(event: Any, view: pd.DataFrame) -> int | None:
+    """The neuron of the selected table row (selection positions refer to ``view``'s rows)."""
+    rows = list(getattr(getattr(event, "selection", None), "rows", None) or [])
+    if not rows or not 0 <= rows[0] < len(view):
+        return None
+    return int(view.iloc[rows[0]]["neuron"])
+
+
+def selected_points_neurons(event: Any) -> list[int]:
+    """Neuron ids of the dots selected in the distribution plot (customdata)."""
+    points = (getattr(event, "selection", None) or {}).get("points", []) if event else []
+    neurons = []
+    for point in points:
+        value = point.get("customdata")
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        if value is not None:
+            neurons.append(int(value))
+    return list(dict.fromkeys(neurons))
+
+
+def open_neuron(run: data.RunRef, neuron: int) -> None:
+    k = st.session_state.get("k", state.DEFAULT_K)
+    st.switch_page(ui.PAGES["neuron"], query_params={"run": run.name, "neuron": str(neuron), "k": str(k)})
+
+
+def ranking_section(run: data.RunRef, table: pd.DataFrame) -> None:
+    st.subheader("Neurons ranked by polysemanticity")
+    st.caption(
+        "Score = ρ_inter − ρ_intra: the references' embeddings are split into two clusters (k-means); a "
+        "large gap between the mean distance across and within the clusters means the neuron responds to two "
+        "different things. Click a row to open the neuron; click a column header to sort."
+    )
+    query = st.text_input(
+        "Search by neuron id", placeholder="e.g. 12, or several: 3 7 12", key="ranking_search"
+    )
+    view = filter_ranking(table, query)
+    # Strips for the first rows only: a layer of thousands of channels would otherwise send megabytes.
+    view = ranking_view(view, data.thumbnail_strips(run, [int(n) for n in view["neuron"][:MAX_STRIPS]]))
+    if len(view) > MAX_STRIPS:
+        st.caption(f"Thumbnails for the top {MAX_STRIPS} rows; search by id to see others.")
+    if query and view.empty:
+        ui.notice(f"No neuron of this run matches `{query}`.")
+    column_config = {
+        "rank": st.column_config.NumberColumn("rank", width="small"),
+        "neuron": st.column_config.NumberColumn("neuron", width="small", format="%d"),
+        "references": st.column_config.ImageColumn("top references", width="large"),
+        "polysemanticity": st.column_config.NumberColumn("ρ_inter − ρ_intra", format="%.3f"),
+        "rho_intra": st.column_config.NumberColumn("ρ_intra", format="%.3f"),
+        "rho_inter": st.column_config.NumberColumn("ρ_inter", format="%.3f"),
+        "overall": st.column_config.NumberColumn("overall", format="%.3f", help="mean distance, all pairs"),
+        "top_activation": st.column_config.NumberColumn("top activation", format="%.2f"),
+        "oracle_kind": st.column_config.TextColumn(
+            "planted", help="ground truth of the synthetic world: the planted concepts of the references"
+        ),
+        "oracle_polysemanticity": st.column_config.NumberColumn(
+            "oracle score",
+            format="%.2f",
+            help="the score with an ideal embedder (ground truth of the synthetic world)",
+        ),
+    }
+    event = st.dataframe(
+        view,
+        key="ranking_table",
+        on_select="rerun",
+        selection_mode="single-row",
+        hide_index=True,
+        column_config=column_config,
+        row_height=46,
+    )
+    neuron = selected_row_neuron(event, view)
+    if neuron is not None:
+        open_neuron(run, neuron)
+    st.download_button(
+        "Download the ranking (CSV)",
+        table.to_csv(index=False).encode(),
+        file_name=f"ranking-{run.name}.csv",
+        mime="text/csv",
+        on_click="ignore",
+    )
+
+
+def figures_section(run: data.RunRef, table: pd.DataFrame) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Distribution (Fig. A.2)")
+        st.caption(
+            "One dot per neuron: mean distance between its references' embeddings (all pairs) against "
+            "ρ_inter − ρ_intra. Polysemantic neurons sit high. Click a dot to open the neuron."
+        )
+        event = st.plotly_chart(
+            figures.distribution_figure(table),
+            key="distribution",
+            on_select="rerun",
+            selection_mode=("points", "box", "lasso"),
+        )
+        chosen = selected_points_neurons(event)
+        if len(chosen) == 1:
+            open_neuron(run, chosen[0])
+        elif chosen:
+            st.caption(f"{len(chosen)} neurons selected:")
+            for neuron in chosen[:12]:
+                st.page_link(
+                    ui.PAGES["neuron"],
+                    label=f"neuron {neuron}",
+                    query_params={"run": run.name, "neuron": str(neuron)},
+                )
+    with right:
+        st.subheader("Methods compared (Fig. 4)")
+        st.caption(
+            "Each neuron's references split into k groups by PURE's circuits, by its activations "
+            "(baseline), or by the embeddings themselves (upper bound), judged by the embedder: mean "
+            "distance within (ρ_intra, solid; lower is better) and across groups (ρ_inter, dashed)."
+        )
+        comparison = data.method_comparison(run)
+        if comparison:
+            st.plotly_chart(figures.method_comparison_figure(comparison, data.METHOD_LABELS), key="methods")
+        else:
+            st.caption("No method comparison stored in this run.")
+    correlation = data.distance_correlation(run)
+    if correlation:
+        left, _ = st.columns(2)
+        with left:
+            st.subheader("Distance correlation (Sec. 4.2)")
+            st.caption(
+                "How well each method's pairwise distances between a neuron's references follow the "
+                "embedder's (Pearson r over all neurons' pairs; error bars: SEM over neuron subsets)."
+            )
+            st.plotly_chart(figures.correlation_figure(correlation, data.METHOD_LABELS), key="correlation")
+
+
+def render() -> None:
+    run = ui.choose_run()
+    if run is None:
+        return
+    ui.write_params(run=run.name)
+    st.title("PURE neuron explorer")
+    ui.run_summary(run)
+    table = data.ranking(run)
+    if not run.complete:
+        ui.progress(run, "the ranking and the figures")
+    if table.empty:
+        return
+    ranking_section(run, table)
+    figures_section(run, table)
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,180 @@
+"""How fast the neuron page redraws when k changes (target: < 300 ms on the demo store).
+
+    python benchmarks/bench_app.py                  # the newest complete run under ./runs ($PURE_RUNS_DIR)
+    python benchmarks/bench_app.py --runs-dir DIR --neurons 3
+    python benchmarks/bench_app.py --browser             # also time it in chromium (needs /usr/bin/chromium)
+
+Without a complete run it benchmarks the small test store (tests/conftest.py), and says so.
+
+Two measurements:
+- script: `streamlit.testing.v1.AppTest`, wall time of one rerun after moving the k slider (the whole page
+  script: k-means on the stored vectors for PURE and activations, scores, figures, grids, and warming k +- 1).
+  "first visit" goes through k = 3..8, 2 once per neuron, "revisit" repeats it (everything cached). Also the
+  process CPU time of those reruns, which a busy machine does not inflate as much as wall time.
+- browser: `streamlit run` + Playwright; from the key press on the slider to the page showing the new k with
+  every chart drawn ("drawn"; websocket transfer and Plotly rendering in chromium included), and to Streamlit
+  idle ("idle"; after the page is drawn the script also warms the caches for k - 1 and k + 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from store import list_runs  # noqa: E402
+
+
+def find_runs(runs_dir: str | None) -> tuple[Path, str]:
+    root = Path(runs_dir or os.environ.get("PURE_RUNS_DIR") or ROOT / "runs")
+    if any(info.complete for info in list_runs(root)):
+        return root, f"store under {root}"
+    from tests.conftest import write_small_store
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    write_small_store(tmp / "small")
+    return tmp, "small test store (tests/conftest.py; no complete run found)"
+
+
+def bench_script(root: Path, run_name: str, neurons: list[int], ks: list[int]) -> dict:
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["PURE_RUNS_DIR"] = str(root)
+    cold, warm, cold_cpu, warm_cpu = [], [], [], []
+    for neuron in neurons:
+        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120)
+        at.query_params = {"page": "neuron", "run": run_name, "neuron": str(neuron), "k": str(ks[0])}
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        for timings, cpu in ((cold, cold_cpu), (warm, warm_cpu)):
+            for k in ks[1:] + ks[:1]:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                at.slider(key="k_select").set_value(k).run()
+                timings.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+                assert not at.exception and at.query_params["k"] == str(k)
+    return {"cold_s": cold, "warm_s": warm, "cold_cpu_s": cold_cpu, "warm_cpu_s": warm_cpu}
+
+
+def bench_browser(root: Path, run_name: str, neuron: int, n_changes: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import chromium_path, free_port
+    from tests.test_browser import ALL_CHARTS_DRAWN, CHROMIUM_ARGS, IDLE
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PURE_RUNS_DIR": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        drawn, idle = [], []
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/neuron?run={run_name}&neuron={neuron}&k=2")
+            page.get_by_role("heading", name="2 virtual neurons").wait_for()
+            page.wait_for_function(ALL_CHARTS_DRAWN)
+            page.wait_for_function(IDLE)
+            slider = page.locator('[data-testid="stSlider"] input[type="range"]')
+            k = 2
+            for i in range(n_changes):
+                key, k = ("ArrowRight", k + 1) if (i // 3) % 2 == 0 else ("ArrowLeft", k - 1)
+                slider.focus()
+                start = time.perf_counter()
+                slider.press(key)
+                page.get_by_role("heading", name=f"{k} virtual neurons").wait_for()
+                page.wait_for_function(ALL_CHARTS_DRAWN, polling=10)
+                drawn.append(time.perf_counter() - start)
+                page.wait_for_timeout(30)
+                page.wait_for_function(IDLE, polling=10)
+                idle.append(time.perf_counter() - start)
+            browser.close()
+        return {"browser_drawn_s": drawn, "browser_idle_s": idle}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _summary(values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    return (
+        f"median {statistics.median(ms):6.0f} ms   p90 {p90:6.0f} ms   max {ms[-1]:6.0f} ms   (n={len(ms)})"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs-dir")
+    parser.add_argument("--neurons", type=int, default=2, help="how many top-ranked neurons to visit")
+    parser.add_argument("--browser", action="store_true", help="also time k changes in chromium")
+    parser.add_argument("--json", help="write the raw timings here")
+    args = parser.parse_args(argv)
+
+    root, what = find_runs(args.runs_dir)
+    run = next(info for info in list_runs(root) if info.complete)
+    from store import RunStore
+
+    with RunStore.open(run.directory) as store:
+        order = [
+            r["neuron"] for r in sorted(store.summary(), key=lambda r: (-r["polysemanticity"], r["neuron"]))
+        ]
+        n_ref = store.get("references")["indices"].shape[1]
+    neurons = order[: args.neurons]
+    print(
+        f"{what}: run {run.directory.name} ({run.config.get('model', {}).get('name')} "
+        f"{run.config.get('layer')}), {len(order)} neurons x {n_ref} references; neurons {neurons}"
+    )
+    results = {"store": what, "run": run.directory.name, "n_ref": int(n_ref), "neurons": neurons}
+    results.update(bench_script(root, run.directory.name, neurons, ks=[2, 3, 4, 5, 6, 7, 8]))
+    print(f"k change, script (AppTest), first visit:  {_summary(results['cold_s'])}")
+    print(f"k change, script (AppTest), revisit:      {_summary(results['warm_s'])}")
+    print(f"  CPU time of those reruns (load-independent): first visit {_summary(results['cold_cpu_s'])}")
+    print(f"                                               revisit     {_summary(results['warm_cpu_s'])}")
+    print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores while measuring)")
+    if args.browser:
+        results.update(bench_browser(root, run.directory.name, neurons[0], n_changes=12))
+        print(f"k change, chromium (key press -> drawn):  {_summary(results['browser_drawn_s'])}")
+        print(f"k change, chromium (key press -> idle):   {_summary(results['browser_idle_s'])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""Shared fixtures: small but internally consistent run stores for the app's tests.
+
+`write_small_store` writes a store with the store API only (no model, no pipeline): real images from the
+synthetic world, real display crops (WEBP thumbnails with masks), and attribution / activation / embedding
+vectors with planted structure, so every page can be tested in milliseconds. Its config names a randomly
+initialised torchvision ResNet-18 (`layer2` analysed, `layer1` below), which builds offline in a fraction
+of a second, so the upload page can run the real attribution code on it.
+
+Planted structure (per neuron, `SMALL_NEURONS`): the references show one, two or three world concepts;
+PURE vectors (n_ref, 64) sit around one centroid per concept (weight on 4 lower channels each), activation
+vectors (n_ref, 128) carry almost no concept signal, embeddings (n_ref, 16) separate the concepts. Neuron
+41 has a single reference (the "too few references" state).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from store import STAGES, RunStore
+
+# neuron -> the concepts its references show, as slots into the world's planted concepts by frequency
+# (slot 0 = the most frequent), so the fixture does not depend on the world's concept list.
+SMALL_NEURONS: dict[int, list[int]] = {3: [1, 2], 7: [3, 4, 5], 12: [0], 20: [6, 7], 33: [1], 41: [2]}
+LOWER_NEURONS: dict[int, list[int]] = {0: [1], 1: [2], 5: [3], 6: [4]}
+SPARSE_NEURON = 41  # one reference only
+N_REF = 24
+C_LOWER = 64  # resnet18 layer1
+C_LAYER = 128  # resnet18 layer2
+EMBED_DIM = 16
+KS = (2, 3, 4, 5)
+WORLD_IMAGES = 600
+WORLD_SEED = 2
+
+
+def _webp(image: Image.Image, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=quality)
+    return buffer.getvalue()
+
+
+def _box_heatmap(box: tuple[int, int, int, int], size_px: int) -> np.ndarray:
+    """A Gaussian bump on an object's box (stands in for an input heatmap), (size_px, size_px)."""
+    top, left, bottom, right = box
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    sigma = max(bottom - top, right - left) / 3
+    yy, xx = np.mgrid[0:size_px, 0:size_px]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+
+def _pca2(x: np.ndarray) -> np.ndarray:
+    """2-D coordinates (n, 2) standing in for UMAP (the app only reads stored coordinates)."""
+    centred = x - x.mean(axis=0)
+    if len(x) < 2:
+        return np.zeros((len(x), 2), dtype=np.float32)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return (centred @ vt[:2].T).astype(np.float32)
+
+
+def _config(layer: str, lower_layer: str, neurons: list[int], n_ref: int, model: dict | None = None) -> dict:
+    return {
+        "model": model or {"name": "resnet18", "weights": None, "checkpoint": None},
+        "layer": layer,
+        "lower_layer": lower_layer,
+        "dataset": {"kind": "world", "path": None, "n_images": WORLD_IMAGES, "seed": WORLD_SEED},
+        "n_ref": n_ref,
+        "neurons": neurons,
+        "embedder": "test-embedder",
+        "crop": {"embed_kernel": 5, "embed_threshold": 0.01, "display_kernel": 51, "display_threshold": 0.01},
+        "ks": list(KS),
+        "attribution": "gradient_x_activation",
+    }
+
+
+def write_small_store(
+    directory: str | Path,
+    *,
+    neurons: dict[int, list[int]] | None = None,
+    layer: str = "layer2",
+    lower_layer: str = "layer1",
+    c_lower: int = C_LOWER,
+    c_layer: int = C_LAYER,
+    n_ref: int = N_REF,
+    stages: tuple[str, ...] = STAGES,
+    seed: int = 0,
+    model: dict | None = None,
+) -> Path:
+    """Write a complete (or, with fewer `stages`, partial) small run store at `directory`; returns it."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # k-means on tiny arrays: OpenMP start-up costs 20x the work
+        return _write_small_store(
+            directory, neurons, layer, lower_layer, c_lower, c_layer, n_ref, stages, seed, model
+        )
+
+
+def _write_small_store(
+    directory, neurons, layer, lower_layer, c_lower, c_layer, n_ref, stages, seed, model
+) -> Path:
+    from pure_core import scores as sc
+    from pure_core.crops import crop_box, crop_for_display, crop_for_embedding
+    from pure_core.virtual import VirtualNeurons
+    from pure_core.world import SyntheticWorld, polysemantic_kind
+
+    neurons = SMALL_NEURONS if neurons is None else neurons
+    rng = np.random.default_rng(seed)
+    world = SyntheticWorld(WORLD_IMAGES, seed=WORLD_SEED)
+    by_concept: dict[str, list[int]] = {}
+    for i in range(WORLD_IMAGES):
+        by_concept.setdefault(world.annotation(i)["planted_concept"], []).append(i)
+    all_concepts = sorted(by_concept, key=lambda c: (-len(by_concept[c]), c))
+    concept_centroid_lower = {
+        c: [(5 * j + t) % c_lower for t in range(4)] for j, c in enumerate(all_concepts)
+    }
+    concept_embedding = {c: rng.normal(0, 3, EMBED_DIM) for c in all_concepts}
+
+    ids = sorted(neurons)
+    config = _config(layer, lower_layer, ids, n_ref, model)
+    store = RunStore.create(directory, {"config": config}, config, {"pure_core": "test"})
+    n_rows = {n: (1 if n == SPARSE_NEURON else n_ref) for n in ids}
+    indices = np.full((len(ids), n_ref), -1, dtype=np.int64)
+    max_act = np.zeros((len(ids), n_ref), dtype=np.float32)
+    positions = np.zeros((len(ids), n_ref, 2), dtype=np.int64)
+    per_neuron: dict[int, dict] = {}
+    for row, neuron in enumerate(ids):
+        concepts = [all_concepts[slot % len(all_concepts)] for slot in neurons[neuron]]
+        n = n_rows[neuron]
+        chosen = [concepts[j % len(concepts)] for j in range(n)]
+        rng.shuffle(chosen)
+        used: set[int] = set()
+        refs = []
+        for concept in chosen:
+            pool = [i for i in by_concept[concept] if i not in used]
+            refs.append(int(rng.choice(pool)))
+            used.add(refs[-1])
+        indices[row, :n] = refs
+        max_act[row, :n] = np.sort(rng.uniform(2.0, 9.0, n))[::-1]
+        positions[row, :n] = rng.integers(0, 8, (n, 2))
+        pure = rng.normal(0, 0.02, (n, c_lower))
+        for j, concept in enumerate(chosen):
+            pure[j, concept_centroid_lower[concept]] += [0.4, 0.3, 0.2, 0.1]
+        pure /= np.abs(pure).sum(axis=1, keepdims=True)
+        activation = np.abs(rng.normal(0.5, 0.3, (n, c_layer)))
+        embeddings = np.stack([concept_embedding[c] + rng.normal(0, 1, EMBED_DIM) for c in chosen])
+        thumbs, crops, boxes = [], [], []
+        for index in refs:
+            image, annotation = world.render(index)
+            planted = next(o for o in annotation["objects"] if o["planted"])
+            heat = _box_heatmap(planted["box"], image.shape[0])
+            thumbs.append(_webp(crop_for_display(image, heat, kernel_size=51, size_px=96)))
+            crops.append(_webp(crop_for_embedding(image, heat)))
+            boxes.append(crop_box(heat, 5, 0.01))
+        per_neuron[neuron] = {
+            "pure": pure,
+            "activation": activation,
+            "embeddings": embeddings,
+            "chosen": chosen,
+            "thumbnails": thumbs,
+            "crops": crops,
+            "boxes": np.asarray(boxes, dtype=np.int64),
+        }
+
+    store.put(
+        "references",
+        {
+            "neurons": np.asarray(ids, dtype=np.int64),
+            "indices": indices,
+            "max_activations": max_act,
+            "positions": positions,
+        },
+    )
+    for index in np.unique(indices[indices >= 0]):
+        store.put(f"image:{int(index)}", _webp(Image.fromarray(world.render(int(index))[0]), quality=90))
+    store.mark_stage_done("references", 0.1)
+    if "attributions" in stages:
+        for neuron, data in per_neuron.items():
+            store.put_neuron("pure", neuron, data["pure"].astype(np.float16))
+            store.put_neuron("activation", neuron, data["activation"].astype(np.float16))
+        store.mark_stage_done("attributions", 0.1)
+    if "crops" in stages:
+        for neuron, data in per_neuron.items():
+            store.put_neuron("thumbnails", neuron, data["thumbnails"])
+            store.put_neuron("crops", neuron, data["crops"])
+            store.put_neuron("boxes", neuron, data["boxes"])
+        store.mark_stage_done("crops", 0.1)
+    if "embeddings" in stages:
+        for neuron, data in per_neuron.items():
+            store.put_neuron("embeddings", neuron, data["embeddings"].astype(np.float16))
+        store.mark_stage_done("embeddings", 0.1)
+    if "scores" in stages:
+        summary, methods_all, overall_all = [], [], []
+        for row, neuron in enumerate(ids):
+            data = per_neuron[neuron]
+            emb = data["embeddings"]
+            if len(emb) >= 2:
+                poly = sc.polysemanticity(emb)
+            else:
+                poly = sc.Polysemanticity(0.0, 0.0, 0.0, 0.0, np.zeros(len(emb), dtype=np.int64))
+            ks = [k for k in KS if k <= len(emb)]
+            evaluated = (
+                sc.evaluate_methods(
+                    emb, {"pure": data["pure"], "activation": data["activation"], "embedding": emb}, ks=ks
+                )
+                if ks
+                else {}
+            )
+            methods = {
+                m: {k: {"rho_intra": e.rho_intra, "rho_inter": e.rho_inter} for k, e in by_k.items()}
+                for m, by_k in evaluated.items()
+            }
+            centroids = {
+                k: VirtualNeurons(k).fit(data["pure"]).cluster_centers_.astype(np.float32) for k in ks
+            }
+            correlation = {
+                m: (sc.per_neuron_distance_correlation(emb, data[m]) if len(emb) > 2 else float("nan"))
+                for m in ("pure", "activation")
+            }
+            store.put_neuron(
+                "scores",
+                neuron,
+                {
+                    "polysemanticity": poly.score,
+                    "rho_intra": poly.rho_intra,
+                    "rho_inter": poly.rho_inter,
+                    "overall": poly.overall,
+                    "embedding_labels": poly.labels,
+                    "methods": methods,
+                    "correlation": correlation,
+                    "centroids": centroids,
+                    "oracle": {
+                        "polysemanticity": float(len(set(data["chosen"])) > 1),
+                        "concepts": list(data["chosen"]),
+                        "kind": polysemantic_kind(data["chosen"]),
+                    },
+                },
+            )
+            store.put_neuron(
+                "umap", neuron, {"pure": _pca2(data["pure"]), "activation": _pca2(data["activation"])}
+            )
+            summary.append(
+                {
+                    "neuron": neuron,
+                    "polysemanticity": poly.score,
+                    "rho_intra": poly.rho_intra,
+                    "rho_inter": poly.rho_inter,
+                    "overall": poly.overall,
+                    "top_activation": float(max_act[row, 0]),
+                    "n_ref": n_ref,
+                    "oracle_polysemanticity": float(len(set(data["chosen"])) > 1),
+                    "oracle_kind": polysemantic_kind(data["chosen"]),
+                }
+            )
+            if len(emb) > 2:
+                methods_all.append(methods)
+                overall_all.append(poly.overall)
+        comparison: dict = {
+            m: {
+                k: {
+                    key: float(np.mean([mm[m][k][key] for mm in methods_all]))
+                    for key in ("rho_intra", "rho_inter")
+                }
+                for k in KS
+            }
+            for m in ("pure", "activation", "embedding")
+        }
+        comparison["unclustered"] = float(np.mean(overall_all))
+        dense = [n for n in ids if n_rows[n] > 2]
+        correlation = {}
+        for method in ("pure", "activation"):
+            result = sc.distance_correlation(
+                [per_neuron[n]["embeddings"] for n in dense],
+                [per_neuron[n][method] for n in dense],
+                n_subsets=4,
+            )
+            correlation[method] = {"r": result.r, "sem": result.sem}
+        store.put("summary", summary)
+        store.put("method_comparison", comparison)
+        store.put("distance_correlation", correlation)
+        store.mark_stage_done("scores", 0.1)
+    if hasattr(store, "finalize"):
+        store.finalize()  # one self-contained cache.db, as precompute leaves it
+    store.close()
+    return Path(directory)
+
+
+@pytest.fixture(scope="session")
+def small_runs_root(tmp_path_factory) -> Path:
+    """A runs root with two complete small runs of the same model: `small` (layer2, circuits in layer1) and
+    `small-lower` (layer1 itself, so the circuits' lower channels have their own references)."""
+    root = tmp_path_factory.mktemp("runs")
+    write_small_store(root / "small")
+    write_small_store(
+        root / "small-lower",
+        neurons=LOWER_NEURONS,
+        layer="layer1",
+        lower_layer="conv1",
+        c_lower=64,
+        c_layer=64,
+        n_ref=8,
+        seed=1,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_store(small_runs_root) -> Path:
+    """The directory of the complete small run (`small_runs_root / "small"`)."""
+    return small_runs_root / "small"
+
+
+@pytest.fixture(scope="session")
+def partial_runs_root(tmp_path_factory) -> Path:
+    """A runs root holding one run whose precompute stopped after the attributions stage."""
+    root = tmp_path_factory.mktemp("partial")
+    write_small_store(
+        root / "computing",
+        neurons={3: SMALL_NEURONS[3], 12: SMALL_NEURONS[12]},
+        stages=("references", "attributions"),
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def missing_model_runs_root(tmp_path_factory) -> Path:
+    """A complete small run whose model checkpoint does not exist (the upload page must say so)."""
+    root = tmp_path_factory.mktemp("missing-model")
+    write_small_store(
+        root / "orphan",
+        neurons={3: SMALL_NEURONS[3], 12: SMALL_NEURONS[12]},
+        model={"name": "demo", "weights": None, "checkpoint": str(root / "no-such-model.pt")},
+    )
+    return root
+
+
+# -- the real demo store, made by `python -m precompute` ----------------------------------------------------
+DEMO_PRECOMPUTE_ARGS = os.environ.get("PURE_TEST_PRECOMPUTE_ARGS", "--preset tiny --no-progress")
+
+
+def _precompute_available() -> bool:
+    return (Path(__file__).resolve().parents[1] / "precompute" / "__main__.py").is_file()
+
+
+@pytest.fixture(scope="session")
+def demo_runs_root(tmp_path_factory, small_runs_root) -> tuple[Path, str]:
+    """(root, kind): a runs root with a real store made by `python -m precompute` with a tiny config when the
+    pipeline exists (kind "precompute"); otherwise the small store's root (kind "small")."""
+    prebuilt = os.environ.get("PURE_TEST_DEMO_RUNS")
+    if prebuilt:
+        return Path(prebuilt), "prebuilt"
+    if not _precompute_available():
+        return small_runs_root, "small"
+    root = tmp_path_factory.mktemp("demo-runs")
+    command = [sys.executable, "-m", "precompute", *DEMO_PRECOMPUTE_ARGS.split(), "--out", str(root / "demo")]
+    result = subprocess.run(
+        command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return root, "precompute"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None

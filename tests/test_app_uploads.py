@@ -1,0 +1,134 @@
+"""Uploads are decoded safely: every mode becomes 8-bit RGB, EXIF rotation is applied, bad files get a
+message (UploadError), never a crash."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.uploads import UploadError, decode_upload
+
+
+def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_rgb_png_is_kept_as_is():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    upload = decode_upload("a.png", _encode(image, "PNG"))
+    assert upload.image.mode == "RGB" and upload.image.size == (30, 20) and upload.notes == ()
+    assert np.array_equal(np.asarray(upload.image), np.asarray(image))
+    assert len(upload.sha256) == 64
+
+
+def test_16_bit_greyscale_is_scaled_to_8_bit():
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    upload = decode_upload("deep.png", _encode(Image.fromarray(ramp), "PNG"))
+    pixels = np.asarray(upload.image)
+    assert upload.image.mode == "RGB" and pixels.max() == 255 and pixels.min() == 0
+    assert "high bit depth" in upload.notes[0]
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    upload = decode_upload("print.jpg", _encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG"))
+    red = np.asarray(upload.image)[8, 8]
+    assert upload.image.mode == "RGB" and red[0] > 200 and red[1] < 60
+    assert "CMYK" in upload.notes[0]
+
+
+def test_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    upload = decode_upload("clear.png", _encode(rgba, "PNG"))
+    assert tuple(np.asarray(upload.image)[0, 0]) == (255, 255, 255)
+    palette = Image.new("P", (10, 10), 0)
+    palette.putpalette([0, 0, 255] + [0] * 765)
+    upload = decode_upload("pal.png", _encode(palette, "PNG", transparency=0))
+    assert tuple(np.asarray(upload.image)[0, 0]) == (255, 255, 255)
+
+
+def test_palette_without_transparency_keeps_its_colours():
+    palette = Image.new("P", (10, 10), 0)
+    palette.putpalette([0, 0, 255] + [0] * 765)
+    upload = decode_upload("pal.png", _encode(palette, "PNG"))
+    assert tuple(np.asarray(upload.image)[0, 0]) == (0, 0, 255)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    upload = decode_upload("phone.jpg", _encode(image, "JPEG", exif=exif.tobytes()))
+    assert upload.image.size == (20, 40)
+    assert any("EXIF" in note for note in upload.notes)
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width x height`` (a decompression bomb's header; no real pixel data)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    idat = b"IDAT" + zlib.compress(b"\x00" * 16)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat) - 4)
+        + idat
+        + struct.pack(">I", zlib.crc32(idat))
+    )
+
+
+def test_decompression_bombs_are_refused_from_the_header():
+    with pytest.raises(UploadError, match="decompression bomb"):
+        decode_upload("bomb.png", _png_header_claiming(60_000, 60_000))
+
+
+def test_pixel_limit_is_configurable():
+    data = _encode(Image.new("RGB", (20, 20)), "PNG")
+    with pytest.raises(UploadError, match="decompression bombs"):
+        decode_upload("x.png", data, max_pixels=100)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"hello, not an image", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image|could not be decoded"),
+    ],
+)
+def test_garbage_gets_a_message(data, message):
+    with pytest.raises(UploadError, match=message):
+        decode_upload("bad.png", data)
+
+
+def test_truncated_file_gets_a_message():
+    data = _encode(
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)), "PNG"
+    )
+    with pytest.raises(UploadError, match="could not be decoded"):
+        decode_upload("cut.png", data[: len(data) // 2])
+
+
+def test_other_formats_are_refused_by_name():
+    with pytest.raises(UploadError, match="GIF image; upload PNG, JPEG or WEBP"):
+        decode_upload("anim.gif", _encode(Image.new("P", (8, 8)), "GIF"))
+
+
+def test_size_limit():
+    with pytest.raises(UploadError, match="the limit is 1 MB"):
+        decode_upload("big.png", b"\x00" * (2 * 2**20), max_bytes=2**20)
+
+
+def test_animated_webp_uses_the_first_frame():
+    frames = [Image.new("RGB", (12, 12), colour) for colour in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    upload = decode_upload("anim.webp", buffer.getvalue())
+    assert tuple(np.asarray(upload.image)[6, 6]) == (255, 0, 0)
+    assert any("first frame" in note for note in upload.notes)

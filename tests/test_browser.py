@@ -1,0 +1,210 @@
+"""End to end in a real browser: `streamlit run app/main.py` on a free localhost port, driven by Playwright
+on Debian's chromium. Opens the overview, opens a neuron through the ranking table, changes k, uploads a
+photograph, and checks what is shown. Screenshots go to test-artifacts/ (and to docs/screenshots/ when the
+store is a real `python -m precompute` run).
+
+The store: a real demo run made by `python -m precompute --preset tiny` (tests/conftest.py `demo_runs_root`),
+or the small fixture store while the pipeline does not exist; `PURE_TEST_DEMO_RUNS=DIR` uses a prebuilt root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from PIL import Image
+
+from store import RunStore, list_runs
+from tests.conftest import chromium_path, free_port
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ALL_CHARTS_DRAWN = """() => {
+    const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
+    return charts > 0 && document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts;
+}"""
+IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')"""
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_runs_root):
+    if chromium_path() is None:
+        pytest.skip("no chromium (apt-get install -y chromium)")
+    root, kind = demo_runs_root
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "streamlit-server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PURE_RUNS_DIR": str(root)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(
+                f"streamlit did not start: {(ARTIFACTS / 'streamlit-server.log').read_text()[-3000:]}"
+            )
+        time.sleep(0.2)
+    yield url, root, kind
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 2400})
+        tab.set_default_timeout(60_000)
+        yield tab
+        browser.close()
+
+
+def _shot(page, name: str, kind: str) -> None:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if kind != "small":  # a real precompute store, not the test fixture
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        image = Image.open(path).convert("RGB")  # docs copy: 70 % size, 256 colours (~5x smaller)
+        image = image.resize((image.width * 7 // 10, image.height * 7 // 10), Image.Resampling.LANCZOS)
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+            SCREENSHOTS / f"{name}.png", optimize=True
+        )
+
+
+def _query(page) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def _wait_idle(page) -> None:
+    page.wait_for_timeout(150)
+    page.wait_for_function(IDLE)
+
+
+def _ranking(root: Path, run_name: str) -> list[int]:
+    with RunStore.open(root / run_name) as store:
+        rows = sorted(store.summary(), key=lambda r: (-r["polysemanticity"], r["neuron"]))
+    return [int(r["neuron"]) for r in rows]
+
+
+def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path):
+    url, root, kind = app_url
+    run = next(info for info in list_runs(root) if info.complete)
+    order = _ranking(root, run.directory.name)
+
+    # 1. overview: the run, the ranking table and the figures
+    page.goto(f"{url}/?run={run.directory.name}")
+    page.get_by_text("Neurons ranked by polysemanticity").wait_for()
+    page.wait_for_function(ALL_CHARTS_DRAWN)
+    _wait_idle(page)
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 3
+    _shot(page, "overview", kind)
+
+    # 2. open the second-ranked neuron by selecting its row (row marker column of the glide grid)
+    grid = page.locator('[data-testid="stDataFrame"]').bounding_box()
+    header_px, row_px = 35, 46
+    page.mouse.click(grid["x"] + 18, grid["y"] + header_px + row_px * 1 + row_px / 2)
+    page.wait_for_url("**/neuron?**")
+    page.get_by_text("virtual neuron").first.wait_for()
+    page.wait_for_function(ALL_CHARTS_DRAWN)
+    _wait_idle(page)
+    params = _query(page)
+    assert params["run"] == run.directory.name and int(params["neuron"]) == order[1]
+    k = int(params["k"])
+    assert page.get_by_text(f"{k} virtual neurons").count() == 1
+    _shot(page, "neuron", kind)
+
+    # 3. change k with the keyboard on the slider; time until the page shows the new clustering
+    slider = page.locator('[data-testid="stSlider"] input[type="range"]')
+    latencies = []
+    for key, new_k in (("ArrowRight", k + 1), ("ArrowRight", k + 2), ("ArrowLeft", k + 1)):
+        slider.focus()
+        start = time.perf_counter()
+        slider.press(key)
+        page.get_by_role("heading", name=f"{new_k} virtual neurons").wait_for()
+        page.wait_for_function(ALL_CHARTS_DRAWN)
+        _wait_idle(page)
+        latencies.append(time.perf_counter() - start)
+        assert _query(page)["k"] == str(new_k)
+        assert page.get_by_text(f"VN {new_k} ·").count() >= 1
+    (ARTIFACTS / "browser-k-latency.json").write_text(json.dumps({"store": kind, "k_change_s": latencies}))
+    assert max(latencies) < 5.0, (
+        latencies
+    )  # generous under CI load; benchmarks/bench_app.py reports the real one
+    _shot(page, "neuron-k", kind)
+
+    # 4. upload a photograph on the upload page for this neuron
+    page.goto(f"{url}/upload?run={run.directory.name}&neuron={order[0]}&k=2")
+    page.get_by_text("Images (PNG, JPEG or WEBP)").wait_for()
+    from skimage import data as skdata
+
+    photo = tmp_path / "chelsea.png"
+    Image.fromarray(skdata.chelsea()).save(photo)
+    page.locator('input[type="file"]').set_input_files(str(photo))
+    if (
+        importlib.util.find_spec("pure_core.models") is None
+        or importlib.util.find_spec("pure_core.attribution") is None
+    ):
+        page.get_by_text("could not be loaded").wait_for()
+        pytest.skip("pure_core.models / attribution not written yet: upload analysis not checked")
+    page.get_by_text("Assigned to").wait_for(timeout=180_000)
+    page.get_by_text("Neurons this image activates most").wait_for()
+    _wait_idle(page)
+    assert page.get_by_text(f"Activation of neuron {order[0]}").count() == 1
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    _shot(page, "upload", kind)
