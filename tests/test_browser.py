@@ -9,7 +9,6 @@ or the small fixture store while the pipeline does not exist; `PURE_TEST_DEMO_RU
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -196,12 +195,6 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     photo = tmp_path / "chelsea.png"
     Image.fromarray(skdata.chelsea()).save(photo)
     page.locator('input[type="file"]').set_input_files(str(photo))
-    if (
-        importlib.util.find_spec("pure_core.models") is None
-        or importlib.util.find_spec("pure_core.attribution") is None
-    ):
-        page.get_by_text("could not be loaded").wait_for()
-        pytest.skip("pure_core.models / attribution not written yet: upload analysis not checked")
     page.get_by_text("Assigned to").wait_for(timeout=180_000)
     page.get_by_text("Neurons this image activates most").wait_for()
     _wait_idle(page)
