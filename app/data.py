@@ -15,7 +15,6 @@ for 60 x 64 vectors, n_init=10). UMAP is never fitted here; its coordinates come
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import sys
 from dataclasses import dataclass, field
@@ -437,18 +436,13 @@ def model_for(run: RunRef):
 @st.cache_data(show_spinner=False, max_entries=16)
 def model_matches_run(run: RunRef) -> bool | None:
     """Whether the model the app loads for ``run`` has the weights precompute recorded (sha256 over the state
-    dict, as precompute's `model_fingerprint`); None when the run recorded no fingerprint."""
-    import torch
+    dict, `pure_core.models.model_fingerprint`); None when the run recorded no fingerprint."""
+    from pure_core.models import model_fingerprint
 
     expected = ((_open(run).meta.get("identity") or {}).get("fingerprints") or {}).get("model")
     if not expected:
         return None
-    digest = hashlib.sha256()
-    for name, tensor in model_for(run).model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()[: len(expected)] == expected
+    return model_fingerprint(model_for(run).model)[: len(expected)] == expected
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
 import os
 import sqlite3
 import sys
@@ -22,8 +21,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from precompute.config import (PRESETS, ConfigError, RunConfig, default_runs_dir, parse_ks, parse_neurons,
-                               resolve_config)
+from precompute.config import (
+    PRESETS,
+    ConfigError,
+    RunConfig,
+    default_runs_dir,
+    parse_ks,
+    parse_neurons,
+    resolve_config,
+)
 from precompute.datasets import DatasetError, check_dataset_path, dataset_config_from_string, open_source
 
 EXIT_ERROR = 2
@@ -134,19 +140,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def model_fingerprint(model) -> str:
-    """sha256 over the state dict (names, dtypes, shapes, values): the weights' identity."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:32]
-
-
 def _resolve_device(name: str):
     import torch
 
@@ -251,7 +244,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
     import torch
 
     from precompute.stages import Job, run_stages
-    from pure_core.models import ModelSpec, build_model
+    from pure_core.models import ModelSpec, build_model, model_fingerprint
     from store import RunStore, run_id_for
 
     torch.manual_seed(config.seed)  # seeds random initialisations (e.g. --weights none)

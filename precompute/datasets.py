@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,26 +73,27 @@ def dataset_config_from_string(text: str) -> DatasetConfig:
     return DatasetConfig(kind=kind, path=text, n_images=None)
 
 
-class ImageSource:
+class ImageSource(ABC):
     """A finite, ordered collection of images: ``len(source)``, ``source.load(i) -> PIL RGB``."""
 
     kind: str = ""
     path: str | None = None
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """How many images the source holds."""
 
+    @abstractmethod
     def load(self, index: int) -> Image.Image:
         """Image ``index`` as an RGB PIL image; raises `UnreadableImageError`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self, index: int) -> str:
         """Where image ``index`` comes from (file path or world index), for messages."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the images' content (part of the run identity)."""
-        raise NotImplementedError
 
     def annotation(self, index: int) -> dict[str, Any] | None:
         """Ground truth of image ``index`` (world only), else None."""

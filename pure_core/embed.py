@@ -15,6 +15,7 @@ Weights that are not cached fail fast (`pure_core.models.MissingWeightsError`) w
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -52,7 +53,7 @@ class Embedder(Protocol):
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
-class _BatchedTorchEmbedder:
+class _BatchedTorchEmbedder(ABC):
     """Shared batching: images -> ``transform`` -> (B, 3, H, W) -> ``_features`` -> (B, dim), no autograd."""
 
     name: str
@@ -66,8 +67,9 @@ class _BatchedTorchEmbedder:
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
 
+    @abstractmethod
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """One batch of preprocessed images to feature vectors."""
 
     def embed(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         """(n, dim) float32 embeddings of ``images`` (PIL images or (H, W, 3) uint8 arrays), in order."""

@@ -20,6 +20,7 @@ takes a local ``checkpoint`` (a state dict, or a dict holding one under ``"state
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import socket
@@ -597,3 +598,15 @@ def hf_hub_file(repo_id: str, filenames: Sequence[str], what: str) -> Path:
         except Exception as err:  # noqa: BLE001
             errors.append(f"{filename}: {err}")
     raise MissingWeightsError(how + f" (download failed: {'; '.join(errors)})", expected=expected)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the state dict (names, dtypes, shapes, values): the weights' identity, recorded by
+    precompute and checked by the app before it analyses uploads with a run's model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
