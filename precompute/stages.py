@@ -1,9 +1,9 @@
 """The five precompute stages, each resumable, each writing its outputs into the run store.
 
 1. ``references``: one streaming pass over the dataset; per neuron the top-n_ref images by max-pooled
-   activation of layer L (ties: lower dataset index first) and the argmax position. The running top-k state
-   is checkpointed every `Job.checkpoint_every` batches; then the reference images are stored as WEBP at
-   model-input resolution (``image:<index>``).
+   activation of layer L (ties: lower dataset index first) and the argmax position. The running top set
+   (`pure_core.activations.TopReferences`) is checkpointed every `Job.checkpoint_every` batches; then the
+   reference images are stored as WEBP at model-input resolution (``image:<index>``).
 2. ``attributions``: PURE vectors ``(n_ref, C_lower)`` and activation baselines ``(n_ref, C_L)`` per neuron.
    Work is grouped by reference image, in chunks of unique images: when images are shared by several
    neurons (>= 2 pairs per image on average), one forward per image and the batched VJPs of all neurons
@@ -53,7 +53,6 @@ __all__ = [
     "encode_image",
     "format_seconds",
     "import_umap",
-    "merge_top_k",
     "run_stages",
     "umap_2d",
 ]
@@ -164,67 +163,52 @@ def _load_reference(job: Job, index: int) -> Image.Image:
 
 
 # -- stage 1: references -------------------------------------------------------------------------------
-def merge_top_k(values: np.ndarray, indices: np.ndarray, positions: np.ndarray, new_values: np.ndarray,
-                new_indices: np.ndarray, new_positions: np.ndarray, k: int):
-    """Merge running top-k ``(N, m)`` with a batch ``(N, B)`` (positions ``(N, ., 2)``): keep the ``k``
-    largest values per row, ties broken by the lower dataset index, NaN ranked last. Deterministic."""
-    all_values = np.concatenate([values, new_values], axis=1)
-    all_indices = np.concatenate([indices, np.broadcast_to(new_indices, new_values.shape)], axis=1)
-    all_positions = np.concatenate([positions, new_positions], axis=1)
-    key = np.where(np.isnan(all_values), np.inf, -all_values.astype(np.float64))
-    order = np.lexsort((all_indices, key), axis=1)[:, :k]
-    return (np.take_along_axis(all_values, order, 1), np.take_along_axis(all_indices, order, 1),
-            np.take_along_axis(all_positions, order[:, :, None], 1))
-
-
 def _batch_statistics(job: Job, x: torch.Tensor, neuron_index: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Max-pooled activation ``(N, B)`` and its argmax ``(N, B, 2)`` (h, w) for the selected channels."""
+    """Max-pooled activation ``(B, N)`` and its argmax ``(B, N, 2)`` (h, w) for the selected channels."""
     from pure_core.activations import pooled_activations
 
     values, positions, _ = pooled_activations(job.model, x.to(job.device), job.config.layer)
-    values = values.index_select(1, neuron_index.to(values.device)).float().T.cpu().numpy()
-    positions = positions.index_select(1, neuron_index.to(positions.device)).transpose(0, 1).cpu().numpy()
-    return values, positions.astype(np.int64)
+    values = values.index_select(1, neuron_index.to(values.device)).float().cpu().numpy()
+    positions = positions.index_select(1, neuron_index.to(positions.device)).cpu().numpy()
+    return values, positions
 
 
 def _scan(job: Job) -> None:
+    from pure_core.activations import TopReferences
+
     store, source, config = job.store, job.source, job.config
-    n_images, n_neurons = len(source), len(job.neurons)
+    n_images = len(source)
     state = store.get("references:state")
     if state is None:
         state = {
             "batch_size": int(config.batch_size),
             "chunk_batches": int(job.checkpoint_every),
             "next_chunk": 0,
-            "values": np.zeros((n_neurons, 0), np.float32),
-            "indices": np.zeros((n_neurons, 0), np.int64),
-            "positions": np.zeros((n_neurons, 0, 2), np.int64),
             "n_seen": 0,
             "n_skipped": 0,
             "skipped": [],
         }
+        top = TopReferences.empty(len(job.neurons), config.n_ref)
+    else:  # resume from the last checkpoint
+        top = TopReferences(config.n_ref, state["values"], state["indices"], state["positions"])
     batch_size = state["batch_size"]  # the recorded batch layout, so a resume computes the same floats
     chunk_images = batch_size * state["chunk_batches"]
     chunks = _chunks(n_images, chunk_images)
     neuron_index = torch.as_tensor(job.neurons, dtype=torch.long)
     bar = _bar(job, n_images, "1/5 references: scan", "img", initial=min(n_images, state["n_seen"]))
     for chunk_id in range(state["next_chunk"], len(chunks)):
-        values, indices, positions = state["values"], state["indices"], state["positions"]
         for x, batch_indices, errors in iterate_batches(source, chunks[chunk_id], job.preprocess.to_tensor,
                                                         batch_size, job.workers):
             if errors:
                 state["n_skipped"] += len(errors)
                 state["skipped"] = (state["skipped"] + [message for _, message in errors])[:20]
             if x is not None:
-                batch_values, batch_positions = _batch_statistics(job, x, neuron_index)
-                values, indices, positions = merge_top_k(values, indices, positions, batch_values,
-                                                         batch_indices[None, :], batch_positions,
-                                                         config.n_ref)
+                top.update(*_batch_statistics(job, x, neuron_index), batch_indices)
             state["n_seen"] += len(batch_indices) + len(errors)
             bar.update(len(batch_indices) + len(errors))
             if state["n_skipped"]:
                 bar.set_postfix(skipped=state["n_skipped"])
-        state = {**state, "values": values, "indices": indices, "positions": positions,
+        state = {**state, "values": top.values, "indices": top.indices, "positions": top.positions,
                  "next_chunk": chunk_id + 1}
         with chunk_transaction(store, "references", chunk_id):
             store.put("references:state", state)
@@ -241,9 +225,9 @@ def _scan(job: Job) -> None:
                 f"(n_ref {config.n_ref})")
     references = {
         "neurons": np.asarray(job.neurons, dtype=np.int64),
-        "indices": state["indices"],
-        "max_activations": state["values"].astype(np.float32),
-        "positions": state["positions"],
+        "indices": top.indices,
+        "max_activations": top.values,
+        "positions": top.positions,
     }
     scan = {"n_images": n_images, "n_valid": n_valid, "n_skipped": state["n_skipped"],
             "skipped_examples": state["skipped"]}

@@ -8,6 +8,8 @@
   O'Mahony baseline vector of each selected image: the clamped layer-L activation, mean over space,
   ``(C_L,)``. Memory does not grow with the dataset: the running top-n_ref is merged with every batch and
   baseline vectors are kept only for images that are currently in some neuron's top set.
+- `TopReferences`: that running top-n_ref, merged one batch at a time; its state is plain numpy arrays, so
+  precompute checkpoints it between chunks and resumes from it.
 - `pooled_activations`: the same statistics for a batch in memory (the upload path).
 
 Conventions shared with `pure_core.attribution`: a layer's activation is the output of the named module
@@ -33,7 +35,7 @@ from torch import nn
 
 from pure_core.models import get_layer
 
-__all__ = ["References", "capture", "collect_references", "pooled_activations"]
+__all__ = ["References", "TopReferences", "capture", "collect_references", "pooled_activations"]
 
 
 # -- forward-pass plumbing (shared with pure_core.attribution) --------------------------------------------
@@ -228,6 +230,44 @@ class References:
         return self.activation_vectors[rows]
 
 
+@dataclass
+class TopReferences:
+    """The running top-``n_ref`` images of each of ``N`` neurons by max-pooled activation.
+
+    State, plain numpy so that it can be checkpointed and passed back to the constructor to resume:
+    ``values (N, m)`` max-pooled activations in rank order, ``indices (N, m)`` int64 dataset indices,
+    ``positions (N, m, 2)`` int64 argmax (h, w) in the layer's map; ``m`` grows to ``n_ref`` as images come
+    in. Equal values rank by the lower dataset index and NaN ranks last (with -inf), so the result depends
+    neither on how the images are cut into batches nor on gaps in their indices.
+    """
+
+    n_ref: int
+    values: np.ndarray
+    indices: np.ndarray
+    positions: np.ndarray
+
+    @classmethod
+    def empty(cls, n_neurons: int, n_ref: int) -> TopReferences:
+        """No images seen yet (``m = 0``); ``values`` are float32 or the wider dtype of the batches."""
+        return cls(n_ref, np.zeros((n_neurons, 0), np.float32), np.zeros((n_neurons, 0), np.int64),
+                   np.zeros((n_neurons, 0, 2), np.int64))
+
+    def update(self, values: np.ndarray, positions: np.ndarray, indices: np.ndarray) -> None:
+        """Merge a batch of ``B`` images: ``values (B, N)`` and ``positions (B, N, 2)`` as
+        `pooled_activations` returns them (for the ``N`` neurons), ``indices (B,)`` their dataset indices."""
+        values = np.asarray(values).T
+        all_values = np.concatenate([self.values, values], axis=1)
+        all_indices = np.concatenate(
+            [self.indices, np.broadcast_to(np.asarray(indices, dtype=np.int64), values.shape)], axis=1)
+        all_positions = np.concatenate(
+            [self.positions, np.asarray(positions, dtype=np.int64).transpose(1, 0, 2)], axis=1)
+        key = np.where(np.isnan(all_values), np.inf, -all_values.astype(np.float64))
+        order = np.lexsort((all_indices, key), axis=1)[:, :self.n_ref]
+        self.values = np.take_along_axis(all_values, order, 1)
+        self.indices = np.take_along_axis(all_indices, order, 1)
+        self.positions = np.take_along_axis(all_positions, order[:, :, None], 1)
+
+
 def _batch_tensor(batch) -> torch.Tensor:
     if isinstance(batch, torch.Tensor):
         return batch
@@ -244,9 +284,8 @@ def collect_references(model: nn.Module, batches: Iterable[torch.Tensor], layer:
     ``batches`` yields tensors ``(B, 3, H, W)`` (or tuples whose first element is one, e.g. a DataLoader
     over an image/label dataset); they are consecutive, so an image's dataset index is its running
     position. ``neurons``: the channels to rank (default: all). Inputs are moved to ``device``; the model
-    must already be there and in eval mode. The running top set is merged with each batch (a stable sort
-    of the concatenation, so ties keep the lower dataset index), so memory is independent of the dataset's
-    size. ``progress`` shows a tqdm bar.
+    must already be there and in eval mode. The running top set (`TopReferences`) is merged with each
+    batch, so memory is independent of the dataset's size. ``progress`` shows a tqdm bar.
     """
     if int(n_ref) < 1:
         raise ValueError(f"n_ref must be at least 1, got {n_ref}")
@@ -258,7 +297,7 @@ def collect_references(model: nn.Module, batches: Iterable[torch.Tensor], layer:
         batches = tqdm(batches, desc=f"references {layer}", unit="batch")
 
     channels: torch.Tensor | None = None
-    best_values = best_indices = best_positions = None
+    top: TopReferences | None = None
     vectors: dict[int, torch.Tensor] = {}
     n_seen = 0
     with torch.no_grad():
@@ -267,28 +306,23 @@ def collect_references(model: nn.Module, batches: Iterable[torch.Tensor], layer:
             if len(x) == 0:
                 continue
             maps = _as_maps(_run_until(model, x, layer))
-            if channels is None:
+            if top is None:
                 channels = _channel_index(neurons, maps.shape[1])
-                n = len(channels)
-                best_values = torch.empty((n, 0), dtype=torch.promote_types(maps.dtype, torch.float32))
-                best_indices = torch.empty((n, 0), dtype=torch.long)
-                best_positions = torch.empty((n, 0, 2), dtype=torch.long)
+                top = TopReferences.empty(len(channels), n_ref)
             values, positions, mean = (t.cpu() for t in _statistics(maps, channels.to(maps.device)))
-            batch_indices = torch.arange(n_seen, n_seen + len(x))
-            best_values, best_indices, best_positions = _merge_top(
-                best_values, best_indices, best_positions, values.T, batch_indices, positions.transpose(0, 1),
-                n_ref)
-            _update_vectors(vectors, best_indices, batch_indices, mean)
+            batch_indices = np.arange(n_seen, n_seen + len(x))
+            top.update(values.numpy(), positions.numpy(), batch_indices)
+            _update_vectors(vectors, top.indices, batch_indices, mean)
             n_seen += len(x)
-    if channels is None:
+    if top is None:
         raise ValueError("collect_references got no images (the batches were empty)")
     image_indices = np.asarray(sorted(vectors), dtype=np.int64)
     activation_vectors = torch.stack([vectors[int(i)] for i in image_indices]).float().numpy()
     return References(
         neurons=channels.numpy().astype(np.int64),
-        indices=best_indices.numpy().astype(np.int64),
-        max_activations=best_values.float().numpy(),
-        positions=best_positions.numpy().astype(np.int64),
+        indices=top.indices,
+        max_activations=top.values.astype(np.float32),
+        positions=top.positions,
         image_indices=image_indices,
         activation_vectors=activation_vectors,
         layer=layer,
@@ -306,24 +340,10 @@ def _channel_index(neurons: Sequence[int] | None, n_channels: int) -> torch.Tens
     return channels
 
 
-def _merge_top(values: torch.Tensor, indices: torch.Tensor, positions: torch.Tensor, new_values: torch.Tensor,
-               new_indices: torch.Tensor, new_positions: torch.Tensor, k: int):
-    """Merge the running top-k ``(N, m)`` with a batch ``(N, B)`` whose dataset indices ``(B,)`` all follow
-    the running ones. The concatenation is in (rank, index) order for equal values, so a stable descending
-    sort keeps the lower dataset index first among ties; NaN ranks last."""
-    all_values = torch.cat([values, new_values.to(values.dtype)], dim=1)
-    all_indices = torch.cat([indices, new_indices.expand(len(values), -1)], dim=1)
-    all_positions = torch.cat([positions, new_positions], dim=1)
-    key = torch.where(torch.isnan(all_values), torch.full_like(all_values, -torch.inf), all_values)
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
-    return (all_values.gather(1, order), all_indices.gather(1, order),
-            all_positions.gather(1, order[:, :, None].expand(-1, -1, 2)))
-
-
-def _update_vectors(vectors: dict[int, torch.Tensor], best_indices: torch.Tensor, batch_indices: torch.Tensor,
+def _update_vectors(vectors: dict[int, torch.Tensor], best_indices: np.ndarray, batch_indices: np.ndarray,
                     mean: torch.Tensor) -> None:
     """Keep baseline vectors for exactly the images in some top set: add the batch's entrants, drop others."""
-    current = set(torch.unique(best_indices).tolist())
+    current = set(np.unique(best_indices).tolist())
     first = int(batch_indices[0])
     for index in batch_indices.tolist():
         if index in current:

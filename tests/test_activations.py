@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pure_core.activations import References, capture, collect_references, pooled_activations
+from pure_core.activations import References, TopReferences, capture, collect_references, pooled_activations
 from pure_core.models import UnknownLayerError
 
 
@@ -103,6 +103,35 @@ def test_equal_activations_rank_by_dataset_index_and_nan_ranks_last():
     refs = collect_references(net, [data[:2], data[2:5], data[5:]], "layer", n_ref=7)
     np.testing.assert_array_equal(refs.indices[0], [1, 3, 5, 2, 0, 6, 4])
     np.testing.assert_array_equal(refs.positions[0, :6], [[1, 2]] * 6)
+
+
+def test_top_references_equal_a_full_sort_for_any_batching_and_resume_from_their_arrays():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(50, 3)).astype(np.float32)  # (B, N), as pooled_activations returns them
+    values[10, 0] = values[20, 0] = 9.0  # a tie: the lower index ranks first
+    values[5, 1] = np.nan
+    positions = rng.integers(0, 7, size=(50, 3, 2))
+    indices = np.delete(np.arange(53), [4, 30, 31])  # increasing, with gaps (skipped unreadable images)
+    results = []
+    for batch in (1, 7, 50):
+        top = TopReferences.empty(3, 6)
+        for start in range(0, 50, batch):
+            if start == 21:  # a checkpoint: the arrays alone restore the state
+                top = TopReferences(6, top.values.copy(), top.indices.copy(), top.positions.copy())
+            sl = slice(start, start + batch)
+            top.update(values[sl], positions[sl], indices[sl])
+        results.append(top)
+    for top in results[1:]:
+        for name in ("values", "indices", "positions"):
+            np.testing.assert_array_equal(getattr(top, name), getattr(results[0], name))
+    top = results[0]
+    assert top.values.dtype == np.float32 and top.indices.dtype == top.positions.dtype == np.int64
+    assert top.indices[0, :2].tolist() == [indices[10], indices[20]]
+    assert indices[5] not in top.indices[1]
+    order = np.argsort(-values[:, 2], kind="stable")[:6]
+    np.testing.assert_array_equal(top.indices[2], indices[order])
+    np.testing.assert_array_equal(top.values[2], values[order, 2])
+    np.testing.assert_array_equal(top.positions[2], positions[order, 2])
 
 
 def test_pooled_activations_are_max_argmax_and_clamped_mean(dataset):

@@ -1,4 +1,4 @@
-"""precompute: configs, image sources, reference selection, a full tiny run, and clear one-line errors."""
+"""precompute: configs, image sources, a full tiny run, and clear one-line errors."""
 
 from __future__ import annotations
 
@@ -14,11 +14,21 @@ import pytest
 from PIL import Image
 
 from precompute.__main__ import main
-from precompute.config import (ConfigError, RunConfig, load_config_file, parse_ks, parse_neurons,
-                               resolve_config)
-from precompute.datasets import DatasetConfig, DatasetError, dataset_config_from_string, iterate_batches, \
-    open_source
-from precompute.stages import merge_top_k
+from precompute.config import (
+    ConfigError,
+    RunConfig,
+    load_config_file,
+    parse_ks,
+    parse_neurons,
+    resolve_config,
+)
+from precompute.datasets import (
+    DatasetConfig,
+    DatasetError,
+    dataset_config_from_string,
+    iterate_batches,
+    open_source,
+)
 from store import STAGES, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,29 +179,6 @@ def test_unreadable_images_are_reported_per_batch_not_raised(tmp_path):
     batches = list(iterate_batches(source, range(3), to_tensor, batch_size=2))
     assert [b[1].tolist() for b in batches] == [[0], [2]]
     assert batches[0][2][0][0] == 1 and "1.png" in batches[0][2][0][1]
-
-
-# -- reference selection -------------------------------------------------------------------------------
-def test_streaming_top_k_equals_a_full_sort_for_any_batching():
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(3, 50)).astype(np.float32)
-    values[0, 10] = values[0, 20] = 9.0  # a tie: the lower index ranks first
-    values[1, 5] = np.nan
-    positions = rng.integers(0, 7, size=(3, 50, 2))
-    expected = None
-    for batch in (1, 7, 50):
-        v, i, p = np.zeros((3, 0), np.float32), np.zeros((3, 0), np.int64), np.zeros((3, 0, 2), np.int64)
-        for start in range(0, 50, batch):
-            sl = slice(start, start + batch)
-            v, i, p = merge_top_k(v, i, p, values[:, sl], np.arange(50)[sl][None, :], positions[:, sl], 6)
-        if expected is None:
-            expected = (v, i, p)
-        assert all(np.array_equal(a, b) for a, b in zip((v, i, p), expected, strict=True))
-    v, i, p = expected
-    assert i[0, :2].tolist() == [10, 20]
-    order = np.argsort(-np.nan_to_num(values[2], nan=-np.inf), kind="stable")[:6]
-    assert i[2].tolist() == order.tolist() and 5 not in i[1]
-    assert np.array_equal(p[2], positions[2, order])
 
 
 # -- a full tiny run -----------------------------------------------------------------------------------
