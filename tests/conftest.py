@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -345,19 +343,13 @@ def missing_model_runs_root(tmp_path_factory) -> Path:
 DEMO_PRECOMPUTE_ARGS = os.environ.get("PURE_TEST_PRECOMPUTE_ARGS", "--preset tiny --no-progress")
 
 
-def _precompute_available() -> bool:
-    return (Path(__file__).resolve().parents[1] / "precompute" / "__main__.py").is_file()
-
-
 @pytest.fixture(scope="session")
-def demo_runs_root(tmp_path_factory, small_runs_root) -> tuple[Path, str]:
-    """(root, kind): a runs root with a real store made by `python -m precompute` with a tiny config when the
-    pipeline exists (kind "precompute"); otherwise the small store's root (kind "small")."""
+def demo_runs_root(tmp_path_factory) -> tuple[Path, str]:
+    """(root, kind): a runs root with a real store made by `python -m precompute` with a tiny config (kind
+    "precompute"), or the prebuilt root named by ``$PURE_TEST_DEMO_RUNS`` (kind "prebuilt")."""
     prebuilt = os.environ.get("PURE_TEST_DEMO_RUNS")
     if prebuilt:
         return Path(prebuilt), "prebuilt"
-    if not _precompute_available():
-        return small_runs_root, "small"
     root = tmp_path_factory.mktemp("demo-runs")
     command = [sys.executable, "-m", "precompute", *DEMO_PRECOMPUTE_ARGS.split(), "--out", str(root / "demo")]
     result = subprocess.run(
@@ -366,13 +358,3 @@ def demo_runs_root(tmp_path_factory, small_runs_root) -> tuple[Path, str]:
     if result.returncode != 0:
         pytest.fail(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     return root, "precompute"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None

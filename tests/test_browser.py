@@ -1,20 +1,17 @@
 """End to end in a real browser: `streamlit run app/main.py` on a free localhost port, driven by Playwright
 on Debian's chromium. Opens the overview, opens a neuron through the ranking table, changes k, uploads a
-photograph, and checks what is shown. Screenshots go to test-artifacts/ (and to docs/screenshots/ when the
-store is a real `python -m precompute` run).
+photograph, and checks what is shown. Screenshots go to test-artifacts/; to refresh the README's, run
+`PURE_TEST_DEMO_RUNS=runs PURE_UPDATE_SCREENSHOTS=1 pytest tests/test_browser.py` after the demo precompute.
 
-The store: a real demo run made by `python -m precompute --preset tiny` (tests/conftest.py `demo_runs_root`),
-or the small fixture store while the pipeline does not exist; `PURE_TEST_DEMO_RUNS=DIR` uses a prebuilt root.
+The store: a real demo run made by `python -m precompute --preset tiny` (tests/conftest.py `demo_runs_root`);
+`PURE_TEST_DEMO_RUNS=DIR` uses a prebuilt root.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -22,28 +19,13 @@ import pytest
 from PIL import Image
 
 from store import RunStore, list_runs
-from tests.conftest import chromium_path, free_port
+from tests.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, chromium_path, new_page, serve
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ALL_CHARTS_DRAWN = """() => {
-    const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
-    return charts > 0 && document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts;
-}"""
-IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')"""
 
 
 @pytest.fixture(scope="module")
@@ -51,72 +33,22 @@ def app_url(demo_runs_root):
     if chromium_path() is None:
         pytest.skip("no chromium (apt-get install -y chromium)")
     root, kind = demo_runs_root
-    port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "streamlit-server.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app/main.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.fileWatcherType",
-            "none",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PURE_RUNS_DIR": str(root)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(
-                f"streamlit did not start: {(ARTIFACTS / 'streamlit-server.log').read_text()[-3000:]}"
-            )
-        time.sleep(0.2)
-    yield url, root, kind
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with serve(root, log=ARTIFACTS / "streamlit-server.log") as url:
+        yield url, root, kind
 
 
 @pytest.fixture(scope="module")
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 2400})
-        tab.set_default_timeout(60_000)
-        yield tab
-        browser.close()
+    with chromium() as browser:
+        yield new_page(browser)
 
 
-def _shot(page, name: str, kind: str) -> None:
+def _shot(page, name: str) -> None:
+    """Screenshot to test-artifacts/; also to docs/screenshots/ with PURE_UPDATE_SCREENSHOTS=1."""
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if kind != "small":  # a real precompute store, not the test fixture
+    if os.environ.get("PURE_UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         image = Image.open(path).convert("RGB")  # docs copy: 70 % size, 256 colours (~5x smaller)
         image = image.resize((image.width * 7 // 10, image.height * 7 // 10), Image.Resampling.LANCZOS)
@@ -152,7 +84,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     _wait_idle(page)
     assert page.locator('[data-testid="stDataFrame"]').count() == 1
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 3
-    _shot(page, "overview", kind)
+    _shot(page, "overview")
 
     # 2. open the second-ranked neuron by selecting its row (row marker column of the glide grid)
     grid = page.locator('[data-testid="stDataFrame"]').bounding_box()
@@ -166,7 +98,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     assert params["run"] == run.directory.name and int(params["neuron"]) == order[1]
     k = int(params["k"])
     assert page.get_by_text(f"{k} virtual neurons").count() == 1
-    _shot(page, "neuron", kind)
+    _shot(page, "neuron")
 
     # 3. change k with the keyboard on the slider; time until the page shows the new clustering
     slider = page.locator('[data-testid="stSlider"] input[type="range"]')
@@ -181,11 +113,9 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
         latencies.append(time.perf_counter() - start)
         assert _query(page)["k"] == str(new_k)
         assert page.get_by_text(f"VN {new_k} ·").count() >= 1
+    # recorded, not asserted (no timed assertions in tests): benchmarks/bench_app.py measures it properly
     (ARTIFACTS / "browser-k-latency.json").write_text(json.dumps({"store": kind, "k_change_s": latencies}))
-    assert max(latencies) < 5.0, (
-        latencies
-    )  # generous under CI load; benchmarks/bench_app.py reports the real one
-    _shot(page, "neuron-k", kind)
+    _shot(page, "neuron-k")
 
     # 4. upload a photograph on the upload page for this neuron
     page.goto(f"{url}/upload?run={run.directory.name}&neuron={order[0]}&k=2")
@@ -200,4 +130,4 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     _wait_idle(page)
     assert page.get_by_text(f"Activation of neuron {order[0]}").count() == 1
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
-    _shot(page, "upload", kind)
+    _shot(page, "upload")

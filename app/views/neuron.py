@@ -227,9 +227,11 @@ def virtual_neuron_grids(
                     st.caption("Activation clusters have no circuit; switch to PURE to see one.")
 
 
-def render_neuron(run: data.RunRef, neuron: int, k: int, nd: data.NeuronData) -> None:
+def render_neuron(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
+    """The k-independent part (header, all references), then the k control and everything it changes."""
     header(run, neuron, nd)
     if nd.n_references < 2:
+        ui.write_params(run=run.name, neuron=neuron, k=ui.choose_k(nd.n_references))
         st.warning(
             f"Neuron {neuron} has only {nd.n_references} reference(s) with a circuit vector; at least 2 are "
             "needed to split it into virtual neurons. Rerun precompute with a larger dataset or `n_ref` to "
@@ -240,6 +242,15 @@ def render_neuron(run: data.RunRef, neuron: int, k: int, nd: data.NeuronData) ->
             reference_grid(run, nd)
         return
     reference_grid(run, nd)
+    virtual_neurons(run, neuron, nd)
+
+
+@st.fragment
+def virtual_neurons(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
+    """The k control and the virtual neurons for that k. A fragment: moving k reruns only this part, so the
+    header, the reference sheet and the neuron controls above are neither recomputed nor re-sent."""
+    k = ui.choose_k(nd.n_references)
+    ui.write_params(run=run.name, neuron=neuron, k=k)
     pure = data.clustering(run, neuron, k, "pure")
     activation = data.clustering(run, neuron, k, "activation")
     st.subheader(f"{k} virtual neuron{'s' if k > 1 else ''}")
@@ -271,7 +282,7 @@ def render_neuron(run: data.RunRef, neuron: int, k: int, nd: data.NeuronData) ->
     result = pure if method == "pure" or activation is None else activation
     virtual_neuron_grids(run, nd, k, result.method, result)
     downloads(run, neuron, k)
-    prefetch_neighbours(run, nd, k, result.method)
+    prefetch_all_k(run, nd, result.method)
 
 
 def downloads(run: data.RunRef, neuron: int, k: int) -> None:
@@ -292,26 +303,23 @@ def downloads(run: data.RunRef, neuron: int, k: int) -> None:
     )
 
 
-def prefetch_neighbours(run: data.RunRef, nd: data.NeuronData, k: int, method: str) -> None:
-    """Warm the caches for k - 1 and k + 1 once the page is drawn (the slider moves one step at a time), so
-    the next change only re-sends cached results."""
-    k_max = state.clamp_k(state.K_MAX, nd.n_references)
-    for other in (k + 1, k - 1):
-        if not 1 <= other <= k_max:
-            continue
+def prefetch_all_k(run: data.RunRef, nd: data.NeuronData, method: str) -> None:
+    """Warm the caches for every k of this neuron once the page is drawn, so that moving k only re-sends
+    cached results (after the first visit this is cache hits only, well under a millisecond per k)."""
+    for k in range(state.K_MIN, state.clamp_k(state.K_MAX, nd.n_references) + 1):
         for name, title in (
             ("pure", "PURE circuit vectors"),
             ("activation", "activation vectors (baseline)"),
         ):
             if (
-                data.clustering(run, nd.neuron, other, name) is not None
+                data.clustering(run, nd.neuron, k, name) is not None
                 and nd.umap is not None
                 and name in nd.umap
             ):
-                _umap_figure(run, nd.neuron, other, name, title)
-        for c in range(other):
-            data.reference_sheet(run, nd.neuron, other, method, c, columns=9)
-        data.k_scores(run, nd.neuron, other)
+                _umap_figure(run, nd.neuron, k, name, title)
+        for c in range(k):
+            data.reference_sheet(run, nd.neuron, k, method, c, columns=9)
+        data.k_scores(run, nd.neuron, k)
 
 
 def render() -> None:
@@ -325,13 +333,12 @@ def render() -> None:
     st.title("Neuron explorer")
     neuron = ui.choose_neuron(order)
     nd = data.neuron_data(run, neuron)
-    k = ui.choose_k(nd.n_references if nd is not None else 0)
-    ui.write_params(run=run.name, neuron=neuron, k=k)
     if not run.complete:
         ui.progress(run, "the references, virtual neurons and scores")
     if nd is None or nd.pure is None or not nd.thumbnails:
+        ui.write_params(run=run.name, neuron=neuron, k=ui.choose_k(nd.n_references if nd is not None else 0))
         return
-    render_neuron(run, neuron, k, nd)
+    render_neuron(run, neuron, nd)
 
 
 if __name__ == "__main__":

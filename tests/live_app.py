@@ -1,0 +1,158 @@
+"""A live dashboard for browser tests and benchmarks: `streamlit run app/main.py` on a free localhost port,
+and Debian's chromium driven by Playwright (never `playwright install`).
+
+Shared by tests/test_browser.py, tests/test_concurrency.py, tests/test_dockerfile.py and benchmarks/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Every Plotly chart on the page has drawn its SVG.
+ALL_CHARTS_DRAWN = """() => {
+    const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
+    return charts > 0 && document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts;
+}"""
+# Streamlit's "Running..." status widget is gone: the script run has finished.
+IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None
+
+
+def streamlit_command(port: int) -> list[str]:
+    """`streamlit run app/main.py` headless on 127.0.0.1:``port``, no file watcher, no usage statistics."""
+    return [
+        sys.executable, "-m", "streamlit", "run", "app/main.py",
+        "--server.headless", "true",
+        "--server.port", str(port),
+        "--server.address", "127.0.0.1",
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90, log: Path | None = None) -> None:
+    """Poll ``url``/_stcore/health until it answers 200; raise with the server log if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"streamlit did not start (exit code {process.poll()}):\n{tail}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def serve(
+    runs_root: Path,
+    *,
+    command: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = ROOT,
+    port: int | None = None,
+    log: Path | None = None,
+) -> Iterator[str]:
+    """Run the dashboard on ``runs_root`` and yield its URL; the server is stopped on exit.
+
+    ``command`` (default `streamlit_command`) must listen on ``port``; ``env`` is added to the environment;
+    the server's output goes to ``log`` (or nowhere)."""
+    port = port or free_port()
+    out: IO | int = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        list(command or streamlit_command(port)),
+        cwd=cwd,
+        env={**os.environ, "PURE_RUNS_DIR": str(runs_root), **(env or {})},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, log=log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if log is not None:
+            out.close()
+
+
+@contextmanager
+def chromium() -> Iterator:
+    """A Playwright chromium browser (Debian's /usr/bin/chromium), closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser, timeout_ms: int = 60_000):
+    """A tall tab (every chart of the neuron page in view) with a generous default timeout."""
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.set_default_timeout(timeout_ms)
+    return page
+
+
+# Arm before a k change on the neuron page: from the keydown to the first moment the page shows the new k
+# (its "k virtual neurons" heading, every UMAP chart drawn with k traces, no stale element left), measured
+# in the page itself with performance.now(), so driver round trips are not counted. Read `window.__kRedraw`.
+K_REDRAW_PROBE = """(k) => {
+    const m = window.__kRedraw = {};
+    if (window.__kObserver) window.__kObserver.disconnect();
+    document.addEventListener('keydown', () => { m.key = performance.now(); }, {once: true, capture: true});
+    const check = () => {
+        if (m.key === undefined || m.drawn !== undefined) return;
+        const heading = [...document.querySelectorAll('h3')]
+            .some(e => e.textContent.includes(k + ' virtual neuron'));
+        const plots = [...document.querySelectorAll('.js-plotly-plot')];
+        const drawn = plots.length > 0
+            && plots.every(p => p.data && p.data.length === k && p.querySelector('.main-svg'));
+        if (heading && drawn && !document.querySelector('[data-stale="true"]')) {
+            m.drawn = performance.now() - m.key;
+        }
+    };
+    window.__kObserver = new MutationObserver(check);
+    window.__kObserver.observe(document.body, {subtree: true, childList: true, attributes: true,
+                                               characterData: true});
+}"""
