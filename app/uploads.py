@@ -1,10 +1,12 @@
 """Uploaded images: safe decoding, and the analysis of one image against a run's neurons.
 
 `decode_upload` never lets a bad file crash the page: it raises `UploadError` with a message for the user
-for files that are too large, not PNG/JPEG/WEBP, truncated or corrupt, or decompression bombs (more than
+for files that are too large, not PNG/JPEG/WEBP, truncated or corrupt, decompression bombs (more than
 `MAX_PIXELS` pixels, checked from the header before decoding; `PIL.Image.MAX_IMAGE_PIXELS` is lowered to
-the same limit as a second guard). It applies the EXIF orientation and converts every mode (16-bit, CMYK,
-palette, alpha, ...) to 8-bit RGB, alpha composited on white.
+the same limit as a second guard) or more elongated than `MAX_ASPECT_RATIO`:1 (the model resizes the shorter
+side to ~256 px, so a 1 x 4000 px strip of a few bytes would become a 256 x 1,024,000 px image, ~1.5 GB).
+It applies the EXIF orientation and converts every mode (16-bit, CMYK, palette, alpha, ...) to 8-bit RGB,
+alpha composited on white.
 
 `analyse_image` runs the same `pure_core` code path as precompute on one image: the layer's activations
 (max over space, the reference-selection statistic), the input heatmap of the chosen neuron, and the PURE
@@ -25,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_UPLOAD_MB = 20
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_PIXELS = 40_000_000  # e.g. 8000 x 5000
+MAX_ASPECT_RATIO = 100  # longer side / shorter side; bounds the model's resize (shorter side -> ~256 px)
 ALLOWED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP"}
 ACCEPTED_EXTENSIONS = ["png", "jpg", "jpeg", "webp"]
 
@@ -48,7 +51,11 @@ class UploadedImage:
 
 
 def decode_upload(
-    name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS
+    name: str,
+    data: bytes,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_aspect_ratio: float = MAX_ASPECT_RATIO,
 ) -> UploadedImage:
     """Decode one uploaded file into an RGB image; raises `UploadError` with a readable message."""
     label = name or "the file"
@@ -72,13 +79,19 @@ def decode_upload(
                     f"{label} has {width} x {height} = {width * height / 1e6:.0f} megapixels; the limit is "
                     f"{max_pixels / 1e6:.0f} (a guard against decompression bombs). Downscale it first."
                 )
+            if max(width, height) > max_aspect_ratio * max(min(width, height), 1):
+                raise UploadError(
+                    f"{label} is {width} x {height} px, more elongated than {max_aspect_ratio:.0f}:1; the "
+                    "model resizes the shorter side and centre-crops a square, so crop it to a less extreme "
+                    "shape first."
+                )
             if getattr(image, "n_frames", 1) > 1:
                 notes.append(f"animated {kind}: the first frame is used")
                 image.seek(0)
             image.load()
             transposed = ImageOps.exif_transpose(image)
             if transposed is not None and transposed is not image:
-                if transposed.size != image.size or _orientation(image) not in (None, 1):
+                if transposed.size != image.size or _orientation(image) in range(2, 9):
                     notes.append("rotated by its EXIF orientation")
                 image = transposed
             rgb, note = to_rgb(image)
@@ -111,7 +124,9 @@ def _orientation(image: Image.Image) -> int | None:
 def to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
     """8-bit RGB version of ``image`` and a note on what was converted (None when it already was RGB)."""
     mode = image.mode
-    if mode == "RGB":
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:  # PNG tRNS: a transparent colour
+        image = image.convert("RGBA")
+    if image.mode == "RGB":
         return image.copy(), None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
@@ -124,8 +139,6 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
             values = (values - low) / (high - low or 1.0) * 255.0
         grey = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
         return grey.convert("RGB"), f"converted from {mode} (high bit depth) to 8-bit RGB"
-    if mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

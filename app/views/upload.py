@@ -46,7 +46,10 @@ def top_neurons_table(run: data.RunRef, analysis: uploads.UploadAnalysis, k: int
     return pd.DataFrame(rows)
 
 
-def show_analysis(run: data.RunRef, upload: uploads.UploadedImage, neuron: int, k: int) -> None:
+def show_analysis(
+    run: data.RunRef, upload: uploads.UploadedImage, neuron: int, k: int, key: str | None = None
+) -> None:
+    """``key`` (default: the image's hash) keeps the elements of the same image uploaded twice apart."""
     from pure_core.crops import heatmap_overlay
 
     analysis = data.analyse_upload(run, upload.sha256, upload.image, neuron, N_TOP_NEURONS)
@@ -81,7 +84,7 @@ def show_analysis(run: data.RunRef, upload: uploads.UploadedImage, neuron: int, 
                 f"{distances[index]:.4f})."
             )
             st.plotly_chart(
-                figures.distances_figure(distances, index), key=f"dist_{upload.sha256}_{neuron}_{k}"
+                figures.distances_figure(distances, index), key=f"dist_{key or upload.sha256}_{neuron}_{k}"
             )
     circuit_col, vn_col = st.columns([2, 3])
     with circuit_col:
@@ -135,7 +138,10 @@ def render() -> None:
         type=uploads.ACCEPTED_EXTENSIONS,
         accept_multiple_files=True,
         key="uploads",
-        help=f"Up to {uploads.MAX_UPLOAD_MB} MB and {uploads.MAX_PIXELS / 1e6:.0f} megapixels each.",
+        help=(
+            f"Up to {uploads.MAX_UPLOAD_MB} MB, {uploads.MAX_PIXELS / 1e6:.0f} megapixels and "
+            f"{uploads.MAX_ASPECT_RATIO}:1 sides each."
+        ),
     )
     if not files:
         st.caption(
@@ -168,7 +174,7 @@ def render() -> None:
         for note in upload.notes:
             st.caption(f"Note: {note}.")
         try:
-            show_analysis(run, upload, neuron, k)
+            show_analysis(run, upload, neuron, k, key=file.file_id)
         except Exception as error:  # noqa: BLE001
             st.error(f"Analysing {file.name} failed: {type(error).__name__}: {error}")
 
