@@ -29,7 +29,7 @@ Mode = Literal["open", "oidc", "password"]
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    """Who may see the app: everyone (`open`), an OIDC login or a shared password, and an e-mail allow-list."""
+    """Who may see the app: everyone (`open`), an OIDC login or a shared password; an e-mail allow-list."""
 
     mode: Mode = "open"
     allowed_emails: frozenset[str] = frozenset()
@@ -44,7 +44,9 @@ class AccessPolicy:
         if mode == "password" and not access.get("password"):
             raise ValueError("[access] mode = 'password' needs [access] password in secrets.toml")
         if mode == "oidc" and "auth" not in secrets:
-            raise ValueError("[access] mode = 'oidc' needs an [auth] section (st.login settings) in secrets.toml")
+            raise ValueError(
+                "[access] mode = 'oidc' needs an [auth] section (st.login settings) in secrets.toml"
+            )
         emails = frozenset(str(e).strip().lower() for e in access.get("allowed_emails", []) if str(e).strip())
         return cls(mode=mode, allowed_emails=emails, password=access.get("password"))
 

@@ -47,7 +47,9 @@ def test_oidc_anonymous_visitor_sees_only_the_login():
     assert [b.label for b in at.button] == ["Log in"]
 
 
-@pytest.mark.parametrize(("email", "allowed"), [("ada@lab.org", True), ("bob@group.org", True), ("eve@evil.org", False)])
+@pytest.mark.parametrize(
+    ("email", "allowed"), [("ada@lab.org", True), ("bob@group.org", True), ("eve@evil.org", False)]
+)
 def test_oidc_allow_list(email, allowed):
     at = _app(OIDC_SECRETS, user={"is_logged_in": True, "email": email})
     assert ("PROTECTED CONTENT" in _markdown(at)) is allowed

@@ -1,6 +1,7 @@
 """The run store: identity checks, resume markers, read-only reading."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,15 +50,21 @@ def test_reader_sees_writer_data_and_casts_float16(tmp_path):
             reader.put("x", 1)
 
 
+def _digest(run: Path) -> dict[str, str]:
+    """SHA-256 of every file of a store (SQLite's transient -wal/-shm files aside)."""
+    files = (p for p in run.rglob("*") if p.is_file() and "-wal" not in p.name and "-shm" not in p.name)
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
 def test_reader_never_writes(tmp_path):
     """SQLite may add its empty -wal/-shm side files; the data itself is never touched."""
     with _make(tmp_path) as store:
         store.put("summary", [{"neuron": 1}])
     run = tmp_path / "run"
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file() and "-wal" not in p.name and "-shm" not in p.name}
+    before = _digest(run)
     with RunStore.open(run) as reader:
         assert reader.summary() == [{"neuron": 1}]
-    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file() and "-wal" not in p.name and "-shm" not in p.name}
+    after = _digest(run)
     assert before == after
 
 
