@@ -1,13 +1,16 @@
-# Serves the PURE dashboard on a store mounted read-only at /runs:
+# Serves the PURE dashboard on run stores mounted read-only at /runs, with the model weights the uploads need
+# (demo checkpoint, torch hub, Hugging Face hub caches) mounted read-only at /models:
 #   docker build -t pure-explorer .
-#   docker run -p 8501:8501 -v "$PWD/runs:/runs:ro" pure-explorer
+#   docker run -p 8501:8501 -v "$PWD/runs:/runs:ro" -v "$HOME/.cache:/models:ro" pure-explorer
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PURE_RUNS_DIR=/runs \
-    PURE_CACHE_DIR=/tmp/pure-cache \
+    PURE_CACHE_DIR=/models/pure-explorer \
+    TORCH_HOME=/models/torch \
+    HF_HOME=/models/huggingface \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     STREAMLIT_SERVER_HEADLESS=true \
     STREAMLIT_SERVER_ADDRESS=0.0.0.0 \

@@ -349,7 +349,7 @@ def demo_runs_root(tmp_path_factory) -> tuple[Path, str]:
     "precompute"), or the prebuilt root named by ``$PURE_TEST_DEMO_RUNS`` (kind "prebuilt")."""
     prebuilt = os.environ.get("PURE_TEST_DEMO_RUNS")
     if prebuilt:
-        return Path(prebuilt), "prebuilt"
+        return Path(prebuilt).resolve(), "prebuilt"
     root = tmp_path_factory.mktemp("demo-runs")
     command = [sys.executable, "-m", "precompute", *DEMO_PRECOMPUTE_ARGS.split(), "--out", str(root / "demo")]
     result = subprocess.run(
