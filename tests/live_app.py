@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -34,8 +34,10 @@ ALL_CHARTS_DRAWN = """() => {
     const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
     return charts > 0 && document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts;
 }"""
-# Streamlit's "Running..." status widget is gone: the script run has finished.
-IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')"""
+# The script run is over (no "Running..." widget), nothing on the page is stale, and no element is still a
+# loading skeleton (element code is loaded lazily; under load, metrics and images come seconds later).
+IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+    && !document.querySelector('[data-stale="true"], [data-testid^="stSkeleton"]')"""
 
 
 def free_port() -> int:
@@ -125,6 +127,19 @@ def chromium() -> Iterator:
             yield browser
         finally:
             browser.close()
+
+
+@asynccontextmanager
+async def async_chromium() -> AsyncIterator:
+    """The same browser for Playwright's async API (many sessions driven at once), closed on exit."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 def new_page(browser, timeout_ms: int = 60_000):
