@@ -71,6 +71,19 @@ def _secrets() -> Mapping[str, Any]:
         return {}
 
 
+def is_admitted() -> bool:
+    """Whether this visitor may see the app now; renders nothing (`require_access` shows the login)."""
+    try:
+        policy = AccessPolicy.from_secrets(_secrets())
+    except ValueError:
+        return False
+    if policy.mode == "open":
+        return True
+    if policy.mode == "oidc":
+        return bool(st.user.is_logged_in) and policy.email_allowed(st.user.get("email"))
+    return bool(st.session_state.get("access_email"))
+
+
 def require_access() -> None:
     """Render the login for protected instances and stop the script until the visitor is allowed in."""
     try:

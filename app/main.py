@@ -11,10 +11,9 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only app/ on the path
 
 import streamlit as st  # noqa: E402
 
-from app.auth import require_access  # noqa: E402
+from app.auth import is_admitted, require_access  # noqa: E402
 
 st.set_page_config(page_title="PURE neuron explorer", page_icon=":material/neurology:", layout="wide")
-require_access()
 
 pages = {
     "overview": st.Page(
@@ -31,7 +30,10 @@ pages = {
         "views/upload.py", title="Upload an image", icon=":material/upload:", url_path="upload"
     ),
 }
-page = st.navigation(list(pages.values()))
+# Resolve the requested page before the login (navigation hidden until admitted), so that a deep link
+# opened on a protected instance still leads to its page, neuron and k after logging in.
+page = st.navigation(list(pages.values()), position="sidebar" if is_admitted() else "hidden")
+require_access()
 requested = st.query_params.get("page")
 if requested is not None:  # `?page=neuron&neuron=12&k=3` also works on the app's root URL
     params = {name: st.query_params.get(name) for name in st.query_params if name != "page"}
