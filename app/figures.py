@@ -137,6 +137,9 @@ def correlation_figure(
 
 
 # -- neuron ------------------------------------------------------------------------------------------------
+REFERENCE_POINTS = "reference-points"  # layout.meta of figures whose points' customdata are reference ids
+
+
 def umap_figure(
     coords: np.ndarray, labels: np.ndarray, title: str, max_activations: Sequence[float] | None = None
 ) -> go.Figure:
@@ -174,6 +177,7 @@ def umap_figure(
         "xaxis": {"showticklabels": False},
         "yaxis": {"showticklabels": False},
         "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"},
+        "meta": REFERENCE_POINTS,  # app/hover_thumbnails.py shows the hovered reference's thumbnail
     }
     return go.Figure({"data": traces, "layout": layout})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from PIL import Image
 
+from app.figures import data_uri
 from store import RunStore, list_runs
 from tests.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, chromium_path, new_page, serve
 
@@ -99,6 +101,18 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     k = int(params["k"])
     assert page.get_by_text(f"{k} virtual neurons").count() == 1
     _shot(page, "neuron")
+
+    # 2b. hovering a UMAP point shows that reference's thumbnail beside the cursor (app/hover_thumbnails.py)
+    box = page.locator(".js-plotly-plot .scatterlayer .point").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    thumbnail = page.locator("#pure-hover-thumbnail")
+    thumbnail.wait_for(state="visible")
+    rank = int(re.search(r"reference #(\d+)", page.locator(".hoverlayer .hovertext").first.text_content())[1])
+    with RunStore.open(root / run.directory.name) as store:
+        expected = data_uri(store.neuron("thumbnails", order[1])[rank - 1])
+    assert thumbnail.get_attribute("src") == expected
+    page.mouse.move(2, 2)
+    thumbnail.wait_for(state="hidden")
 
     # 3. change k with the keyboard on the slider; time until the page shows the new clustering
     slider = page.locator('[data-testid="stSlider"] input[type="range"]')

@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 
 from app import data, figures, state, ui
+from app.hover_thumbnails import hover_thumbnails
 
 N_CIRCUIT_CHANNELS = 8
 N_LOWER_SHOWN = 3
@@ -164,7 +165,7 @@ def umap_panels(
                     caption=captions(nd, np.array(chosen)),
                 )
             else:
-                st.caption("Click a point or draw a lasso to see those references.")
+                st.caption("Hover a point to see its reference; click or draw a lasso to list them.")
 
 
 def lower_channel_html(root: str, run: data.RunRef, channels: list[int], lower_layer: str) -> str:
@@ -242,6 +243,7 @@ def render_neuron(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
             reference_grid(run, nd)
         return
     reference_grid(run, nd)
+    hover_thumbnails([figures.data_uri(b) for b in nd.thumbnails], key=f"hover_thumbnails_{neuron}")
     virtual_neurons(run, neuron, nd)
 
 
