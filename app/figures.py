@@ -1,7 +1,8 @@
 """Figures as pure functions of plain data: Plotly for the pages, PIL for the PNG downloads.
 
 Plotly hover labels cannot show images (plotly.js #1323), so scatter points carry the reference's position
-in ``customdata`` and the pages show the selected references with `st.image`.
+in ``customdata``: app/hover_thumbnails.py shows the hovered one's thumbnail, the pages show the selected
+ones with `st.image`.
 """
 
 from __future__ import annotations
