@@ -26,6 +26,8 @@ METHOD_COLOURS = {
     "embedding": "#2ca02c",
     "unclustered": "#7f7f7f",
 }
+# No dragmode in the figures: Streamlit lets a click select a point (and so open a neuron or list a reference)
+# only while the chart pans; box and lasso are in the chart's toolbar.
 _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 20, "b": 10}, "height": 360}
 
 
@@ -77,7 +79,6 @@ def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go
         xaxis_title="overall distance (mean over all pairs)",
         yaxis_title="ρ_inter − ρ_intra",
         showlegend=False,
-        dragmode="select",
     )
     return fig
 
@@ -174,7 +175,6 @@ def umap_figure(
         **_LAYOUT,
         "height": 340,
         "title": {"text": title},
-        "dragmode": "lasso",
         "xaxis": {"showticklabels": False},
         "yaxis": {"showticklabels": False},
         "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"},

@@ -88,6 +88,18 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 3
     _shot(page, "overview")
 
+    # 1b. clicking the highest dot of Fig. A.2 opens the most polysemantic neuron
+    dots = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point")
+    top = min((dots.nth(i).bounding_box() for i in range(dots.count())), key=lambda box: box["y"])
+    page.mouse.click(top["x"] + top["width"] / 2, top["y"] + top["height"] / 2)
+    page.wait_for_url("**/neuron?**")
+    page.get_by_text("virtual neuron").first.wait_for()
+    assert int(_query(page)["neuron"]) == order[0]
+    page.goto(f"{url}/?run={run.directory.name}")
+    page.get_by_text("Neurons ranked by polysemanticity").wait_for()
+    page.wait_for_function(ALL_CHARTS_DRAWN)
+    _wait_idle(page)
+
     # 2. open the second-ranked neuron by selecting its row (row marker column of the glide grid)
     grid = page.locator('[data-testid="stDataFrame"]').bounding_box()
     header_px, row_px = 35, 46
@@ -113,6 +125,9 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     assert thumbnail.get_attribute("src") == expected
     page.mouse.move(2, 2)
     thumbnail.wait_for(state="hidden")
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a click lists it below
+    page.get_by_text("1 selected reference(s):").wait_for()
+    _wait_idle(page)
 
     # 3. change k with the keyboard on the slider; time until the page shows the new clustering
     slider = page.locator('[data-testid="stSlider"] input[type="range"]')
