@@ -71,17 +71,28 @@ def _secrets() -> Mapping[str, Any]:
         return {}
 
 
+def _admitted_email(policy: AccessPolicy) -> str | None:
+    """The e-mail of the visitor this policy lets in now ("" on an open instance); None while not admitted."""
+    if policy.mode == "open":
+        return ""
+    if policy.mode == "oidc":
+        if not st.user.is_logged_in:
+            return None
+        email = st.user.get("email") or ""
+        return email if policy.email_allowed(email) else None
+    return st.session_state.get("access_email")
+
+
+def _log_out_of_password() -> None:
+    st.session_state.pop("access_email", None)
+
+
 def is_admitted() -> bool:
     """Whether this visitor may see the app now; renders nothing (`require_access` shows the login)."""
     try:
-        policy = AccessPolicy.from_secrets(_secrets())
+        return _admitted_email(AccessPolicy.from_secrets(_secrets())) is not None
     except ValueError:
         return False
-    if policy.mode == "open":
-        return True
-    if policy.mode == "oidc":
-        return bool(st.user.is_logged_in) and policy.email_allowed(st.user.get("email"))
-    return bool(st.session_state.get("access_email"))
 
 
 def require_access() -> None:
@@ -91,45 +102,33 @@ def require_access() -> None:
     except ValueError as error:
         st.error(f"This instance's access control is misconfigured: {error}")
         st.stop()
-    if policy.mode == "open":
-        return
-    if policy.mode == "oidc":
-        _require_oidc(policy)
-    else:
-        _require_password(policy)
+    email = _admitted_email(policy)
+    if email is None:
+        _login(policy)
+    elif policy.mode != "open":
+        with st.sidebar:
+            st.caption(f"Signed in as {email}")
+            st.button("Log out", on_click=st.logout if policy.mode == "oidc" else _log_out_of_password)
 
 
-def _require_oidc(policy: AccessPolicy) -> None:
-    if not st.user.is_logged_in:
+def _login(policy: AccessPolicy) -> None:
+    """The login of a protected instance (and nothing else); stops the script."""
+    if policy.mode == "oidc" and st.user.is_logged_in:
+        st.error(f"{st.user.get('email')} is not on this instance's allow-list.")
+        st.button("Log out", on_click=st.logout)
+    elif policy.mode == "oidc":
         st.title("PURE neuron explorer")
         st.write("This instance is shared with a research group. Log in to continue.")
         st.button("Log in", on_click=st.login, type="primary")
-        st.stop()
-    if not policy.email_allowed(st.user.get("email")):
-        st.error(f"{st.user.get('email')} is not on this instance's allow-list.")
-        st.button("Log out", on_click=st.logout)
-        st.stop()
-    with st.sidebar:
-        st.caption(f"Signed in as {st.user.get('email')}")
-        st.button("Log out", on_click=st.logout)
-
-
-def _require_password(policy: AccessPolicy) -> None:
-    if st.session_state.get("access_email"):
-        with st.sidebar:
-            st.caption(f"Signed in as {st.session_state['access_email']}")
-            if st.button("Log out"):
-                del st.session_state["access_email"]
+    else:
+        st.title("PURE neuron explorer")
+        with st.form("login"):
+            email = st.text_input("E-mail", key="login_email")
+            attempt = st.text_input("Password", type="password", key="login_password")
+            submitted = st.form_submit_button("Log in", type="primary")
+        if submitted:
+            if policy.password_matches(attempt) and policy.email_allowed(email):
+                st.session_state["access_email"] = email.strip().lower()
                 st.rerun()
-        return
-    st.title("PURE neuron explorer")
-    with st.form("login"):
-        email = st.text_input("E-mail", key="login_email")
-        attempt = st.text_input("Password", type="password", key="login_password")
-        submitted = st.form_submit_button("Log in", type="primary")
-    if submitted:
-        if policy.password_matches(attempt) and policy.email_allowed(email):
-            st.session_state["access_email"] = email.strip().lower()
-            st.rerun()
-        st.error("Wrong password, or this e-mail is not on the allow-list.")
+            st.error("Wrong password, or this e-mail is not on the allow-list.")
     st.stop()

@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from store import STAGES, RunStore
+from tests.live_app import chromium_path
 
 # neuron -> the concepts its references show, as slots into the world's planted concepts by frequency
 # (slot 0 = the most frequent), so the fixture does not depend on the world's concept list.
@@ -288,6 +289,16 @@ def _write_small_store(
         store.finalize()  # one self-contained cache.db, as precompute leaves it
     store.close()
     return Path(directory)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `browser` need Debian's chromium and Playwright: skip them, saying so, when either is
+    missing (CI installs both), before their fixtures build a store or start a server."""
+    if item.get_closest_marker("browser") is None:
+        return
+    if chromium_path() is None:
+        pytest.skip("no chromium (apt-get install -y chromium)")
+    pytest.importorskip("playwright.async_api")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from tests.live_app import (
     ALL_CHARTS_DRAWN,
     IDLE,
     chromium,
-    chromium_path,
     free_port,
     new_page,
     serve,
@@ -50,8 +49,6 @@ DATA_ON_PAGE = """() => ({
 @pytest.fixture(scope="module")
 def protected(demo_runs_root, tmp_path_factory, request):
     """URL of the app on the demo store, protected by the secrets in ``request.param``."""
-    if chromium_path() is None:
-        pytest.skip("no chromium (apt-get install -y chromium)")
     root, _ = demo_runs_root
     secrets = tmp_path_factory.mktemp("secrets") / "secrets.toml"
     secrets.write_text(request.param)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -239,8 +238,6 @@ def _png(image: Image.Image) -> bytes:
 
 
 def test_upload_assigns_an_image_to_a_virtual_neuron(monkeypatch, small_runs_root):
-    pytest.importorskip("pure_core.models")
-    pytest.importorskip("pure_core.attribution")
     from skimage import data as skdata
 
     at = _app(monkeypatch, small_runs_root, page="upload", run="small", neuron=3, k=2)
@@ -268,7 +265,6 @@ def test_upload_page_waits_for_files(monkeypatch, small_runs_root):
 
 
 def test_upload_with_a_missing_model_says_how_to_make_it(monkeypatch, missing_model_runs_root):
-    pytest.importorskip("pure_core.demo")
     at = _app(monkeypatch, missing_model_runs_root, page="upload", neuron=3)
     at.file_uploader[0].set_value(("a.png", _png(Image.new("RGB", (64, 64), "red")), "image/png")).run()
     assert not at.exception, [e.value for e in at.exception]

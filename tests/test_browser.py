@@ -21,7 +21,7 @@ from PIL import Image
 
 from app.figures import data_uri
 from store import RunStore, list_runs
-from tests.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, chromium_path, new_page, serve
+from tests.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, serve
 
 pytestmark = pytest.mark.browser
 
@@ -32,8 +32,6 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 @pytest.fixture(scope="module")
 def app_url(demo_runs_root):
-    if chromium_path() is None:
-        pytest.skip("no chromium (apt-get install -y chromium)")
     root, kind = demo_runs_root
     ARTIFACTS.mkdir(exist_ok=True)
     with serve(root, log=ARTIFACTS / "streamlit-server.log") as url:

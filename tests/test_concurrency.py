@@ -29,7 +29,7 @@ from PIL import Image
 
 from app.state import DEFAULT_K
 from store import RunStore, list_runs
-from tests.live_app import ALL_CHARTS_DRAWN, IDLE, async_chromium, chromium_path, serve
+from tests.live_app import ALL_CHARTS_DRAWN, IDLE, async_chromium, serve
 
 pytestmark = pytest.mark.browser
 
@@ -260,10 +260,7 @@ def server_errors(log: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo_variants(demo_runs_root, tmp_path_factory) -> tuple[Path, list[Variant]]:
-    """The demo store's root and its `variants` (skips without chromium or Playwright)."""
-    if chromium_path() is None:
-        pytest.skip("no chromium (apt-get install -y chromium)")
-    pytest.importorskip("playwright.async_api")
+    """The demo store's root and its `variants`."""
     root, _ = demo_runs_root
     return root, variants(root, tmp_path_factory.mktemp("uploads"))
 

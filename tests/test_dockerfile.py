@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from store import list_runs
-from tests.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, chromium_path, free_port, new_page, serve
+from tests.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, free_port, new_page, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,8 +95,6 @@ def _digest(directory: Path) -> dict[str, str]:
 
 @pytest.mark.browser
 def test_the_entrypoint_serves_the_store_read_only_and_passes_its_health_check(demo_runs_root, tmp_path):
-    if chromium_path() is None:
-        pytest.skip("no chromium (apt-get install -y chromium)")
     executable = shutil.which(DOCKERFILE["CMD"][0])
     assert executable, f"{DOCKERFILE['CMD'][0]} is not on PATH (pip install -r requirements.txt)"
     root, _ = demo_runs_root

@@ -201,7 +201,7 @@ def test_timm_weights_in_the_hf_cache_are_loaded_without_network(offline):
 
 # -- demo ----------------------------------------------------------------------------------------------------
 def test_demo_spec_uses_the_demo_net_and_its_preprocessing(monkeypatch):
-    demo = pytest.importorskip("pure_core.demo")
+    from pure_core import demo
     seen = {}
 
     def fake_load(path=None, train_if_missing=True, **_):

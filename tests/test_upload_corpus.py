@@ -474,8 +474,6 @@ def _check_page(at: AppTest, good: list[Case], bad: list[Case]) -> None:
 
 
 def test_the_whole_corpus_through_the_upload_page(monkeypatch, small_runs_root):
-    pytest.importorskip("pure_core.models")
-    pytest.importorskip("pure_core.attribution")
     good = [case for case in CORPUS if case.analysed]
     bad = [case for case in CORPUS if not case.analysed]
     at = _upload_page(monkeypatch, small_runs_root)
