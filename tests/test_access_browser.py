@@ -100,6 +100,12 @@ def test_password_instance_shows_only_the_login_until_the_password_and_email_mat
     other.get_by_role("button", name="Log in").wait_for()
     _assert_only_the_login(other.evaluate(DATA_ON_PAGE))
 
+    page.get_by_role("button", name="Log out").click()  # logging out leaves only the login again
+    page.get_by_role("button", name="Log in").wait_for()
+    page.wait_for_timeout(300)
+    page.wait_for_function(IDLE)
+    _assert_only_the_login(page.evaluate(DATA_ON_PAGE))
+
 
 @pytest.mark.parametrize("protected", [OIDC_SECRETS], indirect=True, ids=["oidc"])
 def test_oidc_instance_shows_an_anonymous_visitor_only_the_login_button(protected):
