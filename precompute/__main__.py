@@ -30,7 +30,7 @@ from precompute.config import (
     parse_neurons,
     resolve_config,
 )
-from precompute.datasets import DatasetError, check_dataset_path, dataset_config_from_string, open_source
+from pure_core.sources import DatasetError, check_dataset_path, dataset_config_from_string, open_source
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="YAML or TOML config (overrides the preset)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", help='torchvision builder ("resnet50"), "timm:<name>", '
-                                       '"efficientnet-lite0" or "demo"')
+                                       '"efficientnet-lite0" or another registered model ("demo")')
     model.add_argument("--weights", help='torchvision weights enum name ("IMAGENET1K_V2", "DEFAULT") or '
                                          '"pretrained" (timm); "none" for random weights')
     model.add_argument("--checkpoint", help="local state-dict file to load into the model")
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--lower-layer", help="layer whose channels make the circuits (e.g. layer3)")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", help='image folder (ImageFolder layout or any images), a .txt list of '
-                                        'image paths, or "world" / "world:<n_images>"')
+                                        'image paths, or a generated kind: "world" / "world:<n_images>"')
     data.add_argument("--n-images", type=int, help="world size, or use only the first n images of a folder")
     data.add_argument("--n-ref", type=int, help="reference images per neuron (default 100; demo 64)")
     data.add_argument("--neurons", help='"all", "0-63" or "1,5,9"')
@@ -189,16 +189,16 @@ def _layer_shapes(model, preprocess, layer: str, lower_layer: str, device) -> tu
     return channels["layer"], channels["lower_layer"]
 
 
-def _default_layers(config: RunConfig, model) -> None:
-    if config.model.name == "demo":
-        from pure_core.demo import DEMO_LAYER, DEMO_LOWER_LAYER
-
-        config.layer = config.layer or DEMO_LAYER
-        config.lower_layer = config.lower_layer or DEMO_LOWER_LAYER
+def _default_layers(config: RunConfig, loaded) -> None:
+    """Fill ``layer`` / ``lower_layer`` from the built model's `default_layers`, or say which to choose."""
+    if loaded.default_layers is not None:
+        layer, lower_layer = loaded.default_layers
+        config.layer = config.layer or layer
+        config.lower_layer = config.lower_layer or lower_layer
     if not config.layer or not config.lower_layer:
         from pure_core.models import layer_names
 
-        names = [name for name in layer_names(model) if name.count(".") <= 1][:40]
+        names = [name for name in layer_names(loaded.model) if name.count(".") <= 1][:40]
         missing = "--layer" if not config.layer else "--lower-layer"
         raise ConfigError(f"{missing} is required for model {config.model.name!r}; its layers include: "
                           f"{', '.join(names)}")
@@ -216,10 +216,10 @@ def _check_embedder_weights(spec: str) -> None:
         raise ConfigError(f"unknown embedder {spec!r}; options: {', '.join(embed.EMBEDDER_SPECS)}")
 
 
-def _default_workers(config: RunConfig) -> int:
+def _default_workers(config: RunConfig, source) -> int:
     if config.workers is not None:
         return max(0, int(config.workers))
-    if config.dataset.kind == "world":
+    if not source.parallel_loading:
         return 0
     return min(8, max(0, (os.cpu_count() or 1) - 1))
 
@@ -243,7 +243,8 @@ def run(args: argparse.Namespace, log=print) -> Path:
     import numpy as np
     import torch
 
-    from precompute.stages import Job, run_stages
+    from precompute.job import Job
+    from precompute.stages import run_stages
     from pure_core.models import ModelSpec, build_model, model_fingerprint
     from store import RunStore, run_id_for
 
@@ -255,7 +256,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
                          device=str(device))  # missing weights fail here, in well under a second
     _check_embedder_weights(config.embedder)
     model = loaded.model.eval().to(device)
-    _default_layers(config, model)
+    _default_layers(config, loaded)
     c_layer, c_lower = _layer_shapes(model, loaded.preprocess, config.layer, config.lower_layer, device)
     neurons = parse_neurons(config.neurons, c_layer)
     source = open_source(config.dataset)  # lists the files (an empty folder fails here); reads no image
@@ -289,7 +290,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
                   (lambda: make_embedder(config.embedder, device=str(device), batch_size=embed_batch)),
                   progress=not args.no_progress and "PURE_NO_PROGRESS" not in os.environ,
                   checkpoint_every=max(1, checkpoint_every), chunk_neurons=max(1, args.chunk_neurons),
-                  image_chunk=max(8, config.batch_size), workers=_default_workers(config), log=log,
+                  image_chunk=max(8, config.batch_size), workers=_default_workers(config, source), log=log,
                   attribution_strategy=args.attribution_strategy)
         setup_s = time.perf_counter() - t_start
         run_stages(job)
@@ -301,7 +302,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
 
 
 def _report(store, out: Path, setup_s: float, total_s: float, log) -> None:
-    from precompute.stages import format_seconds
+    from precompute.job import format_seconds
 
     seconds = store.stage_seconds()
     summary = store.summary()
@@ -336,7 +337,7 @@ def _is_disk_full(error: BaseException) -> bool:
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from precompute.stages import PrecomputeError
+    from precompute.job import PrecomputeError
     from store import StoreError
 
     types: list[type[BaseException]] = [ConfigError, DatasetError, StoreError, PrecomputeError,

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from precompute.datasets import DatasetConfig, dataset_config_from_string
+from pure_core.sources import DatasetConfig, dataset_config_from_string
 
 __all__ = [
     "PRESETS",
@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """`pure_core.models.ModelSpec` fields: builder name, weights name, local checkpoint path."""
+    """`pure_core.models.ModelSpec` fields: registered builder name, weights name, local checkpoint path."""
 
     name: str = "demo"
     weights: str | None = None
@@ -73,7 +73,7 @@ class RunConfig:
     """Everything a precompute run needs; see `identity` for what names a run."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    layer: str | None = None  # None: the model's default (demo: DEMO_LAYER)
+    layer: str | None = None  # None: the built model's `default_layers`
     lower_layer: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     n_ref: int = 100
@@ -140,7 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The embedded demo: the synthetic world's net, every channel of its class layer, world reference split.
     "demo": {
         "model": {"name": "demo"},
-        "dataset": {"kind": "world", "n_images": 3000, "seed": 2},
+        "dataset": {"kind": "world", "n_images": 3000, "seed": 2, "size_px": 64},
         "n_ref": 64,
         "neurons": "all",
         "embedder": "efficientnet-lite0",
@@ -150,7 +150,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A seconds-long demo run for tests and smoke checks.
     "tiny": {
         "model": {"name": "demo"},
-        "dataset": {"kind": "world", "n_images": 300, "seed": 2},
+        "dataset": {"kind": "world", "n_images": 300, "seed": 2, "size_px": 64},
         "n_ref": 12,
         "neurons": "all",
         "embedder": "efficientnet-lite0",

@@ -1,7 +1,6 @@
 """Layer activations: forward hooks, reference selection and the activation baseline.
 
-- `capture`: a context manager that records chosen layers' outputs during a forward pass; its hooks are
-  always removed, also when the forward fails.
+- `capture` (from `pure_core.hooks`, re-exported): records chosen layers' outputs during a forward pass.
 - `collect_references`: one streaming pass over a dataset that keeps, per neuron (channel k of layer L),
   the ``n_ref`` images with the highest *max-pooled* activation ``max_{h,w} A_k(h, w)`` (PURE, Sec. 4), the
   argmax position ``(h*, w*)`` in layer L's map (the crop heatmaps explain that activation), and the
@@ -17,160 +16,24 @@ Conventions shared with `pure_core.attribution`: a layer's activation is the out
 (a shared activation module) is taken at its first call; outputs of shape ``(B, C)`` or ``(B, C, L)`` are
 treated as maps of shape ``(B, C, 1, 1)`` / ``(B, C, 1, L)``. The forward pass stops right after the last
 layer needed, so the classifier head is never run. Ranking ties (equal activations) go to the lower
-dataset index; NaN ranks last. Hooked forward passes on one model are serialised by a per-model lock, so
-threads sharing a model (the app's cached model) do not fire each other's hooks.
+dataset index; NaN ranks last. The forward plumbing (run-until-layer, the per-model lock) is
+`pure_core.hooks`.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from pure_core.hooks import as_maps, capture, run_until
 from pure_core.models import get_layer
 
-__all__ = ["References", "TopReferences", "capture", "collect_references", "pooled_activations"]
-
-
-# -- forward-pass plumbing (shared with pure_core.attribution) --------------------------------------------
-class _StopForward(Exception):
-    """Raised by a hook on the last layer needed, to skip the rest of the network."""
-
-
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _model_lock(model: nn.Module) -> threading.RLock:
-    """The re-entrant lock held while hooks are attached to ``model`` (one per model object)."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
-
-
-def _first_tensor(output) -> torch.Tensor:
-    """A module's output tensor (the first element of a tuple/list output)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"cannot read a tensor from a module output of type {type(output).__name__}")
-
-
-def _replace_first(output, tensor: torch.Tensor):
-    """``output`` with its tensor (or its first element) replaced by ``tensor``."""
-    if isinstance(output, torch.Tensor):
-        return tensor
-    return type(output)([tensor, *output[1:]])
-
-
-def _as_maps(activation: torch.Tensor) -> torch.Tensor:
-    """View of a layer output as channel maps ``(B, C, H, W)``: ``(B, C)`` -> ``(B, C, 1, 1)``,
-    ``(B, C, L)`` -> ``(B, C, 1, L)``."""
-    if activation.ndim == 4:
-        return activation
-    if activation.ndim == 2:
-        return activation[:, :, None, None]
-    if activation.ndim == 3:
-        return activation[:, :, None, :]
-    shape = tuple(activation.shape)
-    raise ValueError(f"expected a layer output (B, C), (B, C, L) or (B, C, H, W), not {shape}")
-
-
-_OutputHook = Callable[[torch.Tensor], "torch.Tensor | None"]
-
-
-def _run_until(model: nn.Module, inputs: torch.Tensor, layer: str,
-               before: dict[str, _OutputHook] | None = None) -> torch.Tensor:
-    """Run ``model(inputs)``; return the output of ``layer`` (first call), skipping the rest of the network.
-
-    ``before`` maps names of modules that must run before ``layer`` to functions of their output tensor;
-    a function may return a replacement tensor (seen by the rest of the network) or ``None``. Hooks are
-    removed before returning. Gradient mode is the caller's.
-    """
-    target = get_layer(model, layer)
-    before = dict(before or {})
-    modules = {name: get_layer(model, name) for name in before}
-    done: set[str] = set()
-    state: dict[str, torch.Tensor] = {}
-
-    def make_hook(name: str, fn: _OutputHook):
-        def hook(_module, _args, output):
-            if name in done:
-                return None
-            done.add(name)
-            replacement = fn(_first_tensor(output))
-            return None if replacement is None else _replace_first(output, replacement)
-        return hook
-
-    def stop(_module, _args, output):
-        missing = [name for name in modules if name not in done]
-        if missing:
-            raise ValueError(f"layer(s) {missing} must run before {layer!r} in the forward pass, but did not")
-        state["out"] = _first_tensor(output)
-        raise _StopForward
-
-    handles = []
-    with _model_lock(model):
-        try:
-            for name, fn in before.items():  # registered first: they also run first when a module is both
-                handles.append(modules[name].register_forward_hook(make_hook(name, fn)))
-            handles.append(target.register_forward_hook(stop))
-            try:
-                model(inputs)
-            except _StopForward:
-                pass
-        finally:
-            for handle in handles:
-                handle.remove()
-    if "out" not in state:
-        raise ValueError(f"layer {layer!r} did not run in the forward pass of {type(model).__name__}")
-    return state["out"]
-
-
-# -- capture -----------------------------------------------------------------------------------------------
-@contextmanager
-def capture(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of ``layers`` (module names) during forward passes inside the ``with`` block.
-
-    Yields a dict name -> output tensor, filled by each forward pass of ``model`` (a later pass overwrites
-    it; a module that runs twice in one pass keeps its first output). Tensors are stored as the module
-    returned them (not detached; an in-place operation that follows the module in the network changes
-    them too). Unknown names raise `pure_core.models.UnknownLayerError` before any hook is attached; the
-    hooks are removed when the block ends, also on an exception. Other threads' hooked passes on the same
-    model wait for the block to end.
-    """
-    modules = {name: get_layer(model, name) for name in layers}
-    outputs: dict[str, torch.Tensor] = {}
-    this_pass: set[str] = set()
-
-    def start(_module, _args):
-        this_pass.clear()
-
-    def make_hook(name: str):
-        def hook(_module, _args, output):
-            if name not in this_pass:
-                this_pass.add(name)
-                outputs[name] = _first_tensor(output)
-        return hook
-
-    with _model_lock(model):
-        handles = [model.register_forward_pre_hook(start)]
-        try:
-            for name, module in modules.items():
-                handles.append(module.register_forward_hook(make_hook(name)))
-            yield outputs
-        finally:
-            for handle in handles:
-                handle.remove()
+__all__ = ["ReferenceScan", "References", "TopReferences", "capture", "collect_references",
+           "pooled_activations"]
 
 
 # -- per-batch statistics ----------------------------------------------------------------------------------
@@ -195,7 +58,7 @@ def pooled_activations(model: nn.Module, inputs: torch.Tensor,
     baseline vector), all on the inputs' device, float32 or wider. The forward pass stops after ``layer``.
     """
     with torch.no_grad():
-        maps = _as_maps(_run_until(model, inputs, layer))
+        maps = as_maps(run_until(model, inputs, layer))
         return _statistics(maps)
 
 
@@ -276,6 +139,64 @@ def _batch_tensor(batch) -> torch.Tensor:
     raise TypeError(f"a batch must be a tensor (B, 3, H, W) or a tuple (tensor, ...), not {type(batch)}")
 
 
+class ReferenceScan:
+    """A resumable streaming top-``n_ref`` selection over a dataset: feed batches with their dataset indices.
+
+    ``neurons``: the channels of ``layer`` to rank (default: all, known at the first batch). ``top``: a
+    `TopReferences` to resume from (its arrays, e.g. checkpointed by precompute). ``keep_baseline``: also keep
+    the O'Mahony vector of every image currently in some top set (what `collect_references` returns). The
+    model must be on the inputs' device and in eval mode.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, n_ref: int, neurons: Sequence[int] | None = None,
+                 top: TopReferences | None = None, keep_baseline: bool = False):
+        if int(n_ref) < 1:
+            raise ValueError(f"n_ref must be at least 1, got {n_ref}")
+        get_layer(model, layer)  # fail on an unknown name before reading any data
+        self.model, self.layer, self.n_ref = model, layer, int(n_ref)
+        self.neurons = None if neurons is None else [int(n) for n in neurons]
+        self.top = top
+        self.channels: torch.Tensor | None = None
+        self.vectors: dict[int, torch.Tensor] | None = {} if keep_baseline else None
+        self.n_seen = 0
+
+    @torch.no_grad()
+    def update(self, inputs: torch.Tensor, indices: Sequence[int] | np.ndarray) -> None:
+        """Merge a batch ``inputs (B, 3, H, W)`` whose dataset indices are ``indices (B,)``."""
+        if len(inputs) == 0:
+            return
+        maps = as_maps(run_until(self.model, inputs, self.layer))
+        if self.channels is None:
+            self.channels = _channel_index(self.neurons, maps.shape[1])
+        if self.top is None:
+            self.top = TopReferences.empty(len(self.channels), self.n_ref)
+        values, positions, mean = (t.cpu() for t in _statistics(maps, self.channels.to(maps.device)))
+        indices = np.asarray(indices, dtype=np.int64)
+        self.top.update(values.numpy(), positions.numpy(), indices)
+        if self.vectors is not None:
+            _update_vectors(self.vectors, self.top.indices, indices, mean)
+        self.n_seen += len(inputs)
+
+    def references(self) -> References:
+        """The `References` so far (baseline vectors only with ``keep_baseline``)."""
+        if self.top is None or self.channels is None:
+            raise ValueError("the reference scan got no images (the batches were empty)")
+        vectors = self.vectors or {}
+        image_indices = np.asarray(sorted(vectors), dtype=np.int64)
+        activation_vectors = (torch.stack([vectors[int(i)] for i in image_indices]).float().numpy()
+                              if vectors else np.zeros((0, 0), np.float32))
+        return References(
+            neurons=self.channels.numpy().astype(np.int64),
+            indices=self.top.indices,
+            max_activations=self.top.values.astype(np.float32),
+            positions=self.top.positions,
+            image_indices=image_indices,
+            activation_vectors=activation_vectors,
+            layer=self.layer,
+            n_images=self.n_seen,
+        )
+
+
 def collect_references(model: nn.Module, batches: Iterable[torch.Tensor], layer: str, n_ref: int,
                        neurons: Sequence[int] | None = None, device: str | torch.device = "cpu",
                        progress: bool = False) -> References:
@@ -284,50 +205,20 @@ def collect_references(model: nn.Module, batches: Iterable[torch.Tensor], layer:
     ``batches`` yields tensors ``(B, 3, H, W)`` (or tuples whose first element is one, e.g. a DataLoader
     over an image/label dataset); they are consecutive, so an image's dataset index is its running
     position. ``neurons``: the channels to rank (default: all). Inputs are moved to ``device``; the model
-    must already be there and in eval mode. The running top set (`TopReferences`) is merged with each
-    batch, so memory is independent of the dataset's size. ``progress`` shows a tqdm bar.
+    must already be there and in eval mode. The running top set (`TopReferences`, via `ReferenceScan`) is
+    merged with each batch, so memory is independent of the dataset's size. ``progress`` shows a tqdm bar.
     """
-    if int(n_ref) < 1:
-        raise ValueError(f"n_ref must be at least 1, got {n_ref}")
-    n_ref = int(n_ref)
-    get_layer(model, layer)  # fail on an unknown name before reading any data
+    scan = ReferenceScan(model, layer, n_ref, neurons, keep_baseline=True)
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc=f"references {layer}", unit="batch")
-
-    channels: torch.Tensor | None = None
-    top: TopReferences | None = None
-    vectors: dict[int, torch.Tensor] = {}
-    n_seen = 0
-    with torch.no_grad():
-        for batch in batches:
-            x = _batch_tensor(batch).to(device)
-            if len(x) == 0:
-                continue
-            maps = _as_maps(_run_until(model, x, layer))
-            if top is None:
-                channels = _channel_index(neurons, maps.shape[1])
-                top = TopReferences.empty(len(channels), n_ref)
-            values, positions, mean = (t.cpu() for t in _statistics(maps, channels.to(maps.device)))
-            batch_indices = np.arange(n_seen, n_seen + len(x))
-            top.update(values.numpy(), positions.numpy(), batch_indices)
-            _update_vectors(vectors, top.indices, batch_indices, mean)
-            n_seen += len(x)
-    if top is None:
+    for batch in batches:
+        x = _batch_tensor(batch).to(device)
+        scan.update(x, np.arange(scan.n_seen, scan.n_seen + len(x)))
+    if scan.top is None:
         raise ValueError("collect_references got no images (the batches were empty)")
-    image_indices = np.asarray(sorted(vectors), dtype=np.int64)
-    activation_vectors = torch.stack([vectors[int(i)] for i in image_indices]).float().numpy()
-    return References(
-        neurons=channels.numpy().astype(np.int64),
-        indices=top.indices,
-        max_activations=top.values.astype(np.float32),
-        positions=top.positions,
-        image_indices=image_indices,
-        activation_vectors=activation_vectors,
-        layer=layer,
-        n_images=n_seen,
-    )
+    return scan.references()
 
 
 def _channel_index(neurons: Sequence[int] | None, n_channels: int) -> torch.Tensor:

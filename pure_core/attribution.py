@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pure_core.activations import _as_maps, _model_lock, _run_until
+from pure_core.hooks import as_maps, model_lock, run_until
 
 __all__ = [
     "input_attributions",
@@ -77,8 +77,8 @@ def _upper_graph(model: nn.Module, inputs: torch.Tensor, layer: str,
         holder["leaf"] = leaf
         return leaf.clone()
 
-    with _model_lock(model), _frozen_parameters(model), torch.enable_grad():
-        upper = _run_until(model, inputs.detach(), layer, before={lower_layer: make_leaf})
+    with model_lock(model), _frozen_parameters(model), torch.enable_grad():
+        upper = run_until(model, inputs.detach(), layer, before={lower_layer: make_leaf})
     if not upper.requires_grad:
         raise ValueError(f"layer {layer!r} does not depend on lower_layer {lower_layer!r}")
     return holder["leaf"], upper
@@ -87,8 +87,8 @@ def _upper_graph(model: nn.Module, inputs: torch.Tensor, layer: str,
 def _input_graph(model: nn.Module, inputs: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass with the inputs as leaf: ``(x, A^L)``."""
     x = inputs.detach().requires_grad_(True)
-    with _model_lock(model), _frozen_parameters(model), torch.enable_grad():
-        upper = _run_until(model, x, layer)
+    with model_lock(model), _frozen_parameters(model), torch.enable_grad():
+        upper = run_until(model, x, layer)
     if not upper.requires_grad:
         raise ValueError(f"layer {layer!r} does not depend on the model's input")
     return x, upper
@@ -121,7 +121,7 @@ def _start_relevance(upper: torch.Tensor, neurons: torch.Tensor,
                      positions: torch.Tensor | None = None) -> torch.Tensor:
     """Batched start relevance ``(n, *A^L.shape)``: row j holds ReLU(A_{k_j}) on channel k_j (or, with
     ``positions (n, B, 2)``, only A_{k_j}(h, w) of each input), zero elsewhere."""
-    maps = _as_maps(upper.detach())
+    maps = as_maps(upper.detach())
     n, batch = len(neurons), maps.shape[0]
     start = torch.zeros((n, *maps.shape), dtype=maps.dtype, device=maps.device)
     rows = torch.arange(n, device=maps.device)
@@ -139,7 +139,7 @@ def _start_relevance(upper: torch.Tensor, neurons: torch.Tensor,
 def _pair_relevance(upper: torch.Tensor, neurons: torch.Tensor,
                     positions: torch.Tensor | None = None) -> torch.Tensor:
     """Start relevance ``A^L.shape`` with input b's own neuron k_b only (ReLU map, or A_{k_b}(h_b, w_b))."""
-    maps = _as_maps(upper.detach())
+    maps = as_maps(upper.detach())
     start = torch.zeros_like(maps)
     b = torch.arange(maps.shape[0], device=maps.device)
     if positions is None:
@@ -224,7 +224,7 @@ def input_attributions(model: nn.Module, inputs: torch.Tensor, layer: str, neuro
     where = None
     if positions is not None:
         shape = (len(upper), len(index), 2)
-        where = _position_tensor(positions, shape, _as_maps(upper).shape, upper.device).transpose(0, 1)
+        where = _position_tensor(positions, shape, as_maps(upper).shape, upper.device).transpose(0, 1)
     out = torch.empty((len(index), len(x), *x.shape[2:]), dtype=x.dtype, device=x.device)
     pixels = x.detach()
     for part, gradient in _batched_vjp(upper, x, index, neuron_chunk, where):
@@ -242,6 +242,6 @@ def input_attributions_for_pairs(model: nn.Module, inputs: torch.Tensor, layer: 
         raise ValueError(f"neuron_of_input has {len(index)} entries for {len(upper)} inputs")
     where = None
     if positions is not None:
-        where = _position_tensor(positions, (len(upper), 2), _as_maps(upper).shape, upper.device)
+        where = _position_tensor(positions, (len(upper), 2), as_maps(upper).shape, upper.device)
     (gradient,) = torch.autograd.grad(upper, x, grad_outputs=_pair_relevance(upper, index, where))
     return (gradient * x.detach()).sum(dim=1)

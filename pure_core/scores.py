@@ -37,7 +37,9 @@ __all__ = [
     "cluster_distances",
     "distance_correlation",
     "evaluate_clustering",
+    "evaluate_fits",
     "evaluate_methods",
+    "fit_methods",
     "overall_distance",
     "pairwise_distances",
     "per_neuron_distance_correlation",
@@ -155,6 +157,31 @@ def polysemanticity(embeddings, random_state: int | None = 0) -> Polysemanticity
     )
 
 
+def fit_methods(vectors_by_method: Mapping[str, np.ndarray], ks: Sequence[int] = (2, 3, 4, 5),
+                random_state: int | None = 0) -> dict[str, dict[int, VirtualNeurons]]:
+    """``VirtualNeurons(k)`` fitted on each method's vectors ``(n, d)`` for each k: ``{method: {k: fit}}``
+    (PURE's fits are the virtual neurons themselves; `evaluate_fits` judges them)."""
+    return {method: {int(k): VirtualNeurons(n_clusters=int(k), random_state=random_state)
+                     .fit(_as_2d(vectors, f"vectors of {method!r}")) for k in ks}
+            for method, vectors in vectors_by_method.items()}
+
+
+def evaluate_fits(embeddings, fits: Mapping[str, Mapping[int, VirtualNeurons]]
+                  ) -> dict[str, dict[int, ClusterEvaluation]]:
+    """Eq. 5 of every fitted clustering judged by ``embeddings (n, D)``: ``{method: {k: evaluation}}``."""
+    distances = _condensed_distances(embeddings)
+    n = _as_2d(embeddings, "embeddings").shape[0]
+    result: dict[str, dict[int, ClusterEvaluation]] = {}
+    for method, per_k in fits.items():
+        result[method] = {}
+        for k, fitted in per_k.items():
+            if fitted.labels_.shape[0] != n:
+                raise ValueError(f"method {method!r} has {fitted.labels_.shape[0]} vectors but there are {n} "
+                                 "embeddings.")
+            result[method][int(k)] = _cluster_distances_condensed(distances, fitted.labels_)
+    return result
+
+
 def evaluate_methods(
     embeddings,
     vectors_by_method: Mapping[str, np.ndarray],
@@ -166,20 +193,14 @@ def evaluate_methods(
     ``embeddings (n, D)`` (e.g. CLIP of the cropped references); ``vectors_by_method`` maps a method name to
     its vectors ``(n, d)`` for the same references in the same order (PURE attributions ``(n, C_lower)``,
     activations ``(n, C_L)``, or other embeddings for the DINOv2-style baseline). Each is clustered with
-    ``VirtualNeurons(k)``; returns ``{method: {k: ClusterEvaluation}}``.
+    ``VirtualNeurons(k)`` (`fit_methods`) and judged (`evaluate_fits`); returns ``{method: {k: evaluation}}``.
     """
-    distances = _condensed_distances(embeddings)
     n = _as_2d(embeddings, "embeddings").shape[0]
-    result: dict[str, dict[int, ClusterEvaluation]] = {}
     for method, vectors in vectors_by_method.items():
-        X = _as_2d(vectors, f"vectors of {method!r}")
-        if X.shape[0] != n:
-            raise ValueError(f"method {method!r} has {X.shape[0]} vectors but there are {n} embeddings.")
-        result[method] = {}
-        for k in ks:
-            labels = VirtualNeurons(n_clusters=int(k), random_state=random_state).fit(X).labels_
-            result[method][int(k)] = _cluster_distances_condensed(distances, labels)
-    return result
+        rows = _as_2d(vectors, f"vectors of {method!r}").shape[0]
+        if rows != n:
+            raise ValueError(f"method {method!r} has {rows} vectors but there are {n} embeddings.")
+    return evaluate_fits(embeddings, fit_methods(vectors_by_method, ks, random_state))
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

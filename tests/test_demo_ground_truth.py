@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from pure_core.demo import (
+from synthetic.demo import (
     DEMO_LAYER,
     DEMO_LOWER_LAYER,
+    DEMO_PREPROCESSING,
     DEMO_VERSION,
     DemoNet,
     demo_dataset,
-    demo_preprocessing,
     load_demo_model,
     read_checkpoint,
     train_demo_model,
 )
-from pure_core.world import CLASSES, ground_truth_report
+from synthetic.ground_truth import ground_truth_report
+from synthetic.world import CLASSES
 
 N_REF = 100
 
@@ -43,7 +44,7 @@ def test_demo_net_has_named_blocks_and_one_channel_per_class_in_the_analysed_lay
 
 
 def test_preprocessing_matches_the_world():
-    prep = demo_preprocessing()
+    prep = DEMO_PREPROCESSING
     assert prep.size == prep.resize == 64
     image, _ = demo_dataset("reference", 1)[0]
     x = prep.to_tensor(image)
@@ -64,7 +65,7 @@ def test_training_is_deterministic_and_saves_a_checkpoint_with_metadata(tmp_path
 
 
 def test_loading_a_missing_checkpoint_without_training_says_how_to_make_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m pure_core.demo"):
+    with pytest.raises(FileNotFoundError, match="python -m synthetic.demo"):
         load_demo_model(tmp_path / "nothing.pt", train_if_missing=False)
 
 
@@ -77,7 +78,7 @@ def demo_model():
 @pytest.fixture(scope="session")
 def report(demo_model):
     world = demo_dataset("reference")
-    return ground_truth_report(demo_model, world, DEMO_LAYER, [DEMO_LOWER_LAYER], demo_preprocessing(),
+    return ground_truth_report(demo_model, world, DEMO_LAYER, [DEMO_LOWER_LAYER], DEMO_PREPROCESSING,
                                n_ref=N_REF, ks=(2,))
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from precompute.config import (
     parse_neurons,
     resolve_config,
 )
-from precompute.datasets import (
+from pure_core.sources import (
     DatasetConfig,
     DatasetError,
     dataset_config_from_string,
@@ -39,7 +38,7 @@ TINY = ["--preset", "tiny", "--neurons", "0-3", "--n-ref", "8", "--ks", "2,3", "
 @pytest.fixture(scope="session")
 def demo_model():
     """The trained demo net (trained once into the cache if missing)."""
-    from pure_core.demo import load_demo_model
+    from synthetic.demo import load_demo_model
 
     return load_demo_model(progress=False)
 
@@ -244,7 +243,7 @@ def test_another_config_in_the_same_directory_is_refused(tiny_store, capsys):
 def test_inspect_prints_the_summary_and_json(tiny_store, capsys):
     assert main(["inspect", str(tiny_store)]) == 0
     text = capsys.readouterr().out
-    from pure_core.demo import DEMO_LAYER, DEMO_LOWER_LAYER
+    from synthetic.demo import DEMO_LAYER, DEMO_LOWER_LAYER
 
     assert f"{DEMO_LAYER} <- circuits in {DEMO_LOWER_LAYER}" in text and "most polysemantic" in text
     assert main(["inspect", str(tiny_store), "--json"]) == 0
@@ -281,7 +280,7 @@ def test_all_unreadable_dataset_fails_and_some_unreadable_are_skipped(tmp_path, 
     line = _error_line(capsys)
     assert "all 3 images" in line and str(bad) in line
 
-    from pure_core.world import SyntheticWorld
+    from synthetic.world import SyntheticWorld
 
     mixed = tmp_path / "mixed" / "class_a"
     mixed.mkdir(parents=True)
@@ -300,19 +299,18 @@ def test_all_unreadable_dataset_fails_and_some_unreadable_are_skipped(tmp_path, 
 
 
 def test_missing_weights_fail_fast_before_any_data_is_read(tmp_path):
-    """The resnet50-imagenet preset offline: one line naming the missing file, in seconds, nothing written."""
+    """The resnet50-imagenet preset offline: one line naming the missing file, no download attempted (so no
+    retry loop; tests/test_models.py checks that no connection is opened on this path), nothing written."""
     data = tmp_path / "val"
     _write_images(data, ["n01440764/a.JPEG"])
-    start = time.perf_counter()
     result = _cli("--preset", "resnet50-imagenet", "--dataset", str(data), "--out", str(tmp_path / "x"),
                   env={"TORCH_HOME": str(tmp_path / "torch-home"), "HF_HUB_OFFLINE": "1"})
-    elapsed = time.perf_counter() - start
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "resnet50-11ad3fa6.pth" in lines[0] and str(tmp_path / "torch-home") in lines[0]  # file and place
     assert not (tmp_path / "x").exists()
-    assert elapsed < 30  # python + torch start-up; the check itself takes well under a second
+    assert "no download attempted" in lines[0]
 
 
 def test_disk_full_is_one_clear_line_and_the_run_resumes(tmp_path, demo_model, monkeypatch, capsys):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pure_core.world import (
+from synthetic.world import (
     CLASSES,
     COLOURS,
     CONCEPTS,

@@ -1,6 +1,6 @@
 """The demo model: a small ResNet-style CNN trained on the synthetic world, cached as a checkpoint.
 
-``python -m pure_core.demo`` trains it (about a minute on 2 CPU cores, > 99 % test accuracy) and prints time
+``python -m synthetic.demo`` trains it (about a minute on 2 CPU cores, > 99 % test accuracy) and prints time
 and accuracy; `load_demo_model` loads it, training first when the checkpoint is missing or outdated. The
 checkpoint lives at ``$PURE_CACHE_DIR/demo_model.pt`` (default ``~/.cache/pure-explorer``).
 
@@ -21,7 +21,6 @@ What makes its channels planted and PURE-separable (measured with ``benchmarks/b
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -31,12 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from pure_core.world import SyntheticWorld
+from pure_core.models import Preprocessing
+from pure_core.paths import cache_dir
+from synthetic.world import SyntheticWorld
 
 DEMO_LAYER = "block4"
 DEMO_LOWER_LAYER = "block1"
 DEMO_SIZE_PX = 64
-# Per-channel pixel mean/std of the world in [0, 1] (`pure_core.world.world_mean_std()`, rounded).
+# Per-channel pixel mean/std of the world in [0, 1] (`synthetic.world.world_mean_std()`, rounded).
 DEMO_MEAN = (0.489, 0.481, 0.471)
 DEMO_STD = (0.202, 0.185, 0.196)
 # Bump when the world or the net changes so that cached checkpoints are retrained, never silently reused.
@@ -127,20 +128,9 @@ class DemoNet(nn.Module):
 
 
 # -- data ----------------------------------------------------------------------------------------------
-def __getattr__(name: str):
-    # DEMO_PREPROCESSING is built on first use, so this module imports without pure_core.models.
-    if name == "DEMO_PREPROCESSING":
-        return demo_preprocessing()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.lru_cache(maxsize=1)
-def demo_preprocessing():
-    """The demo net's `pure_core.models.Preprocessing`: 64 px in, 64 px out, the world's mean/std."""
-    from pure_core.models import Preprocessing
-
-    return Preprocessing(size=DEMO_SIZE_PX, resize=DEMO_SIZE_PX, mean=DEMO_MEAN, std=DEMO_STD,
-                         interpolation="bilinear")
+# The demo net's preprocessing: 64 px in, 64 px out, the world's mean/std.
+DEMO_PREPROCESSING = Preprocessing(size=DEMO_SIZE_PX, resize=DEMO_SIZE_PX, mean=DEMO_MEAN, std=DEMO_STD,
+                                   interpolation="bilinear")
 
 
 def demo_dataset(split: str = "reference", n_images: int | None = None, transform=None,
@@ -163,9 +153,7 @@ def world_tensor(world: SyntheticWorld, progress: bool = False) -> tuple[torch.T
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) uint8 -> float normalised like `DEMO_PREPROCESSING.to_tensor`."""
-    mean = torch.tensor(DEMO_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(DEMO_STD).view(1, 3, 1, 1)
-    return (images_uint8.float() / 255.0 - mean) / std
+    return DEMO_PREPROCESSING.normalize(images_uint8.float() / 255.0)
 
 
 def batches(images_uint8: torch.Tensor, batch_size: int = 256):
@@ -175,11 +163,6 @@ def batches(images_uint8: torch.Tensor, batch_size: int = 256):
 
 
 # -- training ----------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """``$PURE_CACHE_DIR`` or ``~/.cache/pure-explorer``."""
-    return Path(os.environ.get("PURE_CACHE_DIR") or Path.home() / ".cache" / "pure-explorer")
-
-
 def default_checkpoint_path() -> Path:
     return cache_dir() / "demo_model.pt"
 
@@ -305,7 +288,7 @@ def load_demo_model(path: str | os.PathLike | None = None, train_if_missing: boo
         if not train_if_missing:
             where = "" if path == default_checkpoint_path() else f" --path {path}"
             raise FileNotFoundError(f"demo model checkpoint {path} is missing or outdated; "
-                                    f"train it with `python -m pure_core.demo{where}`")
+                                    f"train it with `python -m synthetic.demo{where}`")
         train_demo_model(path, progress=progress, log=print if progress else None)
     ckpt = read_checkpoint(path)
     meta = ckpt["meta"]

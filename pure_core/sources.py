@@ -1,9 +1,9 @@
-"""Image sources for precompute: the synthetic world, a folder of images (ImageFolder layout or flat), or a
-.txt list of image paths.
+"""Image sources: a folder of images (ImageFolder layout or flat), a .txt list of image paths, or any kind
+registered with `pure_core.registry.register_source` (the synthetic world registers ``"world"``).
 
-Every source has a stable order (world index; sorted relative paths; list order), so a dataset index names
-the same image in every run and after a resume. Images that cannot be decoded are skipped (and counted) by
-the caller; a source with no images at all raises `DatasetError` naming the path.
+Every source has a stable order (sorted relative paths; list order; a generated source's index), so a
+dataset index names the same image in every run and after a resume. Images that cannot be decoded are
+skipped (and counted) by the caller; a source with no images at all raises `DatasetError` naming the path.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,24 +20,27 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pure_core.registry import SOURCES, load_plugins, register_source
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DatasetConfig",
     "DatasetError",
     "FileSource",
+    "GroundTruth",
     "ImageSource",
+    "SourceKind",
     "UnreadableImageError",
-    "WorldSource",
     "check_dataset_path",
     "dataset_config_from_string",
     "iterate_batches",
+    "open_folder",
+    "open_list",
     "open_source",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm",
                     ".jfif")
-WORLD_DEFAULT_IMAGES = 3000
-WORLD_DEFAULT_SEED = 2  # pure_core.demo.SPLIT_SEEDS["reference"]: images the demo net never trained on
 
 
 class DatasetError(ValueError):
@@ -50,27 +53,50 @@ class UnreadableImageError(OSError):
 
 @dataclass
 class DatasetConfig:
-    """Where images come from. ``kind``: "world" | "folder" | "list"; ``path``: folder or list file;
-    ``n_images``/``seed``/``size_px``: the world's size, seed and image side (ignored for files;
-    ``n_images`` caps a folder/list to its first n images when set)."""
+    """Where images come from. ``kind``: "folder" | "list" | a registered generated kind (e.g. "world");
+    ``path``: folder or list file; ``n_images`` caps a folder/list to its first n images, or sizes a
+    generated source; ``seed``/``size_px``: a generated source's seed and image side (None: its default)."""
 
-    kind: str = "world"
+    kind: str = "folder"
     path: str | None = None
     n_images: int | None = None
-    seed: int = WORLD_DEFAULT_SEED
-    size_px: int = 64
+    seed: int | None = None
+    size_px: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """A registered dataset kind: ``open(config) -> ImageSource``; ``takes_path``: the kind reads files at
+    ``config.path`` (checked before anything heavy runs)."""
+
+    open: Callable[[DatasetConfig], ImageSource]
+    takes_path: bool = False
 
 
 def dataset_config_from_string(text: str) -> DatasetConfig:
-    """``"world"`` or ``"world:3000"``; a ``.txt`` list file; anything else a folder of images."""
+    """A generated kind ``"<kind>"`` or ``"<kind>:<n_images>"`` (e.g. ``"world:3000"``); a ``.txt`` list
+    file; anything else a folder of images."""
     text = str(text).strip()
-    if text == "world" or text.startswith("world:"):
-        n = text.partition(":")[2]
+    kind, _, n = text.partition(":")
+    load_plugins()
+    entry = SOURCES.find(kind)
+    if entry is not None and not entry.takes_path:
         if n and not n.isdigit():
-            raise DatasetError(f"--dataset {text!r}: use 'world' or 'world:<n_images>'")
-        return DatasetConfig(kind="world", n_images=int(n) if n else None)
+            raise DatasetError(f"--dataset {text!r}: use '{kind}' or '{kind}:<n_images>'")
+        return DatasetConfig(kind=kind, n_images=int(n) if n else None)
     kind = "list" if text.lower().endswith(".txt") else "folder"
     return DatasetConfig(kind=kind, path=text, n_images=None)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What a source with planted ground truth knows about a set of references: ``embeddings (n, D)``, an
+    ideal embedding of each crop (the oracle judge of the polysemanticity score), ``concepts`` the planted
+    concept of each reference, ``kind`` the neuron's planted kind (e.g. "polysemantic" / "monosemantic")."""
+
+    embeddings: np.ndarray
+    concepts: list[str]
+    kind: str
 
 
 class ImageSource(ABC):
@@ -78,6 +104,7 @@ class ImageSource(ABC):
 
     kind: str = ""
     path: str | None = None
+    parallel_loading: bool = True  # whether worker processes speed up `load` (files: yes; generated: no)
 
     @abstractmethod
     def __len__(self) -> int:
@@ -95,41 +122,14 @@ class ImageSource(ABC):
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the images' content (part of the run identity)."""
 
-    def annotation(self, index: int) -> dict[str, Any] | None:
-        """Ground truth of image ``index`` (world only), else None."""
+    def ground_truth(self, indices: Sequence[int], boxes: np.ndarray) -> GroundTruth | None:
+        """Planted ground truth of the images ``indices`` seen through crop ``boxes (n, 4)`` (top, left,
+        bottom, right), for sources that have it; None (the default) for real data."""
         return None
 
     @property
     def label(self) -> str:
         return f"{self.kind} {self.path}" if self.path else self.kind
-
-
-class WorldSource(ImageSource):
-    """The synthetic world (`pure_core.world.SyntheticWorld`) as an image source."""
-
-    kind = "world"
-
-    def __init__(self, n_images: int, seed: int, size_px: int = 64):
-        from pure_core.world import SyntheticWorld
-
-        if n_images < 1:
-            raise DatasetError(f"world dataset needs at least one image, got n_images={n_images}")
-        self.world = SyntheticWorld(n_images, seed=seed, size_px=size_px)
-
-    def __len__(self) -> int:
-        return len(self.world)
-
-    def load(self, index: int) -> Image.Image:
-        return Image.fromarray(self.world.render(index)[0])
-
-    def describe(self, index: int) -> str:
-        return f"world image {index}"
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"kind": "world", **self.world.params}
-
-    def annotation(self, index: int) -> dict[str, Any]:
-        return self.world.annotation(index)
 
 
 class FileSource(ImageSource):
@@ -201,14 +201,21 @@ def _read_list(path: Path) -> list[Path]:
     return files
 
 
+def _source_kind(config: DatasetConfig) -> SourceKind:
+    try:
+        return SOURCES.get(config.kind)
+    except ValueError as error:
+        raise DatasetError(str(error)) from error
+
+
 def check_dataset_path(config: DatasetConfig) -> None:
-    """`DatasetError` at once when a folder/list dataset has no path or its path does not exist."""
-    if config.kind == "world":
+    """`DatasetError` at once when the kind is unknown, or a file dataset has no path or a missing one."""
+    if not _source_kind(config).takes_path:
         return
-    if config.kind not in ("folder", "list"):
-        raise DatasetError(f"unknown dataset kind {config.kind!r}; use world, folder or list")
     if not config.path:
-        raise DatasetError("no dataset given: pass --dataset <image folder | list.txt | world>")
+        generated = [name for name in SOURCES.names() if not SOURCES.get(name).takes_path]
+        raise DatasetError("no dataset given: pass --dataset <image folder | list.txt"
+                           + "".join(f" | {name}" for name in generated) + ">")
     path = Path(config.path).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset path {path} does not exist")
@@ -216,28 +223,41 @@ def check_dataset_path(config: DatasetConfig) -> None:
 
 def open_source(config: DatasetConfig) -> ImageSource:
     """The image source `config` names; `DatasetError` (naming the path) if it is missing or empty."""
-    if config.kind == "world":
-        n = WORLD_DEFAULT_IMAGES if config.n_images is None else int(config.n_images)
-        return WorldSource(n, int(config.seed), int(config.size_px))
     check_dataset_path(config)
-    path = Path(config.path).expanduser()
-    if config.kind == "list":
-        if not path.is_file():
-            raise DatasetError(f"image list {path} is not a file")
-        files, root = _read_list(path), path.parent
-        if not files:
-            raise DatasetError(f"image list {path} names no images")
-    else:
-        if not path.is_dir():
-            raise DatasetError(f"dataset path {path} is not a folder (give a folder of images, a .txt list, "
-                               "or 'world')")
-        files, root = _scan_folder(path), path
-        if not files:
-            raise DatasetError(f"no images found in {path} (looked for {', '.join(IMAGE_EXTENSIONS)} files, "
-                               "recursively)")
+    return _source_kind(config).open(config)
+
+
+def _capped(config: DatasetConfig, files: list[Path], root: Path) -> FileSource:
     if config.n_images is not None:
         files = files[: int(config.n_images)]
-    return FileSource(config.kind, path, files, root)
+    return FileSource(config.kind, Path(config.path).expanduser(), files, root)
+
+
+def open_list(config: DatasetConfig) -> FileSource:
+    """The images named by the lines of the list file ``config.path`` (relative to its folder)."""
+    path = Path(config.path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"image list {path} is not a file")
+    files = _read_list(path)
+    if not files:
+        raise DatasetError(f"image list {path} names no images")
+    return _capped(config, files, path.parent)
+
+
+def open_folder(config: DatasetConfig) -> FileSource:
+    """Every image under the folder ``config.path`` (recursive, sorted by relative path)."""
+    path = Path(config.path).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"dataset path {path} is not a folder (give a folder of images or a .txt list)")
+    files = _scan_folder(path)
+    if not files:
+        raise DatasetError(f"no images found in {path} (looked for {', '.join(IMAGE_EXTENSIONS)} files, "
+                           "recursively)")
+    return _capped(config, files, path)
+
+
+register_source("folder")(SourceKind(open_folder, takes_path=True))
+register_source("list")(SourceKind(open_list, takes_path=True))
 
 
 # -- batches for the model ---------------------------------------------------------------------------
