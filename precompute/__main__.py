@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shutil
 import sqlite3
 import sys
 import time
@@ -246,7 +247,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
     from precompute.job import Job
     from precompute.stages import run_stages
     from pure_core.models import ModelSpec, build_model, model_fingerprint
-    from store import RunStore, run_id_for
+    from store import RunStore, StoreMismatchError, run_id_for
 
     torch.manual_seed(config.seed)  # seeds random initialisations (e.g. --weights none)
     np.random.seed(config.seed)
@@ -277,11 +278,16 @@ def run(args: argparse.Namespace, log=print) -> Path:
     store_config["channels"] = {"layer": c_layer, "lower_layer": c_lower}
     if embedder is not None:
         store_config["embedder_name"] = embedder.name
-    store = RunStore.create(out, identity, store_config, library_versions())
+    fresh = not (out / "cache.db").exists()
+    try:
+        store = RunStore.create(out, identity, store_config, library_versions())
+    except StoreMismatchError as error:
+        raise StoreMismatchError(f"{error}{_identity_difference(out, identity)}") from error
     try:
         if store.complete:
             log(f"precompute: {out} already holds this run, complete (run {store.run_id})")
             store.finalize()
+            log(_dashboard_hint(out))
             return out
         checkpoint_every = args.checkpoint_every or max(1, round(2048 / config.batch_size))
         job = Job(config=config, store=store, model=model, preprocess=loaded.preprocess, source=source,
@@ -293,12 +299,59 @@ def run(args: argparse.Namespace, log=print) -> Path:
                   image_chunk=max(8, config.batch_size), workers=_default_workers(config, source), log=log,
                   attribution_strategy=args.attribution_strategy)
         setup_s = time.perf_counter() - t_start
-        run_stages(job)
+        try:
+            run_stages(job)
+        except DatasetError:
+            if fresh and not any(store.stages_done().values()):  # e.g. every image unreadable: keep no
+                store.close()                                     # half-started store behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         store.finalize()
         _report(store, out, setup_s, time.perf_counter() - t_start, log)
     finally:
         store.close()
     return out
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": leaf}`` for nested dicts (lists stay leaves)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _identity_difference(out: Path, identity: dict[str, Any]) -> str:
+    """``"; settings that differ: n_ref (64 -> 9), ..."``: the run stored at ``out`` against ``identity``."""
+    from store import RunStore, StoreError
+
+    try:
+        with RunStore.open(out) as existing:
+            stored = existing.meta.get("identity") or {}
+    except StoreError:
+        return ""
+    old, new = _flatten(stored), _flatten(identity)
+    changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    if not changed:
+        return ""
+
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    names = [f"{key.removeprefix('config.')} ({short(old.get(key))} -> {short(new.get(key))})"
+             for key in changed[:6]]
+    more = f", and {len(changed) - 6} more" if len(changed) > 6 else ""
+    return f"; settings that differ: {', '.join(names)}{more}"
+
+
+def _dashboard_hint(out: Path) -> str:
+    """The command that opens the dashboard on the runs folder holding ``out``, and its address."""
+    root = out.parent
+    flag = "" if root.resolve() == default_runs_dir().resolve() else f" -- --runs-dir {root}"
+    return f"  dashboard: streamlit run app/main.py{flag}  (then open http://localhost:8501)"
 
 
 def _report(store, out: Path, setup_s: float, total_s: float, log) -> None:
@@ -316,6 +369,7 @@ def _report(store, out: Path, setup_s: float, total_s: float, log) -> None:
     if top:
         log("  most polysemantic: " + ", ".join(f"#{r['neuron']} ({r['polysemanticity']:.3f})" for r in top))
     log(f"  inspect: python -m precompute inspect {out}")
+    log(_dashboard_hint(out))
 
 
 def _one_line(error: BaseException) -> str:

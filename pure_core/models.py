@@ -85,9 +85,11 @@ def _unknown_layer_message(name: str, valid: list[str], close: list[str]) -> str
     shown = valid[:40]
     more = f", ... ({len(valid) - len(shown)} more)" if len(valid) > len(shown) else ""
     parts.append(f"Valid layer names ({len(valid)}): {', '.join(shown)}{more}.")
-    top = [n for n in valid if "." not in n]
-    nested = [n for n in valid if "." in n]
-    examples = " or ".join(repr(n) for n in (top[-2:-1] or top[:1]) + nested[-1:])
+    # examples from this model: its last top-level module that has children, and that module's first child
+    parents = [n for n in valid if "." not in n and any(v.startswith(n + ".") for v in valid)]
+    parent = parents[-1] if parents else (valid[-1] if valid else "")
+    children = [v for v in valid if v.startswith(parent + ".")][:1] if parent else []
+    examples = " or ".join(repr(n) for n in ([parent] if parent else []) + children)
     parts.append("Hint: names are the model's module names (`pure_core.models.layer_names(model)`), "
                  f"dotted for nested modules{', e.g. ' + examples if examples else ''}.")
     return " ".join(parts)

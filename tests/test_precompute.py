@@ -230,14 +230,20 @@ def test_tiny_run_fills_the_store_as_the_contract_says(tiny_store):
     assert not (tiny_store / "cache.db-wal").exists()
 
 
-def test_rerunning_a_finished_run_does_nothing(tiny_store, capsys):
+def test_rerunning_a_finished_run_does_nothing_and_says_how_to_open_it(tiny_store, capsys):
     assert main([*TINY, "--out", str(tiny_store)]) == 0
-    assert "already holds this run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "already holds this run" in out
+    # the last line is the command that opens the dashboard on this store's folder, and where to look
+    assert out.strip().splitlines()[-1] == (f"  dashboard: streamlit run app/main.py -- --runs-dir "
+                                            f"{tiny_store.parent}  (then open http://localhost:8501)")
 
 
 def test_another_config_in_the_same_directory_is_refused(tiny_store, capsys):
-    assert main([*TINY, "--n-ref", "9", "--out", str(tiny_store)]) == 2
-    assert "another config" in _error_line(capsys)
+    assert main([*TINY, "--n-ref", "9", "--ks", "2,4", "--out", str(tiny_store)]) == 2
+    line = _error_line(capsys)
+    assert "another config" in line
+    assert "settings that differ: ks ([2, 3] -> [2, 4]), n_ref (8 -> 9)" in line
 
 
 def test_inspect_prints_the_summary_and_json(tiny_store, capsys):
@@ -257,6 +263,7 @@ def test_unknown_layer_lists_valid_names(tmp_path, demo_model, capsys):
     assert main([*TINY, "--layer", "block9", "--out", str(tmp_path / "x")]) == 2
     line = _error_line(capsys)
     assert "block9" in line and "block4" in line
+    assert "e.g. 'block4' or 'block4.conv1'" in line  # the hint's examples are this model's own layers
     assert not (tmp_path / "x").exists()  # nothing written for a config that cannot run
 
 
@@ -279,6 +286,7 @@ def test_all_unreadable_dataset_fails_and_some_unreadable_are_skipped(tmp_path, 
     assert main([*TINY, "--dataset", str(bad), "--out", str(tmp_path / "x")]) == 2
     line = _error_line(capsys)
     assert "all 3 images" in line and str(bad) in line
+    assert not (tmp_path / "x").exists()  # no half-started store is left behind
 
     from synthetic.world import SyntheticWorld
 
