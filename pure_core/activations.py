@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pure_core.hooks import as_maps, capture, run_until
+from pure_core.hooks import as_maps, capture, first_tensor, run_until
 from pure_core.models import get_layer
 
 __all__ = ["ReferenceScan", "References", "TopReferences", "capture", "collect_references",
@@ -132,11 +132,12 @@ class TopReferences:
 
 
 def _batch_tensor(batch) -> torch.Tensor:
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
-    raise TypeError(f"a batch must be a tensor (B, 3, H, W) or a tuple (tensor, ...), not {type(batch)}")
+    """The images of a batch: the tensor itself, or the first element of an (images, labels, ...) tuple."""
+    try:
+        return first_tensor(batch)
+    except TypeError:
+        message = f"a batch must be a tensor (B, 3, H, W) or a tuple (tensor, ...), not {type(batch)}"
+        raise TypeError(message) from None
 
 
 class ReferenceScan:
