@@ -180,3 +180,32 @@ def test_a_module_called_twice_is_taken_at_its_first_call():
     torch.testing.assert_close(outputs["act"], x.clamp(min=0))
     maximum, _, _ = pooled_activations(net, x, "act")
     torch.testing.assert_close(maximum, x.clamp(min=0).amax(dim=(2, 3)))
+
+
+def test_a_reference_scan_stopped_and_resumed_from_its_arrays_equals_one_pass(dataset):
+    """precompute checkpoints the running top set between chunks and resumes from its arrays."""
+    from pure_core.activations import ReferenceScan
+
+    net = _small_net()
+    whole = collect_references(net, _batches(dataset, labelled=False), "relu2", n_ref=5, neurons=[1, 3, 6])
+    first = ReferenceScan(net, "relu2", 5, neurons=[1, 3, 6])
+    first.update(dataset[:23], np.arange(23))
+    saved = TopReferences(5, first.top.values.copy(), first.top.indices.copy(), first.top.positions.copy())
+    resumed = ReferenceScan(net, "relu2", 5, neurons=[1, 3, 6], top=saved)
+    for start in range(23, 50, 9):
+        resumed.update(dataset[start:start + 9], np.arange(start, min(50, start + 9)))
+    refs = resumed.references()
+    np.testing.assert_array_equal(refs.neurons, [1, 3, 6])
+    np.testing.assert_array_equal(refs.indices, whole.indices)
+    np.testing.assert_array_equal(refs.max_activations, whole.max_activations)
+    np.testing.assert_array_equal(refs.positions, whole.positions)
+    assert refs.activation_vectors.size == 0  # baseline vectors only when asked for (keep_baseline)
+
+
+def test_a_reference_scan_checks_its_layer_and_n_ref_before_reading_data():
+    from pure_core.activations import ReferenceScan
+
+    with pytest.raises(UnknownLayerError):
+        ReferenceScan(_small_net(), "relu9", 5)
+    with pytest.raises(ValueError, match="n_ref"):
+        ReferenceScan(_small_net(), "relu2", 0)

@@ -179,3 +179,17 @@ def test_distance_correlation_sem_is_the_standard_error_over_random_neuron_subse
         for g in range(4)
     ]
     assert result.sem == pytest.approx(np.std(r_groups, ddof=1) / 2)
+
+
+def test_fit_methods_and_evaluate_fits_are_evaluate_methods_in_two_steps():
+    """precompute keeps the fits (PURE's are the virtual neurons) and scores exactly as evaluate_methods."""
+    from pure_core.scores import evaluate_fits, fit_methods
+
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(30, 8))
+    vectors = {"pure": rng.normal(size=(30, 5)), "embedding": embeddings}
+    fits = fit_methods(vectors, ks=(2, 4), random_state=7)
+    assert fits["pure"][4].cluster_centers_.shape == (4, 5)
+    assert evaluate_fits(embeddings, fits) == evaluate_methods(embeddings, vectors, ks=(2, 4), random_state=7)
+    # the embedding's k=2 fit is the polysemanticity clustering
+    np.testing.assert_array_equal(fits["embedding"][2].labels_, polysemanticity(embeddings, 7).labels)
