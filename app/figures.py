@@ -11,12 +11,14 @@ import base64
 import io
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
+
+from store.codecs import decode_image
+from store.schema import DistanceCorrelation, MethodComparison
 
 # Colour of virtual neuron i (0-based); shared by the Plotly figures and the PNG report.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -42,7 +44,8 @@ def vn_name(i: int) -> str:
 
 # -- overview ----------------------------------------------------------------------------------------------
 def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go.Figure:
-    """Fig. A.2: overall embedding distance vs rho_inter - rho_intra, a dot per neuron (customdata = id)."""
+    """Fig. A.2: overall embedding distance vs rho_inter - rho_intra, a dot per neuron (customdata = id),
+    coloured by the score, with its colour bar."""
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -53,11 +56,13 @@ def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go
             customdata=table["neuron"].to_numpy(),
             text=[f"neuron {n} (rank {r})" for n, r in zip(table["neuron"], table["rank"], strict=True)],
             hovertemplate="%{text}<br>overall %{x:.3f}<br>ρ_inter − ρ_intra %{y:.3f}<extra></extra>",
+            cliponaxis=False,  # a dot on the edge of the axes is drawn whole
             marker={
                 "size": 9,
                 "color": table["polysemanticity"],
                 "colorscale": "Viridis",
-                "showscale": False,
+                "showscale": True,
+                "colorbar": {"title": {"text": "ρ_inter −<br>ρ_intra", "side": "top"}, "thickness": 12},
                 "line": {"width": 0.5, "color": "white"},
             },
         )
@@ -75,7 +80,7 @@ def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go
             )
         )
     fig.update_layout(
-        **_LAYOUT,
+        **{**_LAYOUT, "margin": {**_LAYOUT["margin"], "t": 36}},  # room for the top dot and the toolbar
         xaxis_title="overall distance (mean over all pairs)",
         yaxis_title="ρ_inter − ρ_intra",
         showlegend=False,
@@ -83,29 +88,27 @@ def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go
     return fig
 
 
-def method_comparison_figure(comparison: Mapping[str, Any], labels: Mapping[str, str]) -> go.Figure:
+def method_comparison_figure(comparison: MethodComparison, labels: Mapping[str, str]) -> go.Figure:
     """Fig. 4: mean rho_intra (solid) and rho_inter (dashed) per method over k; the unclustered mean distance
     as a grey line."""
     fig = go.Figure()
-    for method, by_k in comparison.items():
-        if not isinstance(by_k, Mapping) or not by_k:
+    for method, by_k in comparison.methods.items():
+        if not by_k:
             continue
-        ks = sorted(int(k) for k in by_k)
-        values = {int(k): v for k, v in by_k.items()}
+        ks = sorted(by_k)
         for key, dash in (("rho_intra", "solid"), ("rho_inter", "dash")):
             fig.add_trace(
                 go.Scatter(
                     x=ks,
-                    y=[values[k][key] for k in ks],
+                    y=[getattr(by_k[k], key) for k in ks],
                     mode="lines+markers",
                     name=f"{labels.get(method, method)}: {key.replace('rho_', 'ρ_')}",
                     line={"color": METHOD_COLOURS.get(method, "#444"), "dash": dash},
                 )
             )
-    unclustered = comparison.get("unclustered")
-    if isinstance(unclustered, int | float):
+    if math.isfinite(comparison.unclustered):
         fig.add_hline(
-            y=float(unclustered),
+            y=comparison.unclustered,
             line={"color": METHOD_COLOURS["unclustered"], "dash": "dot"},
             annotation_text="unclustered",
             annotation_position="top left",
@@ -120,16 +123,15 @@ def method_comparison_figure(comparison: Mapping[str, Any], labels: Mapping[str,
     return fig
 
 
-def correlation_figure(
-    correlation: Mapping[str, Mapping[str, float]], labels: Mapping[str, str]
-) -> go.Figure:
+def correlation_figure(correlation: DistanceCorrelation, labels: Mapping[str, str]) -> go.Figure:
     """Sec. 4.2: Pearson r of each method's pairwise distances with the embedder's, with its SEM."""
-    methods = [m for m in correlation if isinstance(correlation[m], Mapping)]
+    methods = list(correlation.methods)
+    pooled = [correlation.methods[m] for m in methods]
     fig = go.Figure(
         go.Bar(
             x=[labels.get(m, m) for m in methods],
-            y=[correlation[m].get("r", np.nan) for m in methods],
-            error_y={"type": "data", "array": [correlation[m].get("sem", 0.0) or 0.0 for m in methods]},
+            y=[p.r for p in pooled],
+            error_y={"type": "data", "array": [p.sem if math.isfinite(p.sem) else 0.0 for p in pooled]},
             marker_color=[METHOD_COLOURS.get(m, "#444") for m in methods],
             hovertemplate="%{x}<br>r = %{y:.3f}<extra></extra>",
         )
@@ -238,7 +240,7 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 def tile(data: bytes, size_px: int) -> Image.Image:
     """A thumbnail's bytes decoded and fitted into a white ``size_px`` square."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image = decode_image(data)
     image.thumbnail((size_px, size_px), Image.Resampling.BICUBIC)
     tile = Image.new("RGB", (size_px, size_px), "white")
     tile.paste(image, ((size_px - image.width) // 2, (size_px - image.height) // 2))
@@ -267,6 +269,22 @@ def reference_sheet(
     return sheet
 
 
+def reference_captions(max_activations: Sequence[float], members: Sequence[int]) -> list[str]:
+    """Captions "#rank · max activation" of the references at positions ``members`` (0-based)."""
+    return [
+        f"#{i + 1} · {max_activations[i]:.2f}" if i < len(max_activations) else f"#{i + 1}" for i in members
+    ]
+
+
+def strip(thumbnails: Sequence[bytes], height_px: int, gap_px: int = 2) -> Image.Image:
+    """Thumbnails side by side, each squeezed into a ``height_px`` square, on white."""
+    tiles = [decode_image(b).resize((height_px, height_px), Image.Resampling.BILINEAR) for b in thumbnails]
+    canvas = Image.new("RGB", (len(tiles) * (height_px + gap_px) - gap_px, height_px), "white")
+    for i, image in enumerate(tiles):
+        canvas.paste(image, (i * (height_px + gap_px), 0))
+    return canvas
+
+
 def data_uri(image_bytes: bytes) -> str:
     """An image's bytes as a data URI (`st.image` passes URIs through without decoding or re-encoding)."""
     kind = Image.open(io.BytesIO(image_bytes)).format or "PNG"
@@ -278,6 +296,11 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def jpeg_data_uri(image: Image.Image, quality: int = 85) -> str:
+    """An image as a JPEG data URI (for image columns of tables and inline HTML)."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(image, quality)).decode()
 
 
 def contact_sheet(

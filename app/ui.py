@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import streamlit as st
 
-from app import data, state
+from app import state, store_access
+from app.store_access import RunRef
 from store import STAGES, StoreError
 
 _WRITTEN = "_query_written"
@@ -47,11 +49,25 @@ def notice(message: str) -> None:
     st.info(message, icon=":material/info:")
 
 
+def selected_customdata(event: Any) -> list[int]:
+    """The ``customdata`` ids (neurons, reference positions) of the points selected in a Plotly chart, in
+    selection order without repeats (list-valued customdata: its first entry)."""
+    points = (getattr(event, "selection", None) or {}).get("points", []) if event else []
+    chosen = []
+    for point in points:
+        value = point.get("customdata")
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        if value is not None:
+            chosen.append(int(value))
+    return list(dict.fromkeys(chosen))
+
+
 # -- run ---------------------------------------------------------------------------------------------------
-def choose_run() -> data.RunRef | None:
+def choose_run() -> RunRef | None:
     """The sidebar's run selector; renders the "no store yet" state and returns None when there is no run."""
-    root = data.runs_root()
-    runs = data.available_runs(str(root))
+    root = store_access.runs_root()
+    runs = store_access.available_runs(str(root))
     if not runs:
         no_store(root)
         return None
@@ -70,32 +86,25 @@ def choose_run() -> data.RunRef | None:
             "Run",
             list(by_name),
             key="run_select",
-            format_func=lambda n: _run_label(by_name[n]),
+            format_func=lambda n: by_name[n].label,
             on_change=_persist,
             args=("run_select", "run"),
             help=f"Every run store under `{root}`.",
         )
         info = by_name[name]
-        config = info.config
-        model = config.get("model", {})
+        meta = info.meta
         st.caption(
-            f"**{model.get('name', '?')}**, layer `{config.get('layer', '?')}` (circuits in "
-            f"`{config.get('lower_layer', '?')}`), {len(config.get('neurons') or []) or 'all'} neurons, "
-            f"{config.get('n_ref', '?')} references each; embedder `{config.get('embedder', '?')}`."
+            f"**{meta.model.name}**, layer `{meta.layer}` (circuits in `{meta.lower_layer}`), "
+            f"{len(meta.neurons) or 'all'} neurons, {meta.n_ref or '?'} references each; "
+            f"embedder `{meta.embedder}`."
         )
-    run = data.run_ref(info)
+    run = store_access.run_ref(info)
     try:
-        data.run_details(run)
+        store_access.run_details(run)
     except StoreError as error:  # replaced or damaged since it was listed
         st.error(f"Run `{name}` cannot be read: {error}", icon=":material/error:")
         return None
     return run
-
-
-def _run_label(info) -> str:
-    status = "" if info.complete else " · computing"
-    model = info.config.get("model", {}).get("name", "?")
-    return f"{info.directory.name} — {model} {info.config.get('layer', '?')}{status}"
 
 
 def no_store(root) -> None:
@@ -112,11 +121,11 @@ def no_store(root) -> None:
     )
 
 
-def progress(run: data.RunRef, what: str) -> None:
+def progress(run: RunRef, what: str) -> None:
     """The "still being computed" state: which stages are done, and how to resume."""
-    details = data.run_details(run)
-    done = details["stages_done"]
-    seconds = details["stage_seconds"]
+    details = store_access.run_details(run)
+    done = details.stages_done
+    seconds = details.stage_seconds
     st.warning(
         f"Run `{run.name}` is still being computed; {what} appear when its stages are done.",
         icon=":material/hourglass_top:",
@@ -135,25 +144,22 @@ def progress(run: data.RunRef, what: str) -> None:
     )
 
 
-def run_summary(run: data.RunRef) -> None:
-    details = data.run_details(run)
-    config = details["config"]
-    model = config.get("model", {})
-    dataset = config.get("dataset", {})
+def run_summary(run: RunRef) -> None:
+    details = store_access.run_details(run)
+    meta = details.meta
+    model = meta.model
+    model_files = (("weights", model.weights), ("checkpoint", model.checkpoint))
+    dataset = meta.dataset
     cols = st.columns(4)
     facts = (
         (
             "Model",
-            f"{model.get('name', '?')}",
-            ", ".join(f"{key} `{model[key]}`" for key in ("weights", "checkpoint") if model.get(key)) or None,
+            model.name,
+            ", ".join(f"{key} `{value}`" for key, value in model_files if value) or None,
         ),
-        ("Layer ← circuits from", f"{config.get('layer')} ← {config.get('lower_layer')}", None),
-        (
-            "Dataset",
-            f"{dataset.get('kind', '?')}",
-            f"`{dataset.get('path') or ''}`" if dataset.get("path") else None,
-        ),
-        ("Embedder", f"{config.get('embedder', '?')}", None),
+        ("Layer ← circuits from", f"{meta.layer} ← {meta.lower_layer}", None),
+        ("Dataset", dataset.kind, f"`{dataset.path}`" if dataset.path else None),
+        ("Embedder", meta.embedder, None),
     )
     for column, (label, value, detail) in zip(cols, facts, strict=True):
         column.markdown(
@@ -163,12 +169,11 @@ def run_summary(run: data.RunRef) -> None:
         )
         if detail:
             column.caption(detail)
-    created = details.get("created_at")
-    when = datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if created else "?"
+    when = datetime.fromtimestamp(meta.created_at).strftime("%Y-%m-%d %H:%M")
     st.caption(
-        f"{details['n_neurons']} neurons × {details['n_ref']} references · "
-        f"{dataset.get('n_images', '?')} images "
-        f"(seed {dataset.get('seed', '-')}) · k = {config.get('ks')} · run `{run.run_id}` created {when}"
+        f"{details.n_neurons} neurons × {details.n_ref} references · {dataset.n_images or '?'} images "
+        f"(seed {'-' if dataset.seed is None else dataset.seed}) · k = {meta.ks} · run `{run.run_id}` "
+        f"created {when}"
     )
 
 

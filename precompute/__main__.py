@@ -358,16 +358,18 @@ def _report(store, out: Path, setup_s: float, total_s: float, log) -> None:
     from precompute.job import format_seconds
 
     seconds = store.stage_seconds()
-    summary = store.summary()
+    from store.schema import Summary
+
+    summary = store.read(Summary).rows
     config = store.config
     log(f"precompute: wrote {out} (run {store.run_id}): {len(summary)} neurons of {config['layer']} x "
         f"{config['n_ref']} references, circuits in {config['lower_layer']}")
     log("  time: setup " + format_seconds(setup_s) + " | "
         + " | ".join(f"{name} {format_seconds(s)}" for name, s in seconds.items())
         + f" | total {format_seconds(total_s)}")
-    top = sorted(summary, key=lambda r: r["polysemanticity"], reverse=True)[:5]
+    top = sorted(summary, key=lambda r: r.polysemanticity, reverse=True)[:5]
     if top:
-        log("  most polysemantic: " + ", ".join(f"#{r['neuron']} ({r['polysemanticity']:.3f})" for r in top))
+        log("  most polysemantic: " + ", ".join(f"#{r.neuron} ({r.polysemanticity:.3f})" for r in top))
     log(f"  inspect: python -m precompute inspect {out}")
     log(_dashboard_hint(out))
 

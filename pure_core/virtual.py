@@ -73,6 +73,19 @@ class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
         self.n_iter_ = int(kmeans.n_iter_)
         return self
 
+    @classmethod
+    def from_centroids(cls, centers, labels=None, random_state: int | None = 0) -> VirtualNeurons:
+        """Fitted virtual neurons with the given centroids ``(k, C_lower)`` (e.g. stored by precompute), so
+        `predict` / `transform` assign new vectors to them without refitting; ``labels (n,)`` of the vectors
+        they were fitted on, when known, become ``labels_``."""
+        centers = check_array(centers, dtype=[np.float64, np.float32])
+        model = cls(n_clusters=len(centers), random_state=random_state)
+        model.cluster_centers_ = centers
+        model.n_features_in_ = centers.shape[1]
+        if labels is not None:
+            model.labels_ = np.asarray(labels, dtype=np.int64)
+        return model
+
     def transform(self, R) -> np.ndarray:
         """Euclidean distances ``(n, n_clusters)`` from each vector of ``R (n, C_lower)`` to each centroid."""
         check_is_fitted(self, "cluster_centers_")

@@ -1,19 +1,13 @@
 """The run store: one diskcache directory per precompute run, written by `precompute`, read by `app`.
 
-Layout (string keys; values pickled by diskcache, arrays compact):
-
-- ``meta``: ``{schema_version, run_id, config, versions, created_at}``
-- ``stage:<name>``: ``{done, seconds, finished_at}`` for each of `STAGES`
-- ``chunk:<stage>:<id>``: marker that one chunk of a stage is written (resume granularity)
-- ``references``: ``{neurons, indices, max_activations, positions}`` arrays (see pure_core.activations)
-- ``image:<dataset index>``: WEBP bytes of the reference image at model-input resolution
-- ``<kind>:<neuron>`` for kind in `NEURON_KINDS` (float16 arrays, lists of image bytes, dicts)
-- ``summary``: the ranking table, one dict per neuron
+`store.schema` says what every key holds: one record class per stored value (``meta``, ``stage:<name>``,
+``references``, ``scan``, ``image:<dataset index>``, ``<kind>:<neuron>`` for kind in `NEURON_KINDS`,
+``summary``, ``method_comparison``, ``distance_correlation``), its version, and the key table.
+`RunStore.write(record, index)` / `RunStore.read(Record, index)` store and load them; docs/contracts.md's
+store section is generated from the schema (``python -m store --write docs/contracts.md``).
 """
 
 from store.run_store import (
-    NEURON_KINDS,
-    SCHEMA_VERSION,
     STAGES,
     RunInfo,
     RunStore,
@@ -23,8 +17,10 @@ from store.run_store import (
     list_runs,
     run_id_for,
 )
+from store.schema import KEY_TABLE, NEURON_KINDS, SCHEMA_VERSION
 
 __all__ = [
+    "KEY_TABLE",
     "NEURON_KINDS",
     "SCHEMA_VERSION",
     "STAGES",

@@ -1,5 +1,9 @@
 """Open, create and read run stores (diskcache directories) safely.
 
+Typed access goes through the records of `store.schema`: `RunStore.write(record, index)` is the one writer
+and `RunStore.read(Record, index)` the one reader of stored values. The generic `get` / `put` remain for
+precompute's scratch keys (and for callers not yet switched to the records).
+
 The writer (`RunStore.create`) refuses to mix runs: a directory that holds another run identity or schema
 raises `StoreMismatchError`. The reader (`RunStore.open`) never writes, so a store can be mounted read-only
 and served to many sessions at once.
@@ -15,15 +19,16 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import diskcache
 import numpy as np
 
-SCHEMA_VERSION = 1
+from store.schema import NEURON_KINDS, SCHEMA_VERSION, Record, References, RunMeta, StageStatus, key
+
 STAGES = ("references", "attributions", "crops", "embeddings", "scores")
-NEURON_KINDS = ("pure", "activation", "boxes", "crops", "thumbnails", "embeddings", "scores", "umap")
 _DB_NAME = "cache.db"
+R = TypeVar("R", bound=Record)
 
 
 class StoreError(RuntimeError):
@@ -71,10 +76,20 @@ class RunInfo:
     """What the app needs to list a run without loading its data."""
 
     directory: Path
-    run_id: str
-    config: dict[str, Any]
-    created_at: float
+    meta: RunMeta
     stages_done: dict[str, bool]
+
+    @property
+    def run_id(self) -> str:
+        return self.meta.run_id
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta.config
+
+    @property
+    def created_at(self) -> float:
+        return self.meta.created_at
 
     @property
     def complete(self) -> bool:
@@ -82,9 +97,9 @@ class RunInfo:
 
     @property
     def label(self) -> str:
-        model = self.config.get("model", {})
-        name = model.get("name", "?") if isinstance(model, dict) else str(model)
-        return f"{self.directory.name} — {name} {self.config.get('layer', '?')} ({self.run_id})"
+        """``<directory> — <model> <layer>``, plus `` · computing`` while stages are missing."""
+        status = "" if self.complete else " · computing"
+        return f"{self.directory.name} — {self.meta.model.name} {self.meta.layer}{status}"
 
 
 class RunStore:
@@ -107,17 +122,10 @@ class RunStore:
             cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62)
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open store directory {directory}: {error}") from error
-        meta = cache.get("meta")
+        meta = cache.get(RunMeta.KEY)
         if meta is None:
-            meta = {
-                "schema_version": SCHEMA_VERSION,
-                "run_id": run_id,
-                "identity": identity,
-                "config": config,
-                "versions": versions,
-                "created_at": time.time(),
-            }
-            cache.set("meta", meta)
+            meta = RunMeta(SCHEMA_VERSION, run_id, identity, config, versions, time.time()).to_store()
+            cache.set(RunMeta.KEY, meta)
         else:
             _check_compatible(directory, meta, run_id)
         return cls(directory, cache, meta)
@@ -130,7 +138,7 @@ class RunStore:
             raise StoreNotFoundError(f"no run store at {directory} (expected {directory / _DB_NAME})")
         try:
             backend = _ReadOnlyCache(directory)
-            meta = backend.get("meta")
+            meta = backend.get(RunMeta.KEY)
         except sqlite3.Error as error:
             raise StoreError(f"cannot read store {directory}: {error}") from error
         if meta is None:
@@ -165,7 +173,17 @@ class RunStore:
         return isinstance(self._backend, diskcache.Cache)
 
     def info(self) -> RunInfo:
-        return RunInfo(self.directory, self.run_id, self.config, self.meta["created_at"], self.stages_done())
+        return RunInfo(self.directory, RunMeta.from_store(self.meta), self.stages_done())
+
+    # -- typed access (store.schema) -----------------------------------------------------------------
+    def write(self, record: Record, index: int | str | None = None) -> None:
+        """Store ``record`` under its key (``index``: the neuron, dataset index or stage it belongs to)."""
+        self.put(key(type(record), index), record.to_store())
+
+    def read(self, record_type: type[R], index: int | str | None = None) -> R | None:
+        """The stored ``record_type`` (of neuron / dataset index / stage ``index``), None when absent."""
+        value = self.get(key(record_type, index))
+        return None if value is None else record_type.from_store(value)
 
     # -- generic access ------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -193,17 +211,23 @@ class RunStore:
         return self._backend
 
     # -- stages and chunks ---------------------------------------------------------------------------
+    def stage_status(self) -> dict[str, StageStatus | None]:
+        """Every stage's record (None for stages not finished)."""
+        return {name: self.read(StageStatus, name) for name in STAGES}
+
     def stages_done(self) -> dict[str, bool]:
-        return {name: bool((self.get(f"stage:{name}") or {}).get("done")) for name in STAGES}
+        return {name: status is not None and status.done for name, status in self.stage_status().items()}
 
     def stage_seconds(self) -> dict[str, float]:
-        return {name: float((self.get(f"stage:{name}") or {}).get("seconds", 0.0)) for name in STAGES}
+        statuses = self.stage_status().items()
+        return {name: 0.0 if status is None else status.seconds for name, status in statuses}
 
     def is_stage_done(self, name: str) -> bool:
-        return bool((self.get(f"stage:{name}") or {}).get("done"))
+        status = self.read(StageStatus, name)
+        return status is not None and status.done
 
     def mark_stage_done(self, name: str, seconds: float) -> None:
-        self.put(f"stage:{name}", {"done": True, "seconds": seconds, "finished_at": time.time()})
+        self.write(StageStatus(True, seconds, time.time()), name)
 
     @property
     def complete(self) -> bool:
@@ -215,14 +239,15 @@ class RunStore:
     def mark_chunk_done(self, stage: str, chunk: int) -> None:
         self.put(f"chunk:{stage}:{chunk}", True)
 
-    # -- typed accessors -----------------------------------------------------------------------------
+    # -- raw per-neuron access (until precompute reads and writes records) ---------------------------
     @property
     def neurons(self) -> list[int]:
-        refs = self.get("references")
-        return [] if refs is None else [int(n) for n in refs["neurons"]]
+        references = self.read(References)
+        return [] if references is None else references.neuron_ids
 
     def neuron(self, kind: str, neuron: int, default: Any = None) -> Any:
-        """The stored `kind` (one of NEURON_KINDS) for `neuron`; float16 arrays come back as float32."""
+        """The stored `kind` (one of NEURON_KINDS) for `neuron` as a plain value; float16 arrays come back as
+        float32 (`read` returns the records, float16 kept)."""
         if kind not in NEURON_KINDS:
             raise KeyError(f"unknown kind {kind!r}; known: {', '.join(NEURON_KINDS)}")
         value = self.get(f"{kind}:{int(neuron)}", default)
@@ -239,6 +264,7 @@ class RunStore:
         return self.get(f"image:{int(dataset_index)}")
 
     def summary(self) -> list[dict[str, Any]]:
+        """The ranking rows as plain dicts (`read(Summary)` gives the records)."""
         return self.get("summary") or []
 
 
@@ -269,4 +295,3 @@ def list_runs(root: str | Path) -> list[RunInfo]:
         except StoreError:
             continue
     return sorted(runs, key=lambda r: r.created_at, reverse=True)
-

@@ -1,8 +1,9 @@
 """Shared fixtures: small but internally consistent run stores for the app's tests.
 
-`write_small_store` writes a store with the store API only (no model, no pipeline): real images from the
-synthetic world, real display crops (WEBP thumbnails with masks), and attribution / activation / embedding
-vectors with planted structure, so every page can be tested in milliseconds. Its config names a randomly
+`write_small_store` writes a store through the records of `store.schema`, as precompute does, but with no
+model and no pipeline: real images from the synthetic world, real display crops (WEBP thumbnails with
+masks), and attribution / activation / embedding vectors with planted structure, so every page can be
+tested in milliseconds. Its config names a randomly
 initialised torchvision ResNet-18 (`layer2` analysed, `layer1` below), which builds offline in a fraction
 of a second, so the upload page can run the real attribution code on it.
 
@@ -14,7 +15,6 @@ vectors (n_ref, 128) carry almost no concept signal, embeddings (n_ref, 16) sepa
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from store import STAGES, RunStore
+from store import STAGES, RunStore, schema
+from store.codecs import EMBED_QUALITY, THUMB_QUALITY, encode_image
 from tests.live_app import chromium_path
 
 # neuron -> the concepts its references show, as slots into the world's planted concepts by frequency
@@ -39,12 +40,7 @@ EMBED_DIM = 16
 KS = (2, 3, 4, 5)
 WORLD_IMAGES = 600
 WORLD_SEED = 2
-
-
-def _webp(image: Image.Image, quality: int = 85) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="WEBP", quality=quality)
-    return buffer.getvalue()
+RUN_SEED = 0  # the run's k-means seed (config["seed"])
 
 
 def _box_heatmap(box: tuple[int, int, int, int], size_px: int) -> np.ndarray:
@@ -77,6 +73,7 @@ def _config(layer: str, lower_layer: str, neurons: list[int], n_ref: int, model:
         "crop": {"embed_kernel": 5, "embed_threshold": 0.01, "display_kernel": 51, "display_threshold": 0.01},
         "ks": list(KS),
         "attribution": "gradient_x_activation",
+        "seed": RUN_SEED,
     }
 
 
@@ -93,7 +90,10 @@ def write_small_store(
     seed: int = 0,
     model: dict | None = None,
 ) -> Path:
-    """Write a complete (or, with fewer `stages`, partial) small run store at `directory`; returns it."""
+    """Write a complete (or, with fewer `stages`, partial) small run store at `directory`; returns it.
+
+    Every value goes in as its `store.schema` record, as precompute writes them. ``seed`` seeds the planted
+    data; the run's k-means seed is `RUN_SEED`."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # k-means on tiny arrays: OpenMP start-up costs 20x the work
@@ -105,10 +105,8 @@ def write_small_store(
 def _write_small_store(
     directory, neurons, layer, lower_layer, c_lower, c_layer, n_ref, stages, seed, model
 ) -> Path:
-    from pure_core import scores as sc
     from pure_core.crops import crop_box, crop_for_display, crop_for_embedding
-    from pure_core.virtual import VirtualNeurons
-    from pure_core.world import SyntheticWorld, polysemantic_kind
+    from synthetic.world import SyntheticWorld, polysemantic_kind
 
     neurons = SMALL_NEURONS if neurons is None else neurons
     rng = np.random.default_rng(seed)
@@ -155,140 +153,162 @@ def _write_small_store(
             image, annotation = world.render(index)
             planted = next(o for o in annotation["objects"] if o["planted"])
             heat = _box_heatmap(planted["box"], image.shape[0])
-            thumbs.append(_webp(crop_for_display(image, heat, kernel_size=51, size_px=96)))
-            crops.append(_webp(crop_for_embedding(image, heat)))
+            thumbs.append(
+                encode_image(crop_for_display(image, heat, kernel_size=51, size_px=96), THUMB_QUALITY)
+            )
+            crops.append(encode_image(crop_for_embedding(image, heat), EMBED_QUALITY))
             boxes.append(crop_box(heat, 5, 0.01))
         per_neuron[neuron] = {
-            "pure": pure,
-            "activation": activation,
-            "embeddings": embeddings,
-            "chosen": chosen,
-            "thumbnails": thumbs,
-            "crops": crops,
-            "boxes": np.asarray(boxes, dtype=np.int64),
+            # the float16 vectors as stored (scores are computed on what the store holds, as in precompute)
+            "pure": schema.PureVectors(pure),
+            "activation": schema.ActivationVectors(activation),
+            "embeddings": schema.Embeddings(embeddings),
+            "thumbnails": schema.Thumbnails(thumbs),
+            "crops": schema.Crops(crops),
+            "boxes": schema.CropBoxes(boxes),
+            "oracle": _oracle(chosen, polysemantic_kind(chosen)),
         }
 
-    store.put(
-        "references",
-        {
-            "neurons": np.asarray(ids, dtype=np.int64),
-            "indices": indices,
-            "max_activations": max_act,
-            "positions": positions,
-        },
-    )
+    references = schema.References(np.asarray(ids, dtype=np.int64), indices, max_act, positions)
+    store.write(references)
     for index in np.unique(indices[indices >= 0]):
-        store.put(f"image:{int(index)}", _webp(Image.fromarray(world.render(int(index))[0]), quality=90))
+        image = encode_image(Image.fromarray(world.render(int(index))[0]), EMBED_QUALITY)
+        store.write(schema.ReferenceImage(image), int(index))
     store.mark_stage_done("references", 0.1)
-    if "attributions" in stages:
-        for neuron, data in per_neuron.items():
-            store.put_neuron("pure", neuron, data["pure"].astype(np.float16))
-            store.put_neuron("activation", neuron, data["activation"].astype(np.float16))
-        store.mark_stage_done("attributions", 0.1)
-    if "crops" in stages:
-        for neuron, data in per_neuron.items():
-            store.put_neuron("thumbnails", neuron, data["thumbnails"])
-            store.put_neuron("crops", neuron, data["crops"])
-            store.put_neuron("boxes", neuron, data["boxes"])
-        store.mark_stage_done("crops", 0.1)
-    if "embeddings" in stages:
-        for neuron, data in per_neuron.items():
-            store.put_neuron("embeddings", neuron, data["embeddings"].astype(np.float16))
-        store.mark_stage_done("embeddings", 0.1)
+    for stage, kinds in (
+        ("attributions", ("pure", "activation")),
+        ("crops", ("thumbnails", "crops", "boxes")),
+        ("embeddings", ("embeddings",)),
+    ):
+        if stage in stages:
+            for neuron, data in per_neuron.items():
+                for kind in kinds:
+                    store.write(data[kind], neuron)
+            store.mark_stage_done(stage, 0.1)
     if "scores" in stages:
-        summary, methods_all, overall_all = [], [], []
-        for row, neuron in enumerate(ids):
-            data = per_neuron[neuron]
-            emb = data["embeddings"]
-            if len(emb) >= 2:
-                poly = sc.polysemanticity(emb)
-            else:
-                poly = sc.Polysemanticity(0.0, 0.0, 0.0, 0.0, np.zeros(len(emb), dtype=np.int64))
-            ks = [k for k in KS if k <= len(emb)]
-            evaluated = (
-                sc.evaluate_methods(
-                    emb, {"pure": data["pure"], "activation": data["activation"], "embedding": emb}, ks=ks
-                )
-                if ks
-                else {}
-            )
-            methods = {
-                m: {k: {"rho_intra": e.rho_intra, "rho_inter": e.rho_inter} for k, e in by_k.items()}
-                for m, by_k in evaluated.items()
-            }
-            centroids = {
-                k: VirtualNeurons(k).fit(data["pure"]).cluster_centers_.astype(np.float32) for k in ks
-            }
-            correlation = {
-                m: (sc.per_neuron_distance_correlation(emb, data[m]) if len(emb) > 2 else float("nan"))
-                for m in ("pure", "activation")
-            }
-            store.put_neuron(
-                "scores",
+        scores = {neuron: _neuron_scores(data) for neuron, data in per_neuron.items()}
+        for neuron, data in per_neuron.items():
+            store.write(scores[neuron], neuron)
+            store.write(
+                schema.UmapCoordinates(_pca2(_vectors(data["pure"])), _pca2(_vectors(data["activation"]))),
                 neuron,
-                {
-                    "polysemanticity": poly.score,
-                    "rho_intra": poly.rho_intra,
-                    "rho_inter": poly.rho_inter,
-                    "overall": poly.overall,
-                    "embedding_labels": poly.labels,
-                    "methods": methods,
-                    "correlation": correlation,
-                    "centroids": centroids,
-                    "oracle": {
-                        "polysemanticity": float(len(set(data["chosen"])) > 1),
-                        "concepts": list(data["chosen"]),
-                        "kind": polysemantic_kind(data["chosen"]),
-                    },
-                },
             )
-            store.put_neuron(
-                "umap", neuron, {"pure": _pca2(data["pure"]), "activation": _pca2(data["activation"])}
-            )
-            summary.append(
-                {
-                    "neuron": neuron,
-                    "polysemanticity": poly.score,
-                    "rho_intra": poly.rho_intra,
-                    "rho_inter": poly.rho_inter,
-                    "overall": poly.overall,
-                    "top_activation": float(max_act[row, 0]),
-                    "n_ref": n_ref,
-                    "oracle_polysemanticity": float(len(set(data["chosen"])) > 1),
-                    "oracle_kind": polysemantic_kind(data["chosen"]),
-                }
-            )
-            if len(emb) > 2:
-                methods_all.append(methods)
-                overall_all.append(poly.overall)
-        comparison: dict = {
-            m: {
-                k: {
-                    key: float(np.mean([mm[m][k][key] for mm in methods_all]))
-                    for key in ("rho_intra", "rho_inter")
-                }
-                for k in KS
-            }
-            for m in ("pure", "activation", "embedding")
-        }
-        comparison["unclustered"] = float(np.mean(overall_all))
+        store.write(_summary(references, scores))
         dense = [n for n in ids if n_rows[n] > 2]
-        correlation = {}
-        for method in ("pure", "activation"):
-            result = sc.distance_correlation(
-                [per_neuron[n]["embeddings"] for n in dense],
-                [per_neuron[n][method] for n in dense],
-                n_subsets=4,
-            )
-            correlation[method] = {"r": result.r, "sem": result.sem}
-        store.put("summary", summary)
-        store.put("method_comparison", comparison)
-        store.put("distance_correlation", correlation)
+        store.write(_method_comparison([scores[n] for n in dense]))
+        store.write(_distance_correlation([per_neuron[n] for n in dense]))
         store.mark_stage_done("scores", 0.1)
-    if hasattr(store, "finalize"):
-        store.finalize()  # one self-contained cache.db, as precompute leaves it
+    store.finalize()  # one self-contained cache.db, as precompute leaves it
     store.close()
     return Path(directory)
+
+
+def _vectors(record: schema.ReferenceArray) -> np.ndarray:
+    """A stored float16 array as the float64 vectors precompute computes on."""
+    return np.asarray(record.values, dtype=np.float64)
+
+
+def _polysemanticity(vectors: np.ndarray):
+    """`pure_core.scores.polysemanticity` with the run's seed; zeros for fewer than 2 distinct vectors."""
+    from pure_core import scores as sc
+
+    if len(np.unique(vectors, axis=0)) >= 2:
+        return sc.polysemanticity(vectors, random_state=RUN_SEED)
+    return sc.Polysemanticity(0.0, 0.0, 0.0, 0.0, np.zeros(len(vectors), dtype=np.int64))
+
+
+def _oracle(concepts: list[str], kind: str) -> schema.Oracle:
+    """The ideal embedder's scores: one-hot vectors of the planted concepts."""
+    names = sorted(set(concepts))
+    one_hot = np.eye(len(names))[[names.index(c) for c in concepts]]
+    poly = _polysemanticity(one_hot)
+    return schema.Oracle(
+        poly.score, poly.rho_intra, poly.rho_inter, poly.overall, poly.labels, concepts, kind
+    )
+
+
+def _neuron_scores(data: dict) -> schema.NeuronScores:
+    """A neuron's scores record, computed as precompute's scores stage does (k-means with the run's seed)."""
+    from pure_core import scores as sc
+    from pure_core.virtual import VirtualNeurons
+
+    emb, pure, activation = (_vectors(data[kind]) for kind in ("embeddings", "pure", "activation"))
+    poly = _polysemanticity(emb)
+    ks = [k for k in KS if k <= len(emb)]
+    evaluated = (
+        sc.evaluate_methods(
+            emb, {"pure": pure, "activation": activation, "embedding": emb}, ks=ks, random_state=RUN_SEED
+        )
+        if ks
+        else {}
+    )
+    methods = {
+        m: {k: schema.MethodScore(float(e.rho_intra), float(e.rho_inter)) for k, e in by_k.items()}
+        for m, by_k in evaluated.items()
+    }
+    centroids = {k: VirtualNeurons(k, random_state=RUN_SEED).fit(pure).cluster_centers_ for k in ks}
+    correlation = schema.Correlation(
+        *(
+            sc.per_neuron_distance_correlation(emb, v) if len(emb) > 2 else float("nan")
+            for v in (pure, activation)
+        )
+    )
+    return schema.NeuronScores(
+        poly.score,
+        poly.rho_intra,
+        poly.rho_inter,
+        poly.overall,
+        poly.labels,
+        methods,
+        correlation,
+        centroids,
+        data["oracle"],
+    )
+
+
+def _summary(references: schema.References, scores: dict[int, schema.NeuronScores]) -> schema.Summary:
+    return schema.Summary(
+        schema.SummaryRow(
+            neuron,
+            s.polysemanticity,
+            s.rho_intra,
+            s.rho_inter,
+            s.overall,
+            float(references.max_activations[references.row(neuron), 0]),
+            references.n_ref,
+            s.oracle.polysemanticity,
+            s.oracle.kind,
+        )
+        for neuron, s in scores.items()
+    )
+
+
+def _method_comparison(dense: list[schema.NeuronScores]) -> schema.MethodComparison:
+    """Means over the neurons with more than 2 references (all of them have every k)."""
+    methods = {
+        m: {
+            k: schema.MethodScore(
+                *(
+                    float(np.mean([getattr(s.methods[m][k], key) for s in dense]))
+                    for key in ("rho_intra", "rho_inter")
+                )
+            )
+            for k in KS
+        }
+        for m in schema.METHODS
+    }
+    return schema.MethodComparison(methods, float(np.mean([s.overall for s in dense])))
+
+
+def _distance_correlation(dense: list[dict]) -> schema.DistanceCorrelation:
+    from pure_core import scores as sc
+
+    embeddings = [_vectors(data["embeddings"]) for data in dense]
+    pooled = {}
+    for method in ("pure", "activation"):
+        result = sc.distance_correlation(embeddings, [_vectors(data[method]) for data in dense], n_subsets=4)
+        pooled[method] = schema.PooledCorrelation(result.r, result.sem)
+    return schema.DistanceCorrelation(pooled)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

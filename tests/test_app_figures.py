@@ -7,6 +7,7 @@ import pandas as pd
 from PIL import Image
 
 from app import figures
+from store.schema import DistanceCorrelation, MethodComparison, PooledCorrelation
 
 
 def _table():
@@ -25,6 +26,8 @@ def test_distribution_has_one_dot_per_neuron_with_its_id():
     dots = fig.data[0]
     assert list(dots.customdata) == [7, 3, 12] and list(dots.y) == [2.0, 1.0, 0.1]
     assert len(fig.data) == 2  # the highlight ring
+    assert dots.marker.showscale and dots.marker.colorbar.title.text  # the colours have a legend
+    assert dots.cliponaxis is False and fig.layout.margin.t >= 30  # the top dot is drawn whole
 
 
 def test_umap_traces_are_virtual_neurons_and_carry_reference_positions():
@@ -53,15 +56,21 @@ def test_distances_highlight_the_nearest_virtual_neuron():
 
 
 def test_method_comparison_and_correlation_figures():
-    comparison = {
-        "pure": {2: {"rho_intra": 1.0, "rho_inter": 2.0}, 3: {"rho_intra": 0.9, "rho_inter": 1.8}},
-        "activation": {2: {"rho_intra": 1.2, "rho_inter": 1.4}},
-        "unclustered": 1.3,
-    }
+    comparison = MethodComparison.from_store(
+        {
+            "pure": {2: {"rho_intra": 1.0, "rho_inter": 2.0}, 3: {"rho_intra": 0.9, "rho_inter": 1.8}},
+            "activation": {2: {"rho_intra": 1.2, "rho_inter": 1.4}},
+            "embedding": {},
+            "unclustered": 1.3,
+        }
+    )
     fig = figures.method_comparison_figure(comparison, {"pure": "PURE"})
     assert len(fig.data) == 4 and fig.data[0].name == "PURE: ρ_intra" and list(fig.data[0].x) == [2, 3]
     fig = figures.correlation_figure(
-        {"pure": {"r": 0.4, "sem": 0.02}, "activation": {"r": 0.1, "sem": 0.01}}, {}
+        DistanceCorrelation(
+            {"pure": PooledCorrelation(0.4, 0.02), "activation": PooledCorrelation(0.1, 0.01)}
+        ),
+        {},
     )
     assert list(fig.data[0].y) == [0.4, 0.1]
 

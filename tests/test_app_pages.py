@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app import data
+from app import analysis, store_access, ui
 from app.views import neuron as neuron_page
 from app.views import overview as overview_page
 from store import RunStore, list_runs
@@ -88,6 +88,12 @@ def test_overview_ranks_neurons_with_thumbnail_strips_and_figures(monkeypatch, s
     assert at.get("download_button")
 
 
+def test_every_ranking_column_fits_a_1400_px_window():
+    columns = overview_page.ranking_columns()
+    assert set(columns) == set(overview_page.TABLE_COLUMNS)
+    assert sum(c["width"] for c in columns.values()) <= overview_page.TABLE_WIDTH_PX
+
+
 def test_overview_search_by_neuron_id(monkeypatch, small_runs_root):
     at = _app(monkeypatch, small_runs_root, run="small")
     at.text_input(key="ranking_search").set_value("12, 3").run()
@@ -122,8 +128,8 @@ def test_selection_helpers_map_positions_and_points_to_neurons():
     event = type(
         "E", (), {"selection": {"points": [{"customdata": 7}, {"customdata": [3]}, {"customdata": 7}]}}
     )()
-    assert overview_page.selected_points_neurons(event) == [7, 3]
-    assert overview_page.selected_points_neurons(None) == []
+    assert ui.selected_customdata(event) == [7, 3]
+    assert ui.selected_customdata(None) == []
 
 
 # -- neuron explorer ---------------------------------------------------------------------------------------
@@ -137,7 +143,7 @@ def test_deep_link_opens_the_neuron_with_k_virtual_neurons(monkeypatch, small_ru
     assert len(blocks) == 3 and all("references" in b and "ρ_intra" in b for b in blocks)
     scores = at.dataframe[0].value
     assert list(scores["method"]) == [
-        data.METHOD_LABELS[m] for m in ("pure", "activation", "embedding", "unclustered")
+        analysis.METHOD_LABELS[m] for m in ("pure", "activation", "embedding", "unclustered")
     ]
     assert len(_charts(at)) == 2  # the two UMAPs; circuits are light HTML bars
     assert len(at.get("html")) == 3  # one circuit per virtual neuron
@@ -158,7 +164,7 @@ def test_pure_recovers_the_planted_concepts_where_activations_do_not(monkeypatch
     """On the planted store, PURE's k=3 clusters of neuron 7 beat the activation baseline (embedder)."""
     at = _app(monkeypatch, small_runs_root, page="neuron", run="small", neuron=7, k=3)
     scores = at.dataframe[0].value.set_index("method")["rho_inter - rho_intra"]
-    assert scores[data.METHOD_LABELS["pure"]] > scores[data.METHOD_LABELS["activation"]] + 1.0
+    assert scores[analysis.METHOD_LABELS["pure"]] > scores[analysis.METHOD_LABELS["activation"]] + 1.0
 
 
 def test_virtual_neurons_show_the_planted_ground_truth(monkeypatch, small_runs_root):
@@ -223,7 +229,7 @@ def test_grids_of_activation_clusters(monkeypatch, small_runs_root):
 
 
 def test_neuron_report_png_and_assignments(small_runs_root):
-    run = data.run_ref(next(r for r in list_runs(small_runs_root) if r.directory.name == "small"))
+    run = store_access.run_ref(next(r for r in list_runs(small_runs_root) if r.directory.name == "small"))
     image = Image.open(io.BytesIO(neuron_page.report_png(run, 3, 3)))
     assert image.format == "PNG" and image.width > 600 and image.height > 400
     csv = neuron_page.assignments_csv(run, 3, 3).decode().splitlines()

@@ -326,23 +326,25 @@ def test_disk_full_is_one_clear_line_and_the_run_resumes(tmp_path, demo_model, m
     same command then finishes the run."""
     import errno
 
+    from store.schema import Crops
+
     out = tmp_path / "full"
     args = [*TINY, "--neurons", "0", "--n-ref", "4", "--ks", "2", "--out", str(out)]
-    original = RunStore.put_neuron
+    original = RunStore.write
 
-    def put_neuron(self, kind, neuron, value):
-        if kind == "crops":  # after this chunk's boxes were written, inside the same transaction
+    def write(self, record, index=None):
+        if isinstance(record, Crops):  # after this chunk's boxes were written, inside the same transaction
             raise OSError(errno.ENOSPC, "No space left on device")
-        return original(self, kind, neuron, value)
+        return original(self, record, index)
 
-    monkeypatch.setattr(RunStore, "put_neuron", put_neuron)
+    monkeypatch.setattr(RunStore, "write", write)
     assert main(args) == 2
     line = _error_line(capsys)
     assert "no space left" in line and "run the same command again" in line
     with RunStore.open(out) as store:
         assert store.stages_done()["attributions"] and not store.stages_done()["crops"]
         assert store.get("boxes:0") is None and not store.is_chunk_done("crops", 0)  # rolled back
-    monkeypatch.setattr(RunStore, "put_neuron", original)
+    monkeypatch.setattr(RunStore, "write", original)
     assert main(args) == 0
     with RunStore.open(out) as store:
         assert store.complete and store.neuron("boxes", 0).shape == (4, 4)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from store import RunStore, StoreMismatchError, StoreNotFoundError, list_runs, run_id_for
+from store.schema import PureVectors, References
 
 IDENTITY = {"model": {"name": "demo"}, "layer": "block4", "n_ref": 10}
 
@@ -33,21 +34,28 @@ def test_reopening_with_the_same_identity_resumes(tmp_path):
     with _make(tmp_path) as store:
         assert store.is_chunk_done("attributions", 3) and not store.is_chunk_done("attributions", 4)
         assert store.stages_done()["references"] and not store.complete
+        assert store.stage_seconds()["references"] == 1.5 and store.stage_status()["scores"] is None
 
 
-def test_reader_sees_writer_data_and_casts_float16(tmp_path):
+def _references(neurons: list[int], n_ref: int = 3) -> References:
+    n = len(neurons)
+    return References(neurons, np.zeros((n, n_ref)), np.zeros((n, n_ref)), np.zeros((n, n_ref, 2)))
+
+
+def test_reader_sees_writer_records_and_the_raw_reader_casts_float16(tmp_path):
     with _make(tmp_path) as store:
-        store.put("references", {"neurons": np.array([4, 7])})
-        store.put_neuron("pure", 4, np.full((3, 5), 0.25, dtype=np.float16))
-        store.put("summary", [{"neuron": 4}])
+        store.write(_references([4, 7]))
+        store.write(PureVectors(np.full((3, 5), 0.25, dtype=np.float16)), 4)
     with RunStore.open(tmp_path / "run") as reader:
         assert reader.neurons == [4, 7]
+        assert reader.read(PureVectors, 4).values.dtype == np.float16
         vectors = reader.neuron("pure", 4)
         assert vectors.dtype == np.float32 and np.all(vectors == 0.25)
-        assert reader.neuron("pure", 7) is None
-        assert reader.summary() == [{"neuron": 4}]
+        assert reader.neuron("pure", 7) is None and reader.read(PureVectors, 7) is None
         with pytest.raises(Exception, match="read-only"):
             reader.put("x", 1)
+        with pytest.raises(Exception, match="read-only"):
+            reader.write(_references([1]))
 
 
 def _digest(run: Path) -> dict[str, str]:
@@ -59,11 +67,11 @@ def _digest(run: Path) -> dict[str, str]:
 def test_reader_never_writes(tmp_path):
     """SQLite may add its empty -wal/-shm side files; the data itself is never touched."""
     with _make(tmp_path) as store:
-        store.put("summary", [{"neuron": 1}])
+        store.write(_references([1]))
     run = tmp_path / "run"
     before = _digest(run)
     with RunStore.open(run) as reader:
-        assert reader.summary() == [{"neuron": 1}]
+        assert reader.read(References) == _references([1])
     after = _digest(run)
     assert before == after
 
@@ -74,4 +82,5 @@ def test_missing_store_and_listing(tmp_path):
     _make(tmp_path).close()
     runs = list_runs(tmp_path)
     assert [r.directory.name for r in runs] == ["run"]
-    assert not runs[0].complete
+    assert not runs[0].complete and runs[0].label == "run — demo block4 · computing"
+    assert runs[0].meta.config["n_ref"] == 10

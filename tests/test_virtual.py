@@ -95,3 +95,18 @@ def test_passes_scikit_learns_estimator_checks():
     results = check_estimator(VirtualNeurons(n_init=2), on_fail=None)
     failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
     assert not failed
+
+
+def test_virtual_neurons_from_stored_centroids_predict_like_the_fitted_ones():
+    rng = np.random.default_rng(5)
+    R = np.vstack([rng.normal(0, 0.1, (20, 6)), rng.normal(1, 0.1, (20, 6))])
+    fitted = VirtualNeurons(n_clusters=2, random_state=0).fit(R)
+    stored = fitted.cluster_centers_.astype(np.float32)  # precompute stores float32 centroids
+    loaded = VirtualNeurons.from_centroids(stored, labels=fitted.labels_)
+    new = rng.normal(0.5, 0.6, (15, 6))
+    np.testing.assert_array_equal(loaded.predict(new), fitted.predict(new))
+    np.testing.assert_allclose(loaded.transform(new), fitted.transform(new), rtol=1e-5)
+    np.testing.assert_array_equal(loaded.labels_, fitted.labels_)
+    assert loaded.n_clusters == 2 and loaded.n_features_in_ == 6
+    with pytest.raises(ValueError, match="6 features"):
+        loaded.predict(np.zeros((1, 5)))

@@ -11,62 +11,37 @@ from urllib.parse import quote
 import numpy as np
 import streamlit as st
 
-from app import data, figures, state, ui
+from app import analysis, figures, sheets, state, store_access, ui
+from app.analysis import Clustering
 from app.hover_thumbnails import hover_thumbnails
+from app.store_access import NeuronData, RunRef
 
 N_CIRCUIT_CHANNELS = 8
 N_LOWER_SHOWN = 3
 
 
-def captions(data_: data.NeuronData, members: np.ndarray) -> list[str]:
-    return [
-        f"#{i + 1} · {data_.max_activations[i]:.2f}" if i < len(data_.max_activations) else f"#{i + 1}"
-        for i in members
-    ]
-
-
-def selected_references(event) -> list[int]:
-    """Reference positions of the points clicked or lassoed in a UMAP figure (customdata)."""
-    points = (getattr(event, "selection", None) or {}).get("points", []) if event else []
-    chosen = []
-    for point in points:
-        value = point.get("customdata")
-        if isinstance(value, list | tuple):
-            value = value[0] if value else None
-        if value is not None:
-            chosen.append(int(value))
-    return sorted(set(chosen))
-
-
-def planted_concepts(nd: data.NeuronData) -> list[str] | None:
-    """Ground truth of synthetic-world runs: the planted concept of each reference (None elsewhere)."""
-    oracle = (nd.scores or {}).get("oracle") or {}
-    concepts = oracle.get("concepts")
-    return list(concepts) if concepts is not None and len(concepts) == nd.n_references else None
-
-
-def planted_summary(nd: data.NeuronData, members: np.ndarray) -> str:
+def planted_summary(nd: NeuronData, members: np.ndarray) -> str:
     """Ground truth of a virtual neuron's members, e.g. `` · planted: 7 × red circle, 1 × blue square``
     (world runs only; empty string elsewhere)."""
-    concepts = planted_concepts(nd)
+    concepts = nd.planted_concepts
     if concepts is None or len(members) == 0:
         return ""
     counts = Counter(concepts[i] for i in members).most_common(3)
     return " · planted: " + ", ".join(f"{n} × {html.escape(str(name))}" for name, n in counts)
 
 
-def report_png(run: data.RunRef, neuron: int, k: int) -> bytes:
+def report_png(run: RunRef, neuron: int, k: int) -> bytes:
     """The neuron's figures as one PNG: both UMAPs, and per virtual neuron its reference grid and circuit."""
-    nd = data.neuron_data(run, neuron)
-    config = data.run_details(run)["config"]
-    pure = data.clustering(run, neuron, k, "pure")
-    activation = data.clustering(run, neuron, k, "activation")
+    nd = store_access.neuron_data(run, neuron)
+    meta = store_access.run_details(run).meta
+    pure = analysis.clustering(run, neuron, k, "pure")
+    activation = analysis.clustering(run, neuron, k, "activation")
     umaps = []
     if nd.umap is not None:
         for method, result in (("pure", pure), ("activation", activation)):
-            if result is not None and method in nd.umap:
+            if result is not None:
                 title = {"pure": "UMAP of PURE vectors", "activation": "UMAP of activations (their clusters)"}
-                umaps.append(figures.scatter_image(nd.umap[method], result.labels, title[method]))
+                umaps.append(figures.scatter_image(nd.umap.of(method), result.labels, title[method]))
     rows = []
     for c in range(k):
         members = np.flatnonzero(pure.labels == c)
@@ -80,19 +55,19 @@ def report_png(run: data.RunRef, neuron: int, k: int) -> bytes:
             pure.centers[c],
             N_CIRCUIT_CHANNELS,
             figures.colour(c),
-            config["lower_layer"],
+            meta.lower_layer,
             f"circuit of {figures.vn_name(c)}",
         )
         rows.append((grid, bars))
-    title = f"{run.name} · {config['layer']} neuron {neuron} · k = {k} virtual neurons (PURE)"
+    title = f"{run.name} · {meta.layer} neuron {neuron} · k = {k} virtual neurons (PURE)"
     return figures.png_bytes(figures.neuron_report(title, umaps, rows))
 
 
-def assignments_csv(run: data.RunRef, neuron: int, k: int) -> bytes:
-    nd = data.neuron_data(run, neuron)
+def assignments_csv(run: RunRef, neuron: int, k: int) -> bytes:
+    nd = store_access.neuron_data(run, neuron)
     lines = ["reference,dataset_index,max_activation,pure_virtual_neuron,activation_cluster"]
-    pure = data.clustering(run, neuron, k, "pure")
-    activation = data.clustering(run, neuron, k, "activation")
+    pure = analysis.clustering(run, neuron, k, "pure")
+    activation = analysis.clustering(run, neuron, k, "activation")
     for i in range(nd.n_references):
         act = "" if activation is None else activation.labels[i] + 1
         lines.append(
@@ -101,8 +76,8 @@ def assignments_csv(run: data.RunRef, neuron: int, k: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def header(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
-    table = data.ranking(run)
+def header(run: RunRef, neuron: int, nd: NeuronData) -> None:
+    table = store_access.ranking(run)
     row = table[table["neuron"] == neuron]
     cols = st.columns(5)
     if len(row):
@@ -112,33 +87,31 @@ def header(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
         cols[2].metric("ρ_intra", f"{r['rho_intra']:.3f}")
         cols[3].metric("ρ_inter", f"{r['rho_inter']:.3f}")
     cols[4].metric("References", nd.n_references)
-    kind = ((nd.scores or {}).get("oracle") or {}).get("kind")
-    if kind:
-        concepts = Counter(planted_concepts(nd) or []).most_common(3)
+    oracle = None if nd.scores is None else nd.scores.oracle
+    if oracle is not None:
+        concepts = Counter(nd.planted_concepts or ()).most_common(3)
         st.caption(
-            f"Ground truth (synthetic world): **{kind}**; planted concepts of the references: "
+            f"Ground truth (synthetic world): **{oracle.kind}**; planted concepts of the references: "
             + ", ".join(f"{n} × {name}" for name, n in concepts)
         )
 
 
-def reference_grid(run: data.RunRef, nd: data.NeuronData) -> None:
+def reference_grid(run: RunRef, nd: NeuronData) -> None:
     with st.expander(
         f"All {len(nd.thumbnails)} references (display crops; caption: rank · max activation)", expanded=True
     ):
-        st.image(data.reference_sheet(run, nd.neuron, columns=16), width="content")
+        st.image(sheets.reference_sheet(run, nd.neuron, columns=16), width="content")
 
 
 @st.cache_resource(show_spinner=False, max_entries=512)
-def _umap_figure(run: data.RunRef, neuron: int, k: int, method: str, title: str):
+def _umap_figure(run: RunRef, neuron: int, k: int, method: str, title: str):
     """Cached Plotly figure (building one costs more than the k-means it shows)."""
-    nd = data.neuron_data(run, neuron)
-    result = data.clustering(run, neuron, k, method)
-    return figures.umap_figure(nd.umap[method], result.labels, f"UMAP of {title}", nd.max_activations)
+    nd = store_access.neuron_data(run, neuron)
+    result = analysis.clustering(run, neuron, k, method)
+    return figures.umap_figure(nd.umap.of(method), result.labels, f"UMAP of {title}", nd.max_activations)
 
 
-def umap_panels(
-    run: data.RunRef, nd: data.NeuronData, k: int, pure: data.Clustering, activation: data.Clustering | None
-) -> None:
+def umap_panels(run: RunRef, nd: NeuronData, k: int, pure: Clustering, activation: Clustering | None) -> None:
     if nd.umap is None:
         st.caption("UMAP coordinates are not stored yet (scores stage).")
         return
@@ -147,7 +120,7 @@ def umap_panels(
         (left, "pure", pure, "PURE circuit vectors"),
         (right, "activation", activation, "activation vectors (baseline)"),
     ):
-        if result is None or method not in nd.umap:
+        if result is None:
             continue
         with column:
             event = st.plotly_chart(
@@ -156,26 +129,26 @@ def umap_panels(
                 on_select="rerun",
                 selection_mode=("points", "box", "lasso"),
             )
-            chosen = [i for i in selected_references(event) if i < len(nd.thumbnails)]
+            chosen = sorted(i for i in ui.selected_customdata(event) if i < len(nd.thumbnails))
             if chosen:
                 st.caption(f"{len(chosen)} selected reference(s):")
                 st.image(
                     [figures.data_uri(nd.thumbnails[i]) for i in chosen],
                     width=76,
-                    caption=captions(nd, np.array(chosen)),
+                    caption=figures.reference_captions(nd.max_activations, chosen),
                 )
             else:
                 st.caption("Hover a point to see its reference; click or draw a lasso to list them.")
 
 
-def lower_channel_html(root: str, run: data.RunRef, channels: list[int], lower_layer: str) -> str:
+def lower_channel_html(root: str, run: RunRef, channels: list[int], lower_layer: str) -> str:
     """Top references of the circuit's lower-layer channels, when a run under ``root`` analyses that layer
     with the same model; each channel links to its own neuron page. Empty string otherwise."""
-    lower = data.lower_layer_run(root, run)
+    lower = store_access.lower_layer_run(root, run)
     if lower is None:
         return ""
-    available = set(data.neuron_order(lower))
-    strips = data.thumbnail_strips(lower, [c for c in channels if c in available][:N_LOWER_SHOWN])
+    available = set(store_access.neuron_order(lower))
+    strips = sheets.thumbnail_strips(lower, [c for c in channels if c in available][:N_LOWER_SHOWN])
     shown = list(strips)
     if not shown:
         return ""
@@ -194,11 +167,9 @@ def lower_channel_html(root: str, run: data.RunRef, channels: list[int], lower_l
     return "".join(parts)
 
 
-def virtual_neuron_grids(
-    run: data.RunRef, nd: data.NeuronData, k: int, method: str, result: data.Clustering
-) -> None:
-    config = data.run_details(run)["config"]
-    root = str(data.runs_root())
+def virtual_neuron_grids(run: RunRef, nd: NeuronData, k: int, method: str, result: Clustering) -> None:
+    meta = store_access.run_details(run).meta
+    root = str(store_access.runs_root())
     for c in range(k):
         members = np.flatnonzero(result.labels == c)
         rho = "" if np.isnan(result.rho_intra[c]) else f" · ρ_intra {result.rho_intra[c]:.3f}"
@@ -210,7 +181,7 @@ def virtual_neuron_grids(
             )
             grid, circuit = st.columns([3, 2])
             with grid:
-                sheet = data.reference_sheet(run, nd.neuron, k, method, c, columns=9)
+                sheet = sheets.reference_sheet(run, nd.neuron, k, method, c, columns=9)
                 if sheet is not None:
                     st.image(sheet, width="content")
             with circuit:
@@ -220,15 +191,15 @@ def virtual_neuron_grids(
                         "<div style='font-size:14px;margin-bottom:4px'><b>Circuit</b> · lower-layer channels "
                         "with the largest centroid weights</div>"
                         + figures.circuit_html(
-                            result.centers[c], N_CIRCUIT_CHANNELS, figures.colour(c), config["lower_layer"]
+                            result.centers[c], N_CIRCUIT_CHANNELS, figures.colour(c), meta.lower_layer
                         )
-                        + lower_channel_html(root, run, channels, config["lower_layer"])
+                        + lower_channel_html(root, run, channels, meta.lower_layer)
                     )
                 else:
                     st.caption("Activation clusters have no circuit; switch to PURE to see one.")
 
 
-def render_neuron(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
+def render_neuron(run: RunRef, neuron: int, nd: NeuronData) -> None:
     """The k-independent part (header, all references), then the k control and everything it changes."""
     header(run, neuron, nd)
     if nd.n_references < 2:
@@ -248,16 +219,16 @@ def render_neuron(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
 
 
 @st.fragment
-def virtual_neurons(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
+def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
     """The k control and the virtual neurons for that k. A fragment: moving k reruns only this part, so the
     header, the reference sheet and the neuron controls above are neither recomputed nor re-sent."""
     k = ui.choose_k(nd.n_references)
     ui.write_params(run=run.name, neuron=neuron, k=k)
-    pure = data.clustering(run, neuron, k, "pure")
-    activation = data.clustering(run, neuron, k, "activation")
+    pure = analysis.clustering(run, neuron, k, "pure")
+    activation = analysis.clustering(run, neuron, k, "activation")
     st.subheader(f"{k} virtual neuron{'s' if k > 1 else ''}")
     umap_panels(run, nd, k, pure, activation)
-    scores = data.k_scores(run, neuron, k)
+    scores = analysis.k_scores(run, neuron, k)
     if not scores.empty:
         st.markdown(
             f"**Scores for k = {k}** (embedding distances of the references; lower ρ_intra and higher "
@@ -287,7 +258,7 @@ def virtual_neurons(run: data.RunRef, neuron: int, nd: data.NeuronData) -> None:
     prefetch_all_k(run, nd, result.method)
 
 
-def downloads(run: data.RunRef, neuron: int, k: int) -> None:
+def downloads(run: RunRef, neuron: int, k: int) -> None:
     left, right = st.columns(2)
     left.download_button(
         "Download these figures (PNG)",
@@ -305,7 +276,7 @@ def downloads(run: data.RunRef, neuron: int, k: int) -> None:
     )
 
 
-def prefetch_all_k(run: data.RunRef, nd: data.NeuronData, method: str) -> None:
+def prefetch_all_k(run: RunRef, nd: NeuronData, method: str) -> None:
     """Warm the caches for every k of this neuron once the page is drawn, so that moving k only re-sends
     cached results (after the first visit this is cache hits only, well under a millisecond per k)."""
     for k in range(state.K_MIN, state.clamp_k(state.K_MAX, nd.n_references) + 1):
@@ -313,28 +284,24 @@ def prefetch_all_k(run: data.RunRef, nd: data.NeuronData, method: str) -> None:
             ("pure", "PURE circuit vectors"),
             ("activation", "activation vectors (baseline)"),
         ):
-            if (
-                data.clustering(run, nd.neuron, k, name) is not None
-                and nd.umap is not None
-                and name in nd.umap
-            ):
+            if nd.umap is not None and analysis.clustering(run, nd.neuron, k, name) is not None:
                 _umap_figure(run, nd.neuron, k, name, title)
         for c in range(k):
-            data.reference_sheet(run, nd.neuron, k, method, c, columns=9)
-        data.k_scores(run, nd.neuron, k)
+            sheets.reference_sheet(run, nd.neuron, k, method, c, columns=9)
+        analysis.k_scores(run, nd.neuron, k)
 
 
 def render() -> None:
     run = ui.choose_run()
     if run is None:
         return
-    order = data.neuron_order(run)
+    order = store_access.neuron_order(run)
     if not order:
         ui.progress(run, "neurons")
         return
     st.title("Neuron explorer")
     neuron = ui.choose_neuron(order)
-    nd = data.neuron_data(run, neuron)
+    nd = store_access.neuron_data(run, neuron)
     if not run.complete:
         ui.progress(run, "the references, virtual neurons and scores")
     if nd is None or nd.pure is None or not nd.thumbnails:

@@ -10,9 +10,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import data, figures, state, ui
+from app import analysis, figures, sheets, state, store_access, ui
+from app.store_access import RunRef
 
 MAX_STRIPS = 150
+STRIP_WIDTH_PX = 216  # a strip of 6 thumbnails (`sheets.thumbnail_strip`) at the row height
+TABLE_WIDTH_PX = 904  # the grid beside the sidebar in a 1400 px window (938 px, measured) less row selection
 TABLE_COLUMNS = [
     "rank",
     "neuron",
@@ -47,25 +50,42 @@ def selected_row_neuron(event: Any, view: pd.DataFrame) -> int | None:
     return int(view.iloc[rows[0]]["neuron"])
 
 
-def selected_points_neurons(event: Any) -> list[int]:
-    """Neuron ids of the dots selected in the distribution plot (customdata)."""
-    points = (getattr(event, "selection", None) or {}).get("points", []) if event else []
-    neurons = []
-    for point in points:
-        value = point.get("customdata")
-        if isinstance(value, list | tuple):
-            value = value[0] if value else None
-        if value is not None:
-            neurons.append(int(value))
-    return list(dict.fromkeys(neurons))
-
-
-def open_neuron(run: data.RunRef, neuron: int) -> None:
+def open_neuron(run: RunRef, neuron: int) -> None:
     k = st.session_state.get("k", state.DEFAULT_K)
     st.switch_page(ui.PAGES["neuron"], query_params={"run": run.name, "neuron": str(neuron), "k": str(k)})
 
 
-def ranking_section(run: data.RunRef, table: pd.DataFrame) -> None:
+def ranking_columns() -> dict[str, Any]:
+    """Headers, formats and pixel widths of the ranking table; the widths add up to at most `TABLE_WIDTH_PX`,
+    so the last column is not cut off in a 1400 px window."""
+    return {
+        "rank": st.column_config.NumberColumn("rank", width=52),
+        "neuron": st.column_config.NumberColumn("neuron", width=64, format="%d"),
+        "references": st.column_config.ImageColumn("top references", width=STRIP_WIDTH_PX),
+        "polysemanticity": st.column_config.NumberColumn("ρ_inter − ρ_intra", width=108, format="%.3f"),
+        "rho_intra": st.column_config.NumberColumn("ρ_intra", width=68, format="%.3f"),
+        "rho_inter": st.column_config.NumberColumn("ρ_inter", width=68, format="%.3f"),
+        "overall": st.column_config.NumberColumn(
+            "overall", width=68, format="%.3f", help="mean distance, all pairs"
+        ),
+        "top_activation": st.column_config.NumberColumn(
+            "top act.", width=72, format="%.2f", help="max activation of the top reference"
+        ),
+        "oracle_kind": st.column_config.TextColumn(
+            "planted",
+            width=104,
+            help="ground truth of the synthetic world: the planted concepts of the references",
+        ),
+        "oracle_polysemanticity": st.column_config.NumberColumn(
+            "oracle",
+            width=64,
+            format="%.2f",
+            help="the score with an ideal embedder (ground truth of the synthetic world)",
+        ),
+    }
+
+
+def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
     st.subheader("Neurons ranked by polysemanticity")
     st.caption(
         "Score = ρ_inter − ρ_intra: the references' embeddings are split into two clusters (k-means); a "
@@ -77,37 +97,19 @@ def ranking_section(run: data.RunRef, table: pd.DataFrame) -> None:
     )
     view = filter_ranking(table, query)
     # Strips for the first rows only: a layer of thousands of channels would otherwise send megabytes.
-    view = ranking_view(view, data.thumbnail_strips(run, [int(n) for n in view["neuron"][:MAX_STRIPS]]))
+    view = ranking_view(view, sheets.thumbnail_strips(run, [int(n) for n in view["neuron"][:MAX_STRIPS]]))
     if len(view) > MAX_STRIPS:
         st.caption(f"Thumbnails for the top {MAX_STRIPS} rows; search by id to see others.")
     if query and view.empty:
         ui.notice(f"No neuron of this run matches `{query}`.")
-    column_config = {
-        "rank": st.column_config.NumberColumn("rank", width="small"),
-        "neuron": st.column_config.NumberColumn("neuron", width="small", format="%d"),
-        "references": st.column_config.ImageColumn("top references", width="large"),
-        "polysemanticity": st.column_config.NumberColumn("ρ_inter − ρ_intra", format="%.3f"),
-        "rho_intra": st.column_config.NumberColumn("ρ_intra", format="%.3f"),
-        "rho_inter": st.column_config.NumberColumn("ρ_inter", format="%.3f"),
-        "overall": st.column_config.NumberColumn("overall", format="%.3f", help="mean distance, all pairs"),
-        "top_activation": st.column_config.NumberColumn("top activation", format="%.2f"),
-        "oracle_kind": st.column_config.TextColumn(
-            "planted", help="ground truth of the synthetic world: the planted concepts of the references"
-        ),
-        "oracle_polysemanticity": st.column_config.NumberColumn(
-            "oracle score",
-            format="%.2f",
-            help="the score with an ideal embedder (ground truth of the synthetic world)",
-        ),
-    }
     event = st.dataframe(
         view,
         key="ranking_table",
         on_select="rerun",
         selection_mode="single-row",
         hide_index=True,
-        column_config=column_config,
-        row_height=46,
+        column_config=ranking_columns(),
+        row_height=40,
     )
     neuron = selected_row_neuron(event, view)
     if neuron is not None:
@@ -121,7 +123,7 @@ def ranking_section(run: data.RunRef, table: pd.DataFrame) -> None:
     )
 
 
-def figures_section(run: data.RunRef, table: pd.DataFrame) -> None:
+def figures_section(run: RunRef, table: pd.DataFrame) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Distribution (Fig. A.2)")
@@ -135,7 +137,7 @@ def figures_section(run: data.RunRef, table: pd.DataFrame) -> None:
             on_select="rerun",
             selection_mode=("points", "box", "lasso"),
         )
-        chosen = selected_points_neurons(event)
+        chosen = ui.selected_customdata(event)
         if len(chosen) == 1:
             open_neuron(run, chosen[0])
         elif chosen:
@@ -153,13 +155,15 @@ def figures_section(run: data.RunRef, table: pd.DataFrame) -> None:
             "(baseline), or by the embeddings themselves (upper bound), judged by the embedder: mean "
             "distance within (ρ_intra, solid; lower is better) and across groups (ρ_inter, dashed)."
         )
-        comparison = data.method_comparison(run)
-        if comparison:
-            st.plotly_chart(figures.method_comparison_figure(comparison, data.METHOD_LABELS), key="methods")
+        comparison = store_access.method_comparison(run)
+        if comparison is not None:
+            st.plotly_chart(
+                figures.method_comparison_figure(comparison, analysis.METHOD_LABELS), key="methods"
+            )
         else:
             st.caption("No method comparison stored in this run.")
-    correlation = data.distance_correlation(run)
-    if correlation:
+    correlation = store_access.distance_correlation(run)
+    if correlation is not None and correlation.methods:
         left, _ = st.columns(2)
         with left:
             st.subheader("Distance correlation (Sec. 4.2)")
@@ -167,7 +171,9 @@ def figures_section(run: data.RunRef, table: pd.DataFrame) -> None:
                 "How well each method's pairwise distances between a neuron's references follow the "
                 "embedder's (Pearson r over all neurons' pairs; error bars: SEM over neuron subsets)."
             )
-            st.plotly_chart(figures.correlation_figure(correlation, data.METHOD_LABELS), key="correlation")
+            st.plotly_chart(
+                figures.correlation_figure(correlation, analysis.METHOD_LABELS), key="correlation"
+            )
 
 
 def render() -> None:
@@ -177,7 +183,7 @@ def render() -> None:
     ui.write_params(run=run.name)
     st.title("PURE neuron explorer")
     ui.run_summary(run)
-    table = data.ranking(run)
+    table = store_access.ranking(run)
     if not run.complete:
         ui.progress(run, "the ranking and the figures")
     if table.empty:

@@ -8,34 +8,36 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import data, figures, ui, uploads
+from app import analysis, figures, model_cache, sheets, store_access, ui, uploads
+from app.store_access import RunRef
 
 N_TOP_NEURONS = 5
 
 
-def assign(run: data.RunRef, neuron: int, k: int, circuit: np.ndarray) -> tuple[int, np.ndarray] | None:
+def assign(run: RunRef, neuron: int, k: int, circuit: np.ndarray) -> tuple[int, np.ndarray] | None:
     """Nearest virtual neuron (0-based) of a circuit vector ``(C_lower,)`` and its distances ``(k,)``."""
-    result = data.clustering(run, neuron, k, "pure")
+    result = analysis.clustering(run, neuron, k, "pure")
     if result is None or result.centers.shape[1] != circuit.shape[0]:
         return None
-    distances = result.distances(circuit)
-    return int(np.argmin(distances)), distances
+    return result.assign(circuit), result.distances(circuit)
 
 
-def top_neurons_table(run: data.RunRef, analysis: uploads.UploadAnalysis, k: int) -> pd.DataFrame:
+def top_neurons_table(run: RunRef, image_analysis: uploads.UploadAnalysis, k: int) -> pd.DataFrame:
     """The neurons the image activates most, each with its activation and assigned virtual neuron."""
     rows = []
-    for neuron in analysis.top:
-        nd = data.neuron_data(run, neuron)
+    for neuron in image_analysis.top:
+        nd = store_access.neuron_data(run, neuron)
         k_here = min(k, nd.n_references) if nd is not None else k
-        assigned = assign(run, neuron, k_here, analysis.circuits[neuron]) if nd and nd.n_references else None
+        assigned = (
+            assign(run, neuron, k_here, image_analysis.circuits[neuron]) if nd and nd.n_references else None
+        )
         top_refs = nd.max_activations if nd is not None else np.array([])
         rows.append(
             {
                 "neuron": neuron,
-                "activation": analysis.activations[neuron],
+                "activation": image_analysis.activations[neuron],
                 "above % of its references": (
-                    100.0 * float((top_refs <= analysis.activations[neuron]).mean())
+                    100.0 * float((top_refs <= image_analysis.activations[neuron]).mean())
                     if len(top_refs)
                     else None
                 ),
@@ -47,20 +49,20 @@ def top_neurons_table(run: data.RunRef, analysis: uploads.UploadAnalysis, k: int
 
 
 def show_analysis(
-    run: data.RunRef, upload: uploads.UploadedImage, neuron: int, k: int, key: str | None = None
+    run: RunRef, upload: uploads.UploadedImage, neuron: int, k: int, key: str | None = None
 ) -> None:
     """``key`` (default: the image's hash) keeps the elements of the same image uploaded twice apart."""
     from pure_core.crops import heatmap_overlay
 
-    analysis = data.analyse_upload(run, upload.sha256, upload.image, neuron, N_TOP_NEURONS)
-    config = data.run_details(run)["config"]
-    nd = data.neuron_data(run, neuron)
-    activation = analysis.activations.get(neuron, float("nan"))
+    image_analysis = model_cache.analyse_upload(run, upload.sha256, upload.image, neuron, N_TOP_NEURONS)
+    meta = store_access.run_details(run).meta
+    nd = store_access.neuron_data(run, neuron)
+    activation = image_analysis.activations.get(neuron, float("nan"))
     pictures, numbers = st.columns([2, 3])
     with pictures:
-        overlay = heatmap_overlay(np.asarray(analysis.model_input), analysis.heatmap)
+        overlay = heatmap_overlay(np.asarray(image_analysis.model_input), image_analysis.heatmap)
         st.image(
-            [analysis.model_input, overlay],
+            [image_analysis.model_input, overlay],
             width=180,
             caption=["model input", f"input heatmap of neuron {neuron} (red +, blue −)"],
         )
@@ -74,7 +76,7 @@ def show_analysis(
         )
         if len(refs):
             cols[1].metric("Its references' activations", f"{refs.min():.2f} – {refs.max():.2f}")
-        assigned = assign(run, neuron, k, analysis.circuits[neuron])
+        assigned = assign(run, neuron, k, image_analysis.circuits[neuron])
         if assigned is None:
             st.warning("This neuron has too few references to split into virtual neurons.")
         else:
@@ -90,22 +92,22 @@ def show_analysis(
     with circuit_col:
         st.html(
             "<div style='font-size:14px;margin-bottom:4px'><b>This image's circuit</b> · PURE attribution "
-            f"of neuron {neuron} to the <code>{config['lower_layer']}</code> channels (largest entries)</div>"
-            + figures.circuit_html(analysis.circuits[neuron], 8, "#555555", config["lower_layer"])
+            f"of neuron {neuron} to the <code>{meta.lower_layer}</code> channels (largest entries)</div>"
+            + figures.circuit_html(image_analysis.circuits[neuron], 8, "#555555", meta.lower_layer)
         )
     with vn_col:
         if assigned is not None:
             index = assigned[0]
-            size = int(data.clustering(run, neuron, k, "pure").sizes[index])
+            size = int(analysis.clustering(run, neuron, k, "pure").sizes[index])
             st.markdown(
                 f"**References of {figures.vn_name(index)}** ({size} of neuron {neuron}'s references)"
             )
-            sheet = data.reference_sheet(run, neuron, k, "pure", index, columns=8)
+            sheet = sheets.reference_sheet(run, neuron, k, "pure", index, columns=8)
             if sheet is not None:
                 st.image(sheet, width="content")
-    st.markdown(f"**Neurons this image activates most** (among the run's {len(analysis.activations)})")
+    st.markdown(f"**Neurons this image activates most** (among the run's {len(image_analysis.activations)})")
     st.dataframe(
-        top_neurons_table(run, analysis, k),
+        top_neurons_table(run, image_analysis, k),
         hide_index=True,
         column_config={
             "activation": st.column_config.NumberColumn(format="%.3f"),
@@ -125,11 +127,11 @@ def render() -> None:
     if not run.complete:
         ui.progress(run, "uploads")
         return
-    order = data.neuron_order(run)
+    order = store_access.neuron_order(run)
     controls = st.columns([3, 2])
     with controls[0]:
         neuron = ui.choose_neuron(order, with_steps=False)
-    nd = data.neuron_data(run, neuron)
+    nd = store_access.neuron_data(run, neuron)
     with controls[1]:
         k = ui.choose_k(nd.n_references if nd is not None else 0)
     ui.write_params(run=run.name, neuron=neuron, k=k)
@@ -150,8 +152,8 @@ def render() -> None:
         )
         return
     try:
-        data.model_for(run)
-        matches = data.model_matches_run(run)
+        model_cache.model_for(run)
+        matches = model_cache.model_matches_run(run)
     except Exception as error:  # noqa: BLE001 - any model failure becomes a message, never a traceback
         st.error(f"The run's model could not be loaded: {error}", icon=":material/error:")
         return

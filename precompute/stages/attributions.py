@@ -16,6 +16,7 @@ from precompute.job import Job, PrecomputeError
 from precompute.runner import ChunkRunner, chunk_ranges
 from pure_core.activations import pooled_activations
 from pure_core.attribution import pure_attributions, pure_attributions_for_pairs
+from store.schema import ActivationVectors, PureVectors, References
 
 __all__ = ["PER_IMAGE_MIN_SHARE", "attribution_strategy", "run"]
 
@@ -80,9 +81,9 @@ def _activation_vectors(job: Job, x: torch.Tensor) -> np.ndarray:
 def run(job: Job) -> None:
     """``pure:<n>`` ``(n_ref, C_lower)`` and ``activation:<n>`` ``(n_ref, C_L)``, float16."""
     store = job.store
-    references = store.get("references")
-    indices = references["indices"]
-    neurons = [int(n) for n in references["neurons"]]
+    references = store.read(References)
+    indices = references.indices
+    neurons = references.neuron_ids
     unique, pairs = _group_by_image(indices)
     strategy = attribution_strategy(indices.size, len(unique), job.attribution_strategy)
     attribute = _pure_per_image if strategy == "per_image" else _pure_per_pair
@@ -126,9 +127,9 @@ def _assemble(job: Job, neurons: list[int], indices: np.ndarray, n_parts: int) -
     for chunk in chunk_ranges(n_neurons, job.chunk_neurons):
         with store.transaction():
             for row in chunk:
-                store.put_neuron("pure", neurons[row], np.ascontiguousarray(pure_all[row]))
-                store.put_neuron("activation", neurons[row],
-                                 np.stack([activation_of[int(i)] for i in indices[row]]))
+                store.write(PureVectors(np.ascontiguousarray(pure_all[row])), neurons[row])
+                store.write(ActivationVectors(np.stack([activation_of[int(i)] for i in indices[row]])),
+                            neurons[row])
     with store.transaction():
         for part_id in range(n_parts):
             store.delete(f"attributions:part:{part_id}")

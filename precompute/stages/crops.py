@@ -11,6 +11,7 @@ from precompute.runner import ChunkRunner, chunk_ranges
 from pure_core.attribution import input_attributions_for_pairs
 from pure_core.crops import crop_box, crop_for_display, crop_for_embedding
 from store.codecs import EMBED_QUALITY, THUMB_QUALITY, encode_image
+from store.schema import CropBoxes, Crops, References, Thumbnails
 
 __all__ = ["run"]
 
@@ -28,16 +29,15 @@ def _input_heatmaps(job: Job, images: torch.Tensor, neurons: np.ndarray, positio
 def run(job: Job) -> None:
     """``boxes:<n>`` ``(n_ref, 4)``, ``crops:<n>`` and ``thumbnails:<n>`` (lists of WEBP bytes)."""
     store, crop = job.store, job.config.crop
-    references = store.get("references")
-    neurons = [int(n) for n in references["neurons"]]
-    n_ref = references["indices"].shape[1]
+    references = store.read(References)
+    neurons, n_ref = references.neuron_ids, references.n_ref
     runner = ChunkRunner(job, "crops", len(neurons), job.chunk_neurons, "3/5 crops", "crop",
                          weight=lambda chunk: len(chunk) * n_ref)
     for chunk_id, chunk in runner.pending():
         rows = list(chunk)
-        ref_indices = references["indices"][rows].reshape(-1)
+        ref_indices = references.indices[rows].reshape(-1)
         pair_neurons = np.repeat([neurons[row] for row in rows], n_ref)
-        pair_positions = references["positions"][rows].reshape(-1, 2)
+        pair_positions = references.positions[rows].reshape(-1, 2)
         boxes, crops, thumbnails = [], [], []
         for batch in chunk_ranges(len(ref_indices), job.batch_size):  # images are loaded per batch
             batch = slice(batch.start, batch.stop)
@@ -57,7 +57,7 @@ def run(job: Job) -> None:
         boxes = np.asarray(boxes, dtype=np.int32).reshape(len(rows), n_ref, 4)
         with runner.commit(chunk_id):
             for j, row in enumerate(rows):
-                store.put_neuron("boxes", neurons[row], boxes[j])
-                store.put_neuron("crops", neurons[row], crops[j * n_ref:(j + 1) * n_ref])
-                store.put_neuron("thumbnails", neurons[row], thumbnails[j * n_ref:(j + 1) * n_ref])
+                store.write(CropBoxes(boxes[j]), neurons[row])
+                store.write(Crops(tuple(crops[j * n_ref:(j + 1) * n_ref])), neurons[row])
+                store.write(Thumbnails(tuple(thumbnails[j * n_ref:(j + 1) * n_ref])), neurons[row])
     runner.close()

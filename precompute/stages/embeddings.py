@@ -7,6 +7,7 @@ import numpy as np
 from precompute.job import Job
 from precompute.runner import ChunkRunner, chunk_ranges
 from store.codecs import decode_image
+from store.schema import Crops, Embeddings, References
 
 __all__ = ["run"]
 
@@ -16,12 +17,12 @@ PARTS = ("embeddings",)
 def run(job: Job) -> None:
     """``embeddings:<n>`` ``(n_ref, D)`` float16 of the crops."""
     store = job.store
-    neurons = store.neurons
-    n_ref = store.get("references")["indices"].shape[1]
+    references = store.read(References)
+    neurons, n_ref = references.neuron_ids, references.n_ref
     runner = ChunkRunner(job, "embeddings", len(neurons), job.chunk_neurons, "4/5 embeddings", "crop",
                          weight=lambda chunk: len(chunk) * n_ref)
     for chunk_id, chunk in runner.pending():
-        crops = [store.neuron("crops", neurons[row]) for row in chunk]
+        crops = [store.read(Crops, neurons[row]).images for row in chunk]
         images = [decode_image(data) for per_neuron in crops for data in per_neuron]
         parts = []
         for batch in chunk_ranges(len(images), job.batch_size):
@@ -31,7 +32,7 @@ def run(job: Job) -> None:
         with runner.commit(chunk_id):
             start = 0
             for row, per_neuron in zip(chunk, crops, strict=True):
-                store.put_neuron("embeddings", neurons[row],
-                                 embeddings[start:start + len(per_neuron)].astype(np.float16))
+                store.write(Embeddings(embeddings[start:start + len(per_neuron)].astype(np.float16)),
+                            neurons[row])
                 start += len(per_neuron)
     runner.close()

@@ -15,6 +15,7 @@ from precompute.runner import ChunkRunner
 from pure_core.activations import ReferenceScan, TopReferences
 from pure_core.sources import DatasetError, iterate_batches
 from store.codecs import EMBED_QUALITY, encode_image
+from store.schema import ReferenceImage, References, ScanReport
 
 __all__ = ["IMAGE_CHUNK", "run"]
 
@@ -63,31 +64,27 @@ def _scan(job: Job) -> None:
     if n_valid < config.n_ref:
         job.log(f"only {n_valid} readable images: every neuron gets all of them as references "
                 f"(n_ref {config.n_ref})")
-    references = {
-        "neurons": np.asarray(job.neurons, dtype=np.int64),
-        "indices": state["indices"],
-        "max_activations": state["values"],
-        "positions": state["positions"],
-    }
-    scan_report = {"n_images": n_images, "n_valid": n_valid, "n_skipped": state["n_skipped"],
-                   "skipped_examples": state["skipped"]}
+    references = References(neurons=np.asarray(job.neurons, dtype=np.int64), indices=state["indices"],
+                            max_activations=state["values"], positions=state["positions"])
+    scan_report = ScanReport(n_images=n_images, n_valid=n_valid, n_skipped=state["n_skipped"],
+                             skipped_examples=tuple(state["skipped"]))
     with store.transaction():
-        store.put("references", references)
-        store.put("scan", scan_report)
+        store.write(references)
+        store.write(scan_report)
         store.delete("references:state")
 
 
 def run(job: Job) -> None:
     """Top-n_ref references per neuron, then their images as WEBP (``image:<index>``)."""
-    if job.store.get("references") is None:
+    if job.store.read(References) is None:
         _scan(job)
-    unique = np.unique(job.store.get("references")["indices"])
+    unique = np.unique(job.store.read(References).indices)
     runner = ChunkRunner(job, "images", len(unique), IMAGE_CHUNK, "1/5 references: images", "img")
     for chunk_id, chunk in runner.pending():
         encoded = {int(unique[i]): encode_image(job.preprocess.geometric(job.load_reference(unique[i])),
                                                 EMBED_QUALITY) for i in chunk}
         with runner.commit(chunk_id):
             for index, data in encoded.items():
-                job.store.put(f"image:{index}", data)
+                job.store.write(ReferenceImage(data), index)
         runner.advance(len(chunk))
     runner.close()

@@ -6,7 +6,7 @@ source has planted ground truth; then the run-wide ``summary``, ``method_compari
 
 from __future__ import annotations
 
-from typing import Any
+import math
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -15,6 +15,23 @@ from precompute.job import Job
 from precompute.runner import ChunkRunner
 from pure_core import scores as sc
 from pure_core.projection import import_umap, umap_2d
+from store.schema import (
+    ActivationVectors,
+    Correlation,
+    CropBoxes,
+    DistanceCorrelation,
+    Embeddings,
+    MethodComparison,
+    MethodScore,
+    NeuronScores,
+    Oracle,
+    PooledCorrelation,
+    PureVectors,
+    References,
+    Summary,
+    SummaryRow,
+    UmapCoordinates,
+)
 
 __all__ = ["run"]
 
@@ -22,54 +39,51 @@ PARTS = ("scores",)
 METHODS = ("pure", "activation", "embedding")
 
 
-def _polysemanticity_record(vectors: np.ndarray, seed: int) -> dict[str, Any]:
-    """``{polysemanticity, rho_intra, rho_inter, overall}`` and the k=2 labels of ``vectors (n, D)``."""
+def _polysemanticity(vectors: np.ndarray, seed: int) -> sc.Polysemanticity:
+    """`pure_core.scores.polysemanticity` of ``vectors (n, D)``; zeros for fewer than two references."""
     if len(vectors) >= 2:
-        poly = sc.polysemanticity(vectors, random_state=seed)
-    else:
-        poly = sc.Polysemanticity(0.0, 0.0, 0.0, 0.0, np.zeros(len(vectors), dtype=np.int64))
-    return {"polysemanticity": float(poly.score), "rho_intra": float(poly.rho_intra),
-            "rho_inter": float(poly.rho_inter), "overall": float(poly.overall),
-            "labels": np.asarray(poly.labels, dtype=np.int64)}
+        return sc.polysemanticity(vectors, random_state=seed)
+    return sc.Polysemanticity(0.0, 0.0, 0.0, 0.0, np.zeros(len(vectors), dtype=np.int64))
 
 
-def _neuron_scores(job: Job, row: int, references: dict, embeddings: np.ndarray, pure: np.ndarray,
-                   activation: np.ndarray, boxes: np.ndarray) -> tuple[dict, dict]:
-    """One neuron's ``scores`` and ``umap`` entries (see docs/contracts.md)."""
-    config = job.config
+def _neuron_scores(job: Job, references: References, row: int) -> tuple[NeuronScores, UmapCoordinates]:
+    """One neuron's scores and UMAP coordinates (see `store.schema.NeuronScores`)."""
+    store, config = job.store, job.config
     seed = int(config.seed)
-    embeddings, pure, activation = (np.asarray(a, dtype=np.float64) for a in (embeddings, pure, activation))
+    neuron = references.neuron_ids[row]
+    embeddings, pure, activation = (np.asarray(store.read(record, neuron).values, dtype=np.float64)
+                                    for record in (Embeddings, PureVectors, ActivationVectors))
     n = len(embeddings)
-    poly = _polysemanticity_record(embeddings, seed)
+    poly = _polysemanticity(embeddings, seed)
     ks = [int(k) for k in config.ks if k <= n]
     fits = sc.fit_methods({"pure": pure, "activation": activation, "embedding": embeddings}, ks, seed)
     evaluations = sc.evaluate_fits(embeddings, fits)
-    methods = {method: {k: {"rho_intra": float(e.rho_intra), "rho_inter": float(e.rho_inter)}
+    methods = {method: {k: MethodScore(float(e.rho_intra), float(e.rho_inter))
                         for k, e in evaluations[method].items()} for method in METHODS}
-    centroids = {k: fitted.cluster_centers_.astype(np.float32) for k, fitted in fits["pure"].items()}
-    correlation = {m: (float(sc.per_neuron_distance_correlation(embeddings, v)) if n > 2 else float("nan"))
-                   for m, v in (("pure", pure), ("activation", activation))}
-    result = {
-        "polysemanticity": poly["polysemanticity"], "rho_intra": poly["rho_intra"],
-        "rho_inter": poly["rho_inter"], "overall": poly["overall"], "embedding_labels": poly["labels"],
-        "methods": methods, "correlation": correlation, "centroids": centroids,
-    }
-    truth = job.source.ground_truth(references["indices"][row], boxes)
+    correlation = Correlation(*(float(sc.per_neuron_distance_correlation(embeddings, vectors)) if n > 2
+                                else math.nan for vectors in (pure, activation)))
+    truth = job.source.ground_truth(references.indices[row], store.read(CropBoxes, neuron).values)
+    oracle = None
     if truth is not None:
-        result["oracle"] = {**_polysemanticity_record(truth.embeddings, seed), "concepts": truth.concepts,
-                            "kind": truth.kind}
+        ideal = _polysemanticity(truth.embeddings, seed)
+        oracle = Oracle(float(ideal.score), float(ideal.rho_intra), float(ideal.rho_inter),
+                        float(ideal.overall), ideal.labels, truth.concepts, truth.kind)
+    scores = NeuronScores(
+        polysemanticity=float(poly.score), rho_intra=float(poly.rho_intra), rho_inter=float(poly.rho_inter),
+        overall=float(poly.overall), embedding_labels=poly.labels, methods=methods, correlation=correlation,
+        centroids={k: fitted.cluster_centers_ for k, fitted in fits["pure"].items()}, oracle=oracle)
     umap_cfg = config.umap
-    coords = {name: umap_2d(v, umap_cfg.n_neighbors, umap_cfg.min_dist, umap_cfg.random_state)
-              for name, v in (("pure", pure), ("activation", activation))}
-    return result, coords
+    coords = UmapCoordinates(*(umap_2d(v, umap_cfg.n_neighbors, umap_cfg.min_dist, umap_cfg.random_state)
+                               for v in (pure, activation)))
+    return scores, coords
 
 
 def run(job: Job) -> None:
     """``scores:<n>`` and ``umap:<n>`` per neuron, then ``summary``, ``method_comparison`` and
     ``distance_correlation``."""
     store = job.store
-    references = store.get("references")
-    neurons = [int(n) for n in references["neurons"]]
+    references = store.read(References)
+    neurons = references.neuron_ids
     runner = ChunkRunner(job, "scores", len(neurons), job.chunk_neurons, "5/5 scores + UMAP", "neuron")
     if not runner.complete:
         import_umap()  # numba's runtime too; also keeps its import time out of the progress bar's rate
@@ -79,57 +93,49 @@ def run(job: Job) -> None:
         for chunk_id, chunk in runner.pending():
             outputs = {}
             for row in chunk:
-                neuron = neurons[row]
-                outputs[neuron] = _neuron_scores(
-                    job, row, references, store.neuron("embeddings", neuron), store.neuron("pure", neuron),
-                    store.neuron("activation", neuron), store.neuron("boxes", neuron))
+                outputs[neurons[row]] = _neuron_scores(job, references, row)
                 runner.advance(1)
             with runner.commit(chunk_id):
-                for neuron, (result, coords) in outputs.items():
-                    store.put_neuron("scores", neuron, result)
-                    store.put_neuron("umap", neuron, coords)
+                for neuron, (scores, coords) in outputs.items():
+                    store.write(scores, neuron)
+                    store.write(coords, neuron)
         runner.close()
-        _aggregate(job, neurons, references)
+        _aggregate(job, references)
 
 
-def _aggregate(job: Job, neurons: list[int], references: dict) -> None:
+def _aggregate(job: Job, references: References) -> None:
+    """The run-wide records: the ranking table, Fig. 4's means per method and k, Sec. 4.2's correlations."""
     store, config = job.store, job.config
-    summary, per_neuron = [], {}
-    for row, neuron in enumerate(neurons):
-        result = store.neuron("scores", neuron)
-        per_neuron[neuron] = result
-        entry = {
-            "neuron": neuron,
-            "polysemanticity": result["polysemanticity"],
-            "rho_intra": result["rho_intra"],
-            "rho_inter": result["rho_inter"],
-            "overall": result["overall"],
-            "top_activation": float(references["max_activations"][row, 0]),
-            "n_ref": int(references["indices"].shape[1]),
-        }
-        if "oracle" in result:
-            entry["oracle_polysemanticity"] = result["oracle"]["polysemanticity"]
-            entry["oracle_kind"] = result["oracle"]["kind"]
-        summary.append(entry)
-    comparison: dict[str, Any] = {}
+    neurons = references.neuron_ids
+    per_neuron = {neuron: store.read(NeuronScores, neuron) for neuron in neurons}
+    summary = Summary(tuple(
+        SummaryRow(neuron=neuron, polysemanticity=scores.polysemanticity, rho_intra=scores.rho_intra,
+                   rho_inter=scores.rho_inter, overall=scores.overall,
+                   top_activation=float(references.max_activations[row, 0]), n_ref=references.n_ref,
+                   oracle_polysemanticity=None if scores.oracle is None else scores.oracle.polysemanticity,
+                   oracle_kind=None if scores.oracle is None else scores.oracle.kind)
+        for row, (neuron, scores) in enumerate(per_neuron.items())))
+    means: dict[str, dict[int, MethodScore]] = {}
     for method in METHODS:
-        comparison[method] = {}
+        means[method] = {}
         for k in config.ks:
-            rows = [r["methods"][method][k] for r in per_neuron.values() if k in r["methods"].get(method, {})]
+            rows = [s.method_score(method, k) for s in per_neuron.values()]
+            rows = [r for r in rows if r is not None]
             if rows:
-                comparison[method][int(k)] = {key: float(np.mean([r[key] for r in rows]))
-                                              for key in ("rho_intra", "rho_inter")}
-    overall = [r["overall"] for r in per_neuron.values()]
-    comparison["unclustered"] = float(np.mean(overall)) if overall else 0.0
-    dense = [n for n in neurons if len(store.neuron("embeddings", n)) > 2]
-    correlation: dict[str, Any] = {}
+                means[method][int(k)] = MethodScore(float(np.mean([r.rho_intra for r in rows])),
+                                                    float(np.mean([r.rho_inter for r in rows])))
+    overall = [s.overall for s in per_neuron.values()]
+    comparison = MethodComparison(means, float(np.mean(overall)) if overall else 0.0)
+    embeddings = {n: store.read(Embeddings, n).values.astype(np.float32) for n in neurons}
+    dense = [n for n in neurons if len(embeddings[n]) > 2]
+    pooled: dict[str, PooledCorrelation] = {}
     if dense:
-        embeddings = [store.neuron("embeddings", n) for n in dense]
-        for method in ("pure", "activation"):
-            result = sc.distance_correlation(embeddings, [store.neuron(method, n) for n in dense], n_top=50,
-                                             n_subsets=30, random_state=int(config.seed))
-            correlation[method] = {"r": float(result.r), "sem": float(result.sem)}
+        for method, record in (("pure", PureVectors), ("activation", ActivationVectors)):
+            result = sc.distance_correlation([embeddings[n] for n in dense],
+                                             [store.read(record, n).values.astype(np.float32) for n in dense],
+                                             n_top=50, n_subsets=30, random_state=int(config.seed))
+            pooled[method] = PooledCorrelation(float(result.r), float(result.sem))
     with store.transaction():
-        store.put("summary", summary)
-        store.put("method_comparison", comparison)
-        store.put("distance_correlation", correlation)
+        store.write(summary)
+        store.write(comparison)
+        store.write(DistanceCorrelation(pooled))

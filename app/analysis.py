@@ -1,0 +1,176 @@
+"""Virtual neurons of a stored neuron for any k, and the scores of that split, for the pages.
+
+The virtual neurons are `pure_core.virtual.VirtualNeurons` (k-means) with the run's seed, so the app splits
+a neuron exactly as precompute did: PURE reuses the centroids precompute stored for its ks (loaded into a
+`VirtualNeurons`, whose `predict` assigns the references), any other k and method is fitted now. Clusters
+are numbered by size, largest first (ties by first member), so "VN 1" is the biggest.
+
+k-means runs on at most a few hundred vectors with one BLAS/OpenMP thread: on tiny arrays the thread pool's
+start-up costs ~20x the work (measured: 150 ms vs 7 ms for 60 x 64 vectors, n_init=10). UMAP is never fitted
+here; its coordinates come from the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app.store_access import NeuronData, RunRef, neuron_data, run_details
+from store.schema import METHODS
+
+if TYPE_CHECKING:  # scikit-learn takes ~1 s to import; the overview page never needs it
+    from pure_core.virtual import VirtualNeurons
+
+METHOD_LABELS = {
+    "pure": "PURE (circuits)",
+    "activation": "activation clustering",
+    "embedding": "embedding clustering (upper bound)",
+    "unclustered": "unclustered",
+}
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Virtual neurons of one neuron for one method and k, numbered by size (largest first).
+
+    ``virtual_neurons``: the fitted `VirtualNeurons` (centroids ``(k, d)`` in the method's vector space);
+    ``labels (n,)`` of the references; ``sizes (k,)``; ``rho_intra (k,)``: mean embedding distance inside each
+    cluster (NaN without embeddings or for a single member); ``evaluation``: (rho_intra, rho_inter) of the
+    whole clustering under the embedder (Eq. 5) or None.
+    """
+
+    method: str
+    k: int
+    virtual_neurons: VirtualNeurons
+    labels: np.ndarray
+    sizes: np.ndarray
+    rho_intra: np.ndarray
+    evaluation: tuple[float, float] | None
+
+    @property
+    def centers(self) -> np.ndarray:
+        """Centroids ``(k, d)``, one per virtual neuron."""
+        return self.virtual_neurons.cluster_centers_
+
+    def distances(self, vector: np.ndarray) -> np.ndarray:
+        """Euclidean distances ``(k,)`` of a vector ``(d,)`` to the centroids (`VirtualNeurons.transform`)."""
+        return self.virtual_neurons.transform(_as_rows(vector))[0]
+
+    def assign(self, vector: np.ndarray) -> int:
+        """The virtual neuron (0-based) of a vector ``(d,)``: nearest centroid (`VirtualNeurons.predict`)."""
+        return int(self.virtual_neurons.predict(_as_rows(vector))[0])
+
+
+def _as_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as float64 rows ``(n, d)`` (a single ``(d,)`` vector becomes one row)."""
+    return np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+
+
+def with_centroids(centers: np.ndarray, seed: int, labels: np.ndarray | None = None) -> VirtualNeurons:
+    """A fitted `VirtualNeurons` with the given centroids ``(k, d)`` (stored or renumbered ones), so that
+    `predict` / `transform` work on them; ``labels (n,)`` of its training vectors when known."""
+    from pure_core.virtual import VirtualNeurons
+
+    return VirtualNeurons.from_centroids(np.asarray(centers, dtype=np.float64), labels, random_state=seed)
+
+
+def numbered_by_size(model: VirtualNeurons, labels: np.ndarray) -> VirtualNeurons:
+    """``model``'s virtual neurons renumbered by the size of their clusters in ``labels (n,)``, largest first
+    (ties by first member); the result's ``labels_`` are ``labels`` renumbered alike."""
+    centers = model.cluster_centers_
+    k = len(centers)
+    sizes = np.bincount(labels, minlength=k)
+    first = np.array([np.flatnonzero(labels == c)[0] if sizes[c] else len(labels) for c in range(k)])
+    order = np.lexsort((first, -sizes))  # new cluster i = old cluster order[i]
+    relabel = np.empty(k, dtype=np.int64)
+    relabel[order] = np.arange(k)
+    return with_centroids(centers[order], model.random_state, relabel[labels])
+
+
+def fit_virtual_neurons(vectors: np.ndarray, k: int, seed: int) -> VirtualNeurons:
+    """k-means (`VirtualNeurons`, ``seed``) on ``vectors (n, d)`` with one thread, numbered by size."""
+    from threadpoolctl import threadpool_limits
+
+    from pure_core.virtual import VirtualNeurons
+
+    with threadpool_limits(1):
+        fitted = VirtualNeurons(n_clusters=int(k), random_state=seed).fit(_as_rows(vectors))
+    return numbered_by_size(fitted, fitted.labels_)
+
+
+def stored_virtual_neurons(vectors: np.ndarray, centroids: np.ndarray, seed: int) -> VirtualNeurons:
+    """Precompute's virtual neurons: the stored ``centroids (k, d)`` with the references ``vectors (n, d)``
+    assigned by `VirtualNeurons.predict`, numbered by size."""
+    model = with_centroids(centroids, seed)
+    return numbered_by_size(model, model.predict(_as_rows(vectors)))
+
+
+def _vectors(data: NeuronData, method: str) -> np.ndarray | None:
+    return {"pure": data.pure, "activation": data.activation, "embedding": data.embeddings}[method]
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def clustering(run: RunRef, neuron: int, k: int, method: str = "pure") -> Clustering | None:
+    """Virtual neurons of ``neuron`` for ``k`` by ``method`` ("pure", "activation" or "embedding"); None
+    when the vectors are missing or fewer than ``k``. Stored PURE centroids where precompute kept them for
+    this k, else k-means now with the run's seed (milliseconds on n_ref vectors)."""
+    from pure_core.scores import cluster_distances, pairwise_distances
+
+    data = neuron_data(run, neuron)
+    vectors = None if data is None else _vectors(data, method)
+    if vectors is None or len(vectors) < max(k, 1):
+        return None
+    seed = run_details(run).meta.seed
+    stored = data.scores.centroids.get(int(k)) if method == "pure" and data.scores is not None else None
+    if stored is not None and stored.shape == (k, vectors.shape[1]):
+        model = stored_virtual_neurons(vectors, stored, seed)
+    else:
+        model = fit_virtual_neurons(vectors, k, seed)
+    labels = model.labels_
+    sizes = np.bincount(labels, minlength=k)
+    rho_intra = np.full(k, np.nan)
+    evaluation = None
+    if data.embeddings is not None and len(data.embeddings) == len(labels):
+        distances = pairwise_distances(data.embeddings)
+        for c in range(k):
+            members = np.flatnonzero(labels == c)
+            if len(members) > 1:
+                block = distances[np.ix_(members, members)]
+                rho_intra[c] = block.sum() / (len(members) * (len(members) - 1))
+        evaluation = tuple(float(v) for v in cluster_distances(data.embeddings, labels))
+    return Clustering(method, int(k), model, labels, sizes, rho_intra, evaluation)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def k_scores(run: RunRef, neuron: int, k: int) -> pd.DataFrame:
+    """Scores for this k: rho_intra, rho_inter and their difference under the embedder, per method.
+
+    Rows: PURE, activation clustering, embedding clustering (upper bound) and unclustered (the mean distance
+    over all pairs). Empty without embeddings.
+    """
+    from pure_core.scores import overall_distance
+
+    data = neuron_data(run, neuron)
+    rows = []
+    for method in METHODS:
+        stored = None if data is None or data.scores is None else data.scores.method_score(method, k)
+        if stored is not None:  # precompute's value (same k-means, same embeddings)
+            intra, inter = stored.rho_intra, stored.rho_inter
+        else:
+            result = clustering(run, neuron, k, method)
+            if result is None or result.evaluation is None:
+                continue
+            intra, inter = result.evaluation
+        rows.append(_score_row(METHOD_LABELS[method], intra, inter))
+    if rows and data is not None and data.embeddings is not None:
+        overall = overall_distance(data.embeddings)
+        rows.append(_score_row(METHOD_LABELS["unclustered"], overall, overall))
+    return pd.DataFrame(rows)
+
+
+def _score_row(label: str, intra: float, inter: float) -> dict[str, float | str]:
+    return {"method": label, "rho_intra": intra, "rho_inter": inter, "rho_inter - rho_intra": inter - intra}

@@ -1,0 +1,49 @@
+"""The run's model for the upload page, and the analyses of uploaded images, cached.
+
+The model is built once per run from the stored spec with ``fetch_missing=False``: a page never downloads
+weights or trains the demo net; a missing file raises `pure_core.models.MissingWeightsError` (or
+`FileNotFoundError` for a missing checkpoint) whose message says how to provide it. Model builders that live
+outside pure_core (the synthetic world's demo net) are registered by `pure_core.registry.load_plugins`.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from PIL import Image
+
+from app.store_access import RunRef, neuron_order, run_details
+from app.uploads import UploadAnalysis, analyse_image
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def model_for(run: RunRef):
+    """The run's model (`pure_core.models.LoadedModel`), built once per run from the stored config."""
+    from pure_core.models import ModelSpec, build_model
+    from pure_core.registry import load_plugins
+
+    load_plugins()
+    model = run_details(run).meta.model
+    return build_model(ModelSpec(model.name, model.weights, model.checkpoint), fetch_missing=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def model_matches_run(run: RunRef) -> bool | None:
+    """Whether the model the app loads for ``run`` has the weights precompute recorded (sha256 over the state
+    dict, `pure_core.models.model_fingerprint`); None when the run recorded no fingerprint."""
+    from pure_core.models import model_fingerprint
+
+    expected = run_details(run).meta.model_fingerprint
+    if not expected:
+        return None
+    return model_fingerprint(model_for(run).model)[: len(expected)] == expected
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def analyse_upload(
+    run: RunRef, image_sha: str, _image: Image.Image, neuron: int, top_n: int = 5
+) -> UploadAnalysis:
+    """The k-independent part of an upload's analysis (`app.uploads.analyse_image`), cached by image hash."""
+    meta = run_details(run).meta
+    return analyse_image(
+        model_for(run), _image, meta.layer, meta.lower_layer, neuron, neuron_order(run), top_n=top_n
+    )

@@ -1,0 +1,68 @@
+"""Images assembled from a neuron's stored thumbnails, cached for the pages: reference sheets (one JPEG grid
+for a neuron or for one of its virtual neurons) and thumbnail strips (a row of top references for tables).
+
+Sits above the data layer: it draws with `app.figures` from what `app.store_access` and `app.analysis`
+return. One image per grid instead of one element per thumbnail keeps the pages light.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from app import figures
+from app.analysis import clustering
+from app.store_access import RunRef, neuron_data, thumbnails
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def reference_sheet(
+    run: RunRef,
+    neuron: int,
+    k: int = 0,
+    method: str = "pure",
+    cluster: int = 0,
+    columns: int = 10,
+    tile_px: int = 64,
+) -> bytes | None:
+    """JPEG grid of a neuron's reference thumbnails: all of them (``k=0``) or one virtual neuron's members
+    (cluster ``cluster`` of the ``method`` clustering with ``k``), captioned "#rank · max activation"."""
+    data = neuron_data(run, neuron)
+    if data is None or not data.thumbnails:
+        return None
+    members = np.arange(len(data.thumbnails))
+    if k > 0:
+        result = clustering(run, neuron, k, method)
+        if result is None:
+            return None
+        members = np.flatnonzero(result.labels == cluster)
+    members = [int(i) for i in members if i < len(data.thumbnails)]
+    if not members:
+        return None
+    tiles = _tiles(run, neuron, tile_px)
+    captions = figures.reference_captions(data.max_activations, members)
+    return figures.jpeg_bytes(figures.reference_sheet([tiles[i] for i in members], captions, columns=columns))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _tiles(run: RunRef, neuron: int, tile_px: int) -> list[Image.Image]:
+    """The neuron's thumbnails decoded once into ``tile_px`` squares (re-gridded for every k; read-only)."""
+    data = neuron_data(run, neuron)
+    return [figures.tile(b, tile_px) for b in (data.thumbnails if data is not None else ())]
+
+
+@st.cache_data(show_spinner=False, max_entries=20_000)
+def thumbnail_strip(run: RunRef, neuron: int, n_thumbnails: int = 6, height_px: int = 34) -> str | None:
+    """The neuron's top ``n_thumbnails`` display crops side by side as a JPEG data URI (None when the neuron
+    has no thumbnails yet)."""
+    thumbs = thumbnails(run, neuron)[:n_thumbnails]
+    if not thumbs:
+        return None
+    return figures.jpeg_data_uri(figures.strip(thumbs, height_px))
+
+
+def thumbnail_strips(run: RunRef, neurons: list[int]) -> dict[int, str]:
+    """`thumbnail_strip` of each of ``neurons`` that has thumbnails."""
+    strips = {int(n): thumbnail_strip(run, int(n)) for n in neurons}
+    return {n: uri for n, uri in strips.items() if uri is not None}

@@ -1,0 +1,250 @@
+"""Cached, read-only access to the run stores: which runs exist, and their stored records (`store.schema`).
+
+The only app module that opens stores; it neither computes (see `app.analysis`) nor draws (it never imports
+`app.figures`). Handles and per-neuron data live in `st.cache_resource` (shared between sessions, never
+copied; arrays are flagged non-writeable); small derived data (run details, the ranking table) in
+`st.cache_data`. Every cached function takes a `RunRef`, whose ``stages`` tuple is part of the key, so a
+store that is still being written is re-read as stages finish.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import state
+from store import STAGES, RunInfo, RunStore, StoreError, list_runs
+from store.schema import (
+    ActivationVectors,
+    DistanceCorrelation,
+    Embeddings,
+    MethodComparison,
+    NeuronScores,
+    PureVectors,
+    ReferenceArray,
+    References,
+    RunMeta,
+    Summary,
+    Thumbnails,
+    UmapCoordinates,
+)
+
+
+# -- runs ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunRef:
+    """A run as cache key: where it is, which run it holds, and which stages were done when it was read."""
+
+    directory: str
+    run_id: str
+    stages: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return Path(self.directory).name
+
+    @property
+    def complete(self) -> bool:
+        return set(self.stages) >= set(STAGES)
+
+
+def runs_root() -> Path:
+    """The configured runs directory (``-- --runs-dir DIR``, ``$PURE_RUNS_DIR`` or ``./runs``)."""
+    return state.runs_root(sys.argv[1:])
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def available_runs(root: str) -> list[RunInfo]:
+    """Every readable run under ``root``, newest first (re-listed every few seconds)."""
+    return list_runs(root)
+
+
+def run_ref(info: RunInfo) -> RunRef:
+    return RunRef(str(info.directory), info.run_id, tuple(s for s, done in info.stages_done.items() if done))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _store(directory: str, run_id: str) -> RunStore:
+    store = RunStore.open(directory)
+    if store.run_id != run_id:  # the directory was recomputed with another config since it was listed
+        raise StoreError(f"{directory} now holds run {store.run_id}, not {run_id}; reload the page")
+    return store
+
+
+def _open(run: RunRef) -> RunStore:
+    return _store(run.directory, run.run_id)
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """What the pages show about a run: its `RunMeta` (config, versions, seed), stage completion and
+    timings, and its size."""
+
+    meta: RunMeta
+    stages_done: dict[str, bool]
+    stage_seconds: dict[str, float]
+    n_neurons: int
+    n_ref: int | None
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def run_details(run: RunRef) -> RunDetails:
+    """The run's metadata, stage timings and sizes (small, for display and as analysis settings)."""
+    store = _open(run)
+    refs = references(run)
+    return RunDetails(
+        meta=store.read(RunMeta),
+        stages_done=store.stages_done(),
+        stage_seconds=store.stage_seconds(),
+        n_neurons=0 if refs is None else len(refs.neurons),
+        n_ref=None if refs is None else refs.n_ref,
+    )
+
+
+@st.cache_data(show_spinner=False, ttl=3, max_entries=64)
+def lower_layer_run(root: str, run: RunRef) -> RunRef | None:
+    """A complete run under ``root`` of the same model that analyses ``run``'s lower layer, if any."""
+    meta = run_details(run).meta
+    for info in available_runs(root):
+        if (
+            info.directory != Path(run.directory)
+            and info.meta.model == meta.model
+            and info.meta.layer == meta.lower_layer
+            and info.complete
+        ):
+            return run_ref(info)
+    return None
+
+
+# -- run-wide records --------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=32)
+def references(run: RunRef) -> References | None:
+    """The run's references (shared, read-only); None before the scan is done."""
+    record = _open(run).read(References)
+    if record is not None:
+        for array in (record.neurons, record.indices, record.max_activations, record.positions):
+            array.flags.writeable = False
+    return record
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def ranking(run: RunRef) -> pd.DataFrame:
+    """The ranking table: one row per neuron, by rho_inter - rho_intra (descending), with ``rank`` 1..N.
+
+    Columns: rank and the stored `SummaryRow` fields (neuron, polysemanticity, rho_intra, rho_inter,
+    overall, top_activation, n_ref, and oracle_polysemanticity / oracle_kind for synthetic-world runs).
+    Empty when the scores stage has not run.
+    """
+    summary = _open(run).read(Summary)
+    if summary is None or not summary.rows:
+        return pd.DataFrame(
+            columns=["rank", "neuron", "polysemanticity", "rho_intra", "rho_inter", "overall"]
+        )
+    table = pd.DataFrame([row.to_store() for row in summary.rows])
+    table = table.sort_values(["polysemanticity", "neuron"], ascending=[False, True], kind="stable")
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table.reset_index(drop=True)
+
+
+def neuron_order(run: RunRef) -> list[int]:
+    """Neurons in ranking order (store order while the scores stage is missing)."""
+    table = ranking(run)
+    if len(table):
+        return [int(n) for n in table["neuron"]]
+    refs = references(run)
+    return [] if refs is None else refs.neuron_ids
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def method_comparison(run: RunRef) -> MethodComparison | None:
+    """Fig. 4: every method's clustering quality per k, averaged over neurons."""
+    return _open(run).read(MethodComparison)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def distance_correlation(run: RunRef) -> DistanceCorrelation | None:
+    """Sec. 4.2: each method's distances vs the embedder's, pooled over neurons."""
+    return _open(run).read(DistanceCorrelation)
+
+
+# -- one neuron --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NeuronData:
+    """Everything stored about one neuron's references (arrays are read-only).
+
+    ``pure (n, C_lower)``, ``activation (n, C_L)``, ``embeddings (n, D)`` as float32 (stored float16) or
+    None before their stage; ``thumbnails`` n WEBP byte strings; ``dataset_indices (n,)`` and
+    ``max_activations (n,)`` of the references; ``umap`` and ``scores`` the stored records or None.
+    """
+
+    neuron: int
+    pure: np.ndarray | None
+    activation: np.ndarray | None
+    embeddings: np.ndarray | None
+    umap: UmapCoordinates | None
+    thumbnails: tuple[bytes, ...]
+    dataset_indices: np.ndarray
+    max_activations: np.ndarray
+    scores: NeuronScores | None = None
+
+    @property
+    def n_references(self) -> int:
+        """References usable for clustering (those with a circuit vector)."""
+        return 0 if self.pure is None else int(self.pure.shape[0])
+
+    @property
+    def planted_concepts(self) -> tuple[str, ...] | None:
+        """Ground truth of synthetic-world runs: each reference's planted concept (None elsewhere)."""
+        oracle = None if self.scores is None else self.scores.oracle
+        if oracle is None or len(oracle.concepts) != self.n_references:
+            return None
+        return oracle.concepts
+
+
+def _readonly(array: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    array = np.array(array, dtype=dtype) if dtype is not None else array
+    array.flags.writeable = False
+    return array
+
+
+def _vectors(record: ReferenceArray | None) -> np.ndarray | None:
+    """A stored float16 array as read-only float32 (None when absent)."""
+    return None if record is None else _readonly(record.values, np.float32)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4096)
+def thumbnails(run: RunRef, neuron: int) -> tuple[bytes, ...]:
+    """The neuron's display crops (WEBP bytes, reference order); empty before the crops stage. Read alone
+    for the overview's strips, without the neuron's vectors."""
+    record = _open(run).read(Thumbnails, neuron)
+    return () if record is None else record.images
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
+    """The stored data of ``neuron``; None when the run does not analyse it."""
+    refs = references(run)
+    row = None if refs is None else refs.row(neuron)
+    if row is None:
+        return None
+    store = _open(run)
+    valid = refs.indices[row] >= 0
+    umap = store.read(UmapCoordinates, neuron)
+    if umap is not None:
+        umap = UmapCoordinates(_readonly(umap.pure), _readonly(umap.activation))
+    return NeuronData(
+        neuron=int(neuron),
+        pure=_vectors(store.read(PureVectors, neuron)),
+        activation=_vectors(store.read(ActivationVectors, neuron)),
+        embeddings=_vectors(store.read(Embeddings, neuron)),
+        umap=umap,
+        thumbnails=thumbnails(run, neuron),
+        dataset_indices=_readonly(refs.indices[row][valid]),
+        max_activations=_readonly(refs.max_activations[row][valid]),
+        scores=store.read(NeuronScores, neuron),
+    )
