@@ -19,15 +19,26 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/pure-explorer
 
-# CPU wheels of the pinned torch pair keep the image small; the rest comes from PyPI as pinned.
+# The pinned dependencies first (a layer that survives source changes): CPU wheels of the pinned torch pair
+# keep the image small; the rest comes from PyPI as pinned (requirements.txt less its `-e .` line).
 COPY requirements.txt .
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
-    && pip install -r requirements.txt
+RUN grep -v '^-e' requirements.txt > /tmp/requirements.txt \
+    && pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 
+# Then the project, installed (packages, the `pure-explorer` command, the synthetic world's plugin entry).
+COPY pyproject.toml .
 COPY pure_core/ pure_core/
+COPY synthetic/ synthetic/
+COPY precompute/ precompute/
 COPY store/ store/
 COPY app/ app/
-COPY .streamlit/ .streamlit/
+COPY pure_explorer/ pure_explorer/
+RUN pip install --no-deps . && rm -rf build ./*.egg-info
+
+# Streamlit's settings, read from the working directory; secrets.toml is mounted at run time, never copied.
+COPY .streamlit/config.toml .streamlit/
 
 RUN useradd --create-home --uid 10001 explorer
 USER 10001
@@ -36,4 +47,4 @@ EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['STREAMLIT_SERVER_PORT'] + '/_stcore/health', timeout=4)"]
 
-CMD ["streamlit", "run", "app/main.py"]
+CMD ["pure-explorer", "app"]

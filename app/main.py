@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` puts only app/ on the path
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from app.auth import is_admitted, require_access  # noqa: E402
+from app.auth import is_admitted, require_access
 
 st.set_page_config(page_title="PURE neuron explorer", page_icon=":material/neurology:", layout="wide")
 

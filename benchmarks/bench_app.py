@@ -24,22 +24,21 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pure_explorer import app_script
+from store import list_runs
 
-from store import list_runs  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def find_runs(runs_dir: str | None) -> tuple[Path, str]:
     root = Path(runs_dir or os.environ.get("PURE_RUNS_DIR") or ROOT / "runs")
     if any(info.complete for info in list_runs(root)):
         return root, f"store under {root}"
-    from tests.conftest import write_small_store
+    from pure_explorer.fixtures import write_small_store
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
     write_small_store(tmp / "small")
@@ -52,7 +51,7 @@ def bench_script(root: Path, run_name: str, neurons: list[int], ks: list[int]) -
     os.environ["PURE_RUNS_DIR"] = str(root)
     opened, cold, warm, cold_cpu, warm_cpu = [], [], [], [], []
     for neuron in neurons:
-        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120)
+        at = AppTest.from_file(str(app_script()), default_timeout=120)
         at.query_params = {"page": "neuron", "run": run_name, "neuron": str(neuron), "k": str(ks[0])}
         start = time.perf_counter()
         at.run()
@@ -69,7 +68,7 @@ def bench_script(root: Path, run_name: str, neurons: list[int], ks: list[int]) -
 
 
 def bench_browser(root: Path, run_name: str, neuron: int, n_changes: int) -> dict:
-    from tests.live_app import ALL_CHARTS_DRAWN, IDLE, K_REDRAW_PROBE, chromium, new_page, serve
+    from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, K_REDRAW_PROBE, chromium, new_page, serve
 
     drawn, idle = [], []
     with serve(root) as url, chromium() as browser:
@@ -113,12 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     root, what = find_runs(args.runs_dir)
     run = next(info for info in list_runs(root) if info.complete)
     from store import RunStore
+    from store.schema import References, Summary
 
     with RunStore.open(run.directory) as store:
         order = [
-            r["neuron"] for r in sorted(store.summary(), key=lambda r: (-r["polysemanticity"], r["neuron"]))
+            r.neuron for r in sorted(store.read(Summary).rows, key=lambda r: (-r.polysemanticity, r.neuron))
         ]
-        n_ref = store.get("references")["indices"].shape[1]
+        n_ref = store.read(References).n_ref
     neurons = order[: args.neurons]
     print(
         f"{what}: run {run.directory.name} ({run.config.get('model', {}).get('name')} "

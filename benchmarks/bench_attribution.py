@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pure_core.activations import pooled_activations  # noqa: E402
-from pure_core.attribution import DEFAULT_NEURON_CHUNK, pure_attributions  # noqa: E402
+from pure_core.activations import pooled_activations
+from pure_core.attribution import DEFAULT_NEURON_CHUNK, pure_attributions
 
 
 def naive_pure_attributions(model: nn.Module, inputs: torch.Tensor, layer: str, lower_layer: str,

@@ -3,12 +3,12 @@
     python benchmarks/bench_concurrency.py                    # the store under ./runs ($PURE_RUNS_DIR)
     python benchmarks/bench_concurrency.py --runs DIR --sessions 20 --rounds 3 --json timings.json
 
-Each session is the scenario of tests/test_concurrency.py (`drive_session`): a browser context of its own
-(one Streamlit session) opens the overview, clicks a ranking row (neuron page), moves k on the slider,
-follows the sidebar link to the upload page and uploads the neuron's top reference image; sessions
-alternate between `--variants` such scenarios (different neurons, k and images). Per step, the latency is
-the driver's wall time from the action (goto, click, key, file) to the settled page: script run over,
-nothing stale, no loading skeleton, every chart drawn (Playwright round trips included).
+Each session is the scenario of tests/test_concurrency.py (pure_explorer.sessions.drive_session): a
+browser context of its own (one Streamlit session) opens the overview, clicks a ranking row (neuron page),
+moves k on the slider, follows the sidebar link to the upload page and uploads the neuron's top reference
+image; sessions alternate between `--variants` such scenarios (different neurons, k and images). Per step,
+the latency is the driver's wall time from the action (goto, click, key, file) to the settled page: script
+run over, nothing stale, no loading skeleton, every chart drawn (Playwright round trips included).
 
 Two phases, each on a freshly started `streamlit run` (so round 1 meets cold caches, later rounds warm
 ones), with one chromium for all sessions:
@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,11 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.live_app import async_chromium, serve  # noqa: E402
-from tests.test_concurrency import (  # noqa: E402
+from pure_explorer.live_app import async_chromium, serve
+from pure_explorer.sessions import (
     STEPS,
     SessionResult,
     Variant,
@@ -49,6 +45,8 @@ from tests.test_concurrency import (  # noqa: E402
     server_errors,
     variants,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass

@@ -25,29 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pure_core.demo import (  # noqa: E402
+from synthetic.demo import (
     DEMO_LAYER,
     DEMO_LOWER_LAYER,
+    DEMO_PREPROCESSING,
     demo_dataset,
-    demo_preprocessing,
     load_demo_model,
 )
-from pure_core.world import (  # noqa: E402
-    GroundTruthReport,
-    SyntheticWorld,
-    ground_truth_report,
-    oracle_embedding,
-    world_batches,
-)
+from synthetic.ground_truth import GroundTruthReport, ground_truth_report
+from synthetic.world import SyntheticWorld, oracle_embedding, world_batches
 
 
 def reference_crops(model, world: SyntheticWorld, report: GroundTruthReport, row: int, preprocessing,
@@ -124,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_demo_model(args.checkpoint)
     meta = getattr(model, "demo_meta", {})
     timings["load_model_s"] = time.perf_counter() - start
-    preprocessing = demo_preprocessing()
+    preprocessing = DEMO_PREPROCESSING
     world = demo_dataset("reference", args.n_images)
     print(f"demo net: accuracy {meta.get('accuracy', float('nan')):.2%}, trained in "
           f"{meta.get('train_time_s', float('nan')):.0f} s; world: {len(world)} reference images; "

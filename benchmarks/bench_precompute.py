@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _precompute(args: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -51,7 +50,7 @@ def _stage_times(out: Path) -> dict[str, float]:
 
 
 def bench_demo(work: Path, device: str, train: bool) -> dict:
-    from pure_core.demo import default_checkpoint_path, read_checkpoint
+    from synthetic.demo import default_checkpoint_path, read_checkpoint
 
     env = {}
     if train:
@@ -69,7 +68,7 @@ def make_folder(folder: Path, n_images: int = 500, size_px: int = 224, seed: int
     """``n_images`` world images drawn at ``size_px`` as PNG files in ``folder/world``."""
     from PIL import Image
 
-    from pure_core.world import SyntheticWorld
+    from synthetic.world import SyntheticWorld
 
     target = folder / "world"
     target.mkdir(parents=True, exist_ok=True)
@@ -89,9 +88,10 @@ def bench_resnet50(work: Path, device: str, batch_size: int) -> dict:
                                 "--n-ref", "50", "--embedder", "efficientnet-lite0", "--device", device,
                                 "--batch-size", str(batch_size), "--out", str(out)])
     from store import RunStore
+    from store.schema import References
 
     with RunStore.open(out) as store:
-        unique = len(set(store.get("references")["indices"].ravel().tolist()))
+        unique = len(set(store.read(References).indices.ravel().tolist()))
     return {"wall_s": round(wall, 1), "stages_s": _stage_times(out), "unique_reference_images": unique,
             "report": stdout.strip().splitlines()}
 

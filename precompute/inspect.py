@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from store import STAGES, RunStore, StoreError
+from store.schema import DistanceCorrelation, MethodComparison, References, ScanReport, Summary
 
 __all__ = ["describe", "main"]
 
@@ -23,10 +25,10 @@ __all__ = ["describe", "main"]
 def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
     """Everything `inspect` prints, as plain JSON-able data."""
     with RunStore.open(directory) as store:
-        summary = store.summary()
+        summary = [row.to_store() for row in (store.read(Summary) or Summary(())).rows]
         done = store.stages_done()
-        scores = [r["polysemanticity"] for r in summary if _finite(r.get("polysemanticity"))]
-        ranked = sorted(summary, key=lambda r: r.get("polysemanticity", -math.inf), reverse=True)
+        scores = [r["polysemanticity"] for r in summary if _finite(r["polysemanticity"])]
+        ranked = sorted(summary, key=lambda r: r["polysemanticity"], reverse=True)
         chunks = {}
         if not all(done.values()):
             # how far an unfinished stage got (counted from its chunk markers)
@@ -36,7 +38,7 @@ def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
                     n += 1
                 if n:
                     chunks[stage] = n
-        scan = store.get("scan") or {}
+        scan, references = store.read(ScanReport), store.read(References)
         return _plain({
             "directory": str(Path(directory)),
             "run_id": store.run_id,
@@ -47,17 +49,22 @@ def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
             "stages": {name: {"done": done[name], "seconds": store.stage_seconds()[name]} for name in STAGES},
             "complete": all(done.values()),
             "chunks_done": chunks,
-            "n_neurons": len(store.neurons),
-            "scan": scan,
+            "n_neurons": 0 if references is None else len(references.neurons),
+            "scan": {} if scan is None else scan.to_store(),
             "scores": {
                 "n_scored": len(scores),
                 "polysemanticity_mean": float(np.mean(scores)) if scores else None,
                 "polysemanticity_median": float(np.median(scores)) if scores else None,
                 "top": ranked[:top],
             },
-            "method_comparison": store.get("method_comparison"),
-            "distance_correlation": store.get("distance_correlation"),
+            "method_comparison": _stored(store.read(MethodComparison)),
+            "distance_correlation": _stored(store.read(DistanceCorrelation)),
         })
+
+
+def _stored(record) -> Any:
+    """A record as its stored (JSON-able once `_plain`) value; None when absent."""
+    return None if record is None else record.to_store()
 
 
 def _finite(value: Any) -> bool:
@@ -132,5 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as error:
         print(f"precompute inspect: error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(info, indent=2, default=str) if args.json else _format(info))
+    return _print_to_stdout(json.dumps(info, indent=2, default=str) if args.json else _format(info))
+
+
+def _print_to_stdout(text: str) -> int:
+    """Print ``text``; 0, or 1 when the reader went away (`... --json | head -1`): then quietly, as the
+    Python docs recommend for SIGPIPE, with stdout pointed at /dev/null so the flush at exit does not fail
+    again with a second BrokenPipeError traceback."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0

@@ -204,7 +204,7 @@ def resolve_open_clip_weights(model_name: str, pretrained: str) -> tuple[str, di
     `ValueError` for an unknown tag (listing the model's tags).
     """
     import open_clip
-    from open_clip import pretrained as oc_pretrained
+    from open_clip.constants import HF_WEIGHTS_NAME
 
     if os.path.isfile(os.path.expanduser(pretrained)):
         return os.path.expanduser(pretrained), {}
@@ -224,9 +224,8 @@ def resolve_open_clip_weights(model_name: str, pretrained: str) -> tuple[str, di
     if hub:
         # "org/repo/" -> the default file name, "org/repo/file.bin" -> that file
         repo_id, filename = os.path.split(hub)
-        filename = filename or oc_pretrained.HF_WEIGHTS_NAME
-        candidates = list(oc_pretrained._get_safe_alternatives(filename)) + [filename]
-        return str(hf_hub_file(repo_id, candidates, what=what)), cfg
+        filename = filename or HF_WEIGHTS_NAME
+        return str(hf_hub_file(repo_id, [*safetensors_alternatives(filename), filename], what=what)), cfg
     url = cfg.get("url", "")
     if not url:
         raise MissingWeightsError(f"{what}: the tag names no download source; pass a checkpoint path")
@@ -238,9 +237,29 @@ def resolve_open_clip_weights(model_name: str, pretrained: str) -> tuple[str, di
     if not can_download(url):
         raise MissingWeightsError(how + " (offline: no download attempted)", expected=path)
     try:
-        return oc_pretrained.download_pretrained_from_url(url), cfg
+        return open_clip.download_pretrained_from_url(url), cfg
     except Exception as err:  # noqa: BLE001
         raise MissingWeightsError(how + f" (download failed: {err})", expected=path) from err
+
+
+def safetensors_alternatives(filename: str) -> list[str]:
+    """The .safetensors files that open_clip's own hub download tries before ``filename``: for the default
+    ``open_clip_pytorch_model.bin`` its ``open_clip_model.safetensors``, for another ``.bin`` / ``.pth``
+    name the same name ending in ``.safetensors``.
+
+    open_clip has no public API for this rule: its private ``open_clip.pretrained._get_safe_alternatives`` is
+    used where it exists; where a release renames or removes it, the same rule (as of open_clip 3.3) here.
+    """
+    from open_clip import pretrained as oc_pretrained
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    try:
+        open_clips_rule = oc_pretrained._get_safe_alternatives
+    except AttributeError:  # not in this open_clip release
+        if filename == HF_WEIGHTS_NAME:
+            return [HF_SAFE_WEIGHTS_NAME]
+        return [os.path.splitext(filename)[0] + ".safetensors"] if filename.endswith((".bin", ".pth")) else []
+    return list(open_clips_rule(filename))
 
 
 def _looks_like_path(value: str) -> bool:

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
-import numpy as np
 
-from store.schema import NEURON_KINDS, SCHEMA_VERSION, Record, References, RunMeta, StageStatus, key
+from store.schema import SCHEMA_VERSION, Record, RunMeta, StageStatus, key
 
 STAGES = ("references", "attributions", "crops", "embeddings", "scores")
 _DB_NAME = "cache.db"
@@ -238,34 +237,6 @@ class RunStore:
 
     def mark_chunk_done(self, stage: str, chunk: int) -> None:
         self.put(f"chunk:{stage}:{chunk}", True)
-
-    # -- raw per-neuron access (until precompute reads and writes records) ---------------------------
-    @property
-    def neurons(self) -> list[int]:
-        references = self.read(References)
-        return [] if references is None else references.neuron_ids
-
-    def neuron(self, kind: str, neuron: int, default: Any = None) -> Any:
-        """The stored `kind` (one of NEURON_KINDS) for `neuron` as a plain value; float16 arrays come back as
-        float32 (`read` returns the records, float16 kept)."""
-        if kind not in NEURON_KINDS:
-            raise KeyError(f"unknown kind {kind!r}; known: {', '.join(NEURON_KINDS)}")
-        value = self.get(f"{kind}:{int(neuron)}", default)
-        if isinstance(value, np.ndarray) and value.dtype == np.float16:
-            return value.astype(np.float32)
-        return value
-
-    def put_neuron(self, kind: str, neuron: int, value: Any) -> None:
-        if kind not in NEURON_KINDS:
-            raise KeyError(f"unknown kind {kind!r}; known: {', '.join(NEURON_KINDS)}")
-        self.put(f"{kind}:{int(neuron)}", value)
-
-    def image(self, dataset_index: int) -> bytes | None:
-        return self.get(f"image:{int(dataset_index)}")
-
-    def summary(self) -> list[dict[str, Any]]:
-        """The ranking rows as plain dicts (`read(Summary)` gives the records)."""
-        return self.get("summary") or []
 
 
 def _check_compatible(directory: Path, meta: dict[str, Any], run_id: str) -> None:

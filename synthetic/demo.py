@@ -1,6 +1,6 @@
 """The demo model: a small ResNet-style CNN trained on the synthetic world, cached as a checkpoint.
 
-``python -m synthetic.demo`` trains it (about a minute on 2 CPU cores, > 99 % test accuracy) and prints time
+``python -m synthetic`` trains it (about a minute on 2 CPU cores, > 99 % test accuracy) and prints time
 and accuracy; `load_demo_model` loads it, training first when the checkpoint is missing or outdated. The
 checkpoint lives at ``$PURE_CACHE_DIR/demo_model.pt`` (default ``~/.cache/pure-explorer``).
 
@@ -288,7 +288,7 @@ def load_demo_model(path: str | os.PathLike | None = None, train_if_missing: boo
         if not train_if_missing:
             where = "" if path == default_checkpoint_path() else f" --path {path}"
             raise FileNotFoundError(f"demo model checkpoint {path} is missing or outdated; "
-                                    f"train it with `python -m synthetic.demo{where}`")
+                                    f"train it with `python -m synthetic{where}`")
         train_demo_model(path, progress=progress, log=print if progress else None)
     ckpt = read_checkpoint(path)
     meta = ckpt["meta"]
@@ -300,7 +300,8 @@ def load_demo_model(path: str | os.PathLike | None = None, train_if_missing: boo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the synthetic world's demo net (CPU, a few minutes).")
+    parser = argparse.ArgumentParser(prog="python -m synthetic",
+                                     description="Train the synthetic world's demo net (CPU, a few minutes).")
     parser.add_argument("--path", default=None, help=f"checkpoint path (default {default_checkpoint_path()})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None)
@@ -314,6 +315,3 @@ def main(argv: list[str] | None = None) -> None:
     meta = read_checkpoint(path)["meta"]
     print(f"saved {path}: accuracy {meta['accuracy']:.2%}, train time {meta['train_time_s']:.1f} s")
 
-
-if __name__ == "__main__":
-    main()

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from store import list_runs
-from tests.live_app import (
+from pure_explorer.live_app import (
     ALL_CHARTS_DRAWN,
     IDLE,
     chromium,
@@ -16,6 +15,7 @@ from tests.live_app import (
     serve,
     streamlit_command,
 )
+from store import list_runs
 
 pytestmark = pytest.mark.browser
 

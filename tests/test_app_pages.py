@@ -12,6 +12,7 @@ from app import analysis, store_access, ui
 from app.views import neuron as neuron_page
 from app.views import overview as overview_page
 from store import RunStore, list_runs
+from store.schema import Summary
 
 APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
 
@@ -40,8 +41,8 @@ def _ok(at: AppTest) -> None:
 
 def _ranking(root: Path, name: str = "small") -> list[int]:
     with RunStore.open(root / name) as store:
-        rows = sorted(store.summary(), key=lambda r: (-r["polysemanticity"], r["neuron"]))
-    return [r["neuron"] for r in rows]
+        rows = sorted(store.read(Summary).rows, key=lambda r: (-r.polysemanticity, r.neuron))
+    return [r.neuron for r in rows]
 
 
 def _virtual_neuron_blocks(at: AppTest) -> list[str]:

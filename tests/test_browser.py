@@ -20,8 +20,9 @@ import pytest
 from PIL import Image
 
 from app.figures import data_uri
+from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, serve
 from store import RunStore, list_runs
-from tests.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, serve
+from store.schema import Summary, Thumbnails
 
 pytestmark = pytest.mark.browser
 
@@ -68,8 +69,8 @@ def _wait_idle(page) -> None:
 
 def _ranking(root: Path, run_name: str) -> list[int]:
     with RunStore.open(root / run_name) as store:
-        rows = sorted(store.summary(), key=lambda r: (-r["polysemanticity"], r["neuron"]))
-    return [int(r["neuron"]) for r in rows]
+        rows = sorted(store.read(Summary).rows, key=lambda r: (-r.polysemanticity, r.neuron))
+    return [r.neuron for r in rows]
 
 
 def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path):
@@ -119,7 +120,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     thumbnail.wait_for(state="visible")
     rank = int(re.search(r"reference #(\d+)", page.locator(".hoverlayer .hovertext").first.text_content())[1])
     with RunStore.open(root / run.directory.name) as store:
-        expected = data_uri(store.neuron("thumbnails", order[1])[rank - 1])
+        expected = data_uri(store.read(Thumbnails, order[1]).images[rank - 1])
     assert thumbnail.get_attribute("src") == expected
     page.mouse.move(2, 2)
     thumbnail.wait_for(state="hidden")

@@ -65,7 +65,7 @@ def test_training_is_deterministic_and_saves_a_checkpoint_with_metadata(tmp_path
 
 
 def test_loading_a_missing_checkpoint_without_training_says_how_to_make_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m synthetic.demo"):
+    with pytest.raises(FileNotFoundError, match="python -m synthetic"):
         load_demo_model(tmp_path / "nothing.pt", train_if_missing=False)
 
 

@@ -1,6 +1,7 @@
 """The Dockerfile's entrypoint, run outside Docker (no Docker engine on our machines; CI lints the file with
-hadolint): only what the image COPYs, under the image's ENV, with its exact CMD and HEALTHCHECK commands,
-serving a real store that must not change while the app reads it."""
+hadolint): only what the image COPYs, installed as the image installs it (`pip install --no-deps .`), under
+the image's ENV, with its exact CMD and HEALTHCHECK commands, serving a real store that must not change while
+the app reads it."""
 
 from __future__ import annotations
 
@@ -10,20 +11,24 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import setuptools
 
+from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, free_port, new_page, serve
 from store import list_runs
-from tests.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, free_port, new_page, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_dockerfile(path: Path) -> dict:
-    """The instructions this test needs: FROM, ENV (dict), WORKDIR, COPY sources, USER, CMD and the
-    HEALTHCHECK's CMD (exec-form lists). Continuation lines are joined; comments are dropped."""
+    """The instructions this test needs: FROM, ENV (dict), WORKDIR, COPY (list of (sources, destination)),
+    RUN (list of commands), USER, CMD and the HEALTHCHECK's CMD (exec-form lists). Continuation lines are
+    joined; comments are dropped."""
     lines, current = [], ""
     for raw in path.read_text().splitlines():
         if raw.lstrip().startswith("#") and not current:
@@ -32,14 +37,17 @@ def parse_dockerfile(path: Path) -> dict:
         if not raw.rstrip().endswith("\\"):
             lines.append(current.strip())
             current = ""
-    parsed: dict = {"ENV": {}, "COPY": []}
+    parsed: dict = {"ENV": {}, "COPY": [], "RUN": []}
     for line in filter(None, lines):
         instruction, _, rest = line.partition(" ")
         instruction = instruction.upper()
         if instruction == "ENV":
             parsed["ENV"].update(pair.split("=", 1) for pair in shlex.split(rest))
         elif instruction == "COPY":
-            parsed["COPY"].append(shlex.split(rest)[:-1])
+            *sources, destination = shlex.split(rest)
+            parsed["COPY"].append((sources, destination))
+        elif instruction == "RUN":
+            parsed["RUN"].append(rest)
         elif instruction == "HEALTHCHECK":
             parsed["HEALTHCHECK"] = json.loads(rest[rest.index("CMD ") + 4 :])
         elif instruction == "CMD":
@@ -57,13 +65,30 @@ def test_the_image_is_slim_unprivileged_headless_and_health_checked():
     assert DOCKERFILE["USER"] not in ("root", "0")
     env = DOCKERFILE["ENV"]
     assert env["STREAMLIT_SERVER_HEADLESS"] == "true" and env["PURE_RUNS_DIR"] == "/runs"
-    assert DOCKERFILE["CMD"] == ["streamlit", "run", "app/main.py"]
+    assert DOCKERFILE["CMD"] == ["pure-explorer", "app"]
     assert "/_stcore/health" in " ".join(DOCKERFILE["HEALTHCHECK"])
     assert DOCKERFILE["EXPOSE"] == env["STREAMLIT_SERVER_PORT"]
 
 
+def test_the_image_installs_the_project_after_its_pinned_dependencies():
+    """Dependencies from requirements.txt without its `-e .` line (a layer that survives source changes),
+    then the project from its copied sources (the step the `image` fixture mirrors)."""
+    runs = DOCKERFILE["RUN"]
+    dependencies = next(i for i, run in enumerate(runs) if "requirements.txt" in run)
+    install = next(i for i, run in enumerate(runs) if "pip install --no-deps ." in run)
+    assert "grep -v '^-e' requirements.txt" in runs[dependencies] and dependencies < install
+    assert (ROOT / "requirements.txt").read_text().splitlines()[-1] == "-e ."
+
+
+def test_secrets_never_enter_the_image():
+    copied = [source for sources, _ in DOCKERFILE["COPY"] for source in sources]
+    assert ".streamlit/config.toml" in copied
+    assert not {".", "./", ".streamlit", ".streamlit/"} & set(copied), "a COPY would take secrets.toml along"
+    assert ".streamlit/secrets.toml" in (ROOT / ".dockerignore").read_text().splitlines()
+    assert ".streamlit/secrets.toml" in (ROOT / ".gitignore").read_text().splitlines()
+
+
 def test_hosting_defaults_in_the_copied_streamlit_config():
-    assert [".streamlit/"] in DOCKERFILE["COPY"]
     server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
     from app.uploads import MAX_UPLOAD_MB
 
@@ -72,17 +97,56 @@ def test_hosting_defaults_in_the_copied_streamlit_config():
 
 
 def _image_tree(tmp_path: Path) -> Path:
-    """The image's WORKDIR: exactly the COPYed sources (so a missing COPY fails here, not in production)."""
+    """The image's WORKDIR: exactly the COPYed sources, where Docker puts them (a directory's contents into
+    the destination; a file into a destination ending in /): a missing COPY fails here, not in production."""
     workdir = tmp_path / DOCKERFILE["WORKDIR"].strip("/")
     workdir.mkdir(parents=True)
-    for sources in DOCKERFILE["COPY"]:
+    for sources, destination in DOCKERFILE["COPY"]:
+        target = workdir / destination
         for source in sources:
-            target = workdir / source
             if (ROOT / source).is_dir():
                 shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
             else:
-                shutil.copy2(ROOT / source, target)
+                if destination.endswith("/"):
+                    target.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, target)  # into the directory ``target``, or as the file
     return workdir
+
+
+@dataclass(frozen=True)
+class InstalledImage:
+    """The image's WORKDIR, the site-packages its sources were installed into, and the environment that
+    puts that directory first (its packages, its commands)."""
+
+    workdir: Path
+    site_packages: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> InstalledImage:
+    """The `_image_tree` and the image's `pip install --no-deps .` of it, into a site-packages directory of
+    its own (offline: the build backend is this environment's setuptools)."""
+    workdir = _image_tree(tmp_path_factory.mktemp("image"))
+    target = workdir.parent / "site-packages"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
+         "--target", str(target), "."],
+        cwd=workdir, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    path = f"{target / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    return InstalledImage(workdir, target, {"PYTHONPATH": str(target), "PATH": path})
+
+
+def test_the_image_holds_every_package_of_the_project(image):
+    """Every package the checkout has (by pyproject's package list) is installed from the copied sources,
+    the `pure-explorer` command with them: nothing falls back to this checkout's editable install."""
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    expected = {name.split(".")[0] for name in setuptools.find_packages(ROOT, include=find["include"])}
+    installed = {p.name for p in image.site_packages.iterdir() if (p / "__init__.py").is_file()}
+    assert expected <= installed, f"not in the image: {expected - installed}"
+    command = DOCKERFILE["CMD"][0]
+    assert shutil.which(command, path=image.env["PATH"]) == str(image.site_packages / "bin" / command)
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -94,9 +158,9 @@ def _digest(directory: Path) -> dict[str, str]:
 
 
 @pytest.mark.browser
-def test_the_entrypoint_serves_the_store_read_only_and_passes_its_health_check(demo_runs_root, tmp_path):
-    executable = shutil.which(DOCKERFILE["CMD"][0])
-    assert executable, f"{DOCKERFILE['CMD'][0]} is not on PATH (pip install -r requirements.txt)"
+def test_the_entrypoint_serves_the_store_read_only_and_passes_its_health_check(
+    demo_runs_root, image, tmp_path
+):
     root, _ = demo_runs_root
     run = next(info for info in list_runs(root) if info.complete).directory.name
     before = _digest(root)
@@ -110,10 +174,10 @@ def test_the_entrypoint_serves_the_store_read_only_and_passes_its_health_check(d
         "HF_HOME": str(Path.home() / ".cache" / "huggingface"),
         "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
         "STREAMLIT_SERVER_PORT": str(port),
+        **image.env,
     }
-    workdir = _image_tree(tmp_path)
     log = tmp_path / "server.log"
-    with serve(root, command=DOCKERFILE["CMD"], env=env, cwd=workdir, port=port, log=log) as url:
+    with serve(root, command=DOCKERFILE["CMD"], env=env, cwd=image.workdir, port=port, log=log) as url:
         health = subprocess.run(
             DOCKERFILE["HEALTHCHECK"], env={**os.environ, **env}, capture_output=True, text=True, timeout=30
         )

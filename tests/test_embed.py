@@ -1,10 +1,10 @@
 """pure_core.embed: the offline EfficientNet-Lite0 metric, open_clip image towers (tiny config, random or
-local weights), fast failure for missing tags offline, and the spec factory. No test touches the network."""
+local weights), fast failure for missing tags offline (no connection attempted, also without open_clip's
+private helper), and the spec factory. No test touches the network."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -17,8 +17,10 @@ from pure_core.embed import (
     OpenClipEmbedder,
     make_embedder,
     parse_open_clip_spec,
+    safetensors_alternatives,
 )
 from pure_core.models import MissingWeightsError
+from pure_explorer.testing import network_attempts
 
 TINY = "pure-test-tiny-clip"
 
@@ -71,19 +73,41 @@ def test_lite0_embedder_is_an_embedder_and_batches_consistently(lite0_embedder, 
     assert lite0_embedder.embed([]).shape == (0, 1280)
 
 
+@pytest.fixture(params=["open_clip's helper", "without open_clip's helper"])
+def safetensors_rule(request, monkeypatch) -> str:
+    """A test twice: with open_clip's private `_get_safe_alternatives`, and as if a release dropped it."""
+    if request.param.startswith("without"):
+        import open_clip.pretrained
+
+        monkeypatch.delattr(open_clip.pretrained, "_get_safe_alternatives", raising=False)
+    return request.param
+
+
 # -- open_clip -----------------------------------------------------------------------------------------------
-def test_missing_open_clip_tag_fails_fast_offline(monkeypatch, tmp_path):
+def test_missing_open_clip_tag_fails_fast_offline(monkeypatch, tmp_path, safetensors_rule):
+    """No connection is attempted and open_clip's factory (whose download retries the hub for ~46 s offline)
+    is never entered: the message names the repo, the file and the cache."""
+    import open_clip
+
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
-    with pytest.raises(MissingWeightsError) as info:
+    entered = []
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", lambda *a, **k: entered.append(a))
+    with network_attempts() as attempts, pytest.raises(MissingWeightsError) as info:
         make_embedder("open_clip:ViT-B-32/laion2b_s34b_b79k")
-    assert time.perf_counter() - start < 2.0
+    assert attempts == [] and entered == []
     message = str(info.value)
     assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message and str(tmp_path / "hf" / "hub") in message
     assert "open_clip_model.safetensors" in message and "checkpoint" in message
+
+
+def test_safetensors_alternatives_follow_open_clips_rule(safetensors_rule):
+    assert safetensors_alternatives("open_clip_pytorch_model.bin") == ["open_clip_model.safetensors"]
+    assert safetensors_alternatives("weights.bin") == ["weights.safetensors"]
+    assert safetensors_alternatives("epoch_32.pth") == ["epoch_32.safetensors"]
+    assert safetensors_alternatives("model.safetensors") == [] and safetensors_alternatives("model.pt") == []
 
 
 def test_unknown_tag_or_missing_path_is_reported(tiny_clip_config, tmp_path):

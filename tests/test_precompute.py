@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -189,41 +190,44 @@ def tiny_store(tmp_path_factory, demo_model) -> Path:
 
 
 def test_tiny_run_fills_the_store_as_the_contract_says(tiny_store):
+    from store import schema as sc
+
     with RunStore.open(tiny_store) as store:
         assert store.complete and set(store.stages_done()) == set(STAGES)
         config = store.config
         assert config["model"]["name"] == "demo" and config["dataset"]["kind"] == "world"
         assert config["neurons"] == [0, 1, 2, 3] and config["ks"] == [2, 3]
         assert {"torch", "numpy", "umap-learn"} <= set(store.meta["versions"])
-        refs = store.get("references")
-        n, n_ref = refs["indices"].shape
-        assert (n, n_ref) == (4, 8) and refs["positions"].shape == (4, 8, 2)
-        assert np.all(np.diff(refs["max_activations"], axis=1) <= 0)  # descending activation
+        refs = store.read(sc.References)
+        n, n_ref = refs.indices.shape
+        assert (n, n_ref) == (4, 8) and refs.positions.shape == (4, 8, 2)
+        assert np.all(np.diff(refs.max_activations, axis=1) <= 0)  # descending activation
         c_lower, c_layer = config["channels"]["lower_layer"], config["channels"]["layer"]
-        for row, neuron in enumerate(store.neurons):
-            for index in refs["indices"][row]:
-                image = Image.open(__import__("io").BytesIO(store.image(int(index))))
+        for row, neuron in enumerate(refs.neuron_ids):
+            for index in refs.indices[row]:
+                image = Image.open(io.BytesIO(store.read(sc.ReferenceImage, int(index)).data))
                 assert image.format == "WEBP" and image.size == (64, 64)
-            assert store.get(f"pure:{neuron}").dtype == np.float16
-            pure = store.neuron("pure", neuron)
-            assert pure.shape == (n_ref, c_lower) and np.allclose(np.abs(pure).sum(1), 1, atol=1e-2)
-            assert store.neuron("activation", neuron).shape == (n_ref, c_layer)
-            boxes = store.neuron("boxes", neuron)
+            pure = store.read(sc.PureVectors, neuron).values
+            assert pure.dtype == np.float16 and pure.shape == (n_ref, c_lower)
+            assert np.allclose(np.abs(pure.astype(np.float32)).sum(1), 1, atol=1e-2)
+            assert store.read(sc.ActivationVectors, neuron).values.shape == (n_ref, c_layer)
+            boxes = store.read(sc.CropBoxes, neuron).values
             assert boxes.shape == (n_ref, 4) and np.all(boxes[:, 2] > boxes[:, 0])
-            assert len(store.neuron("crops", neuron)) == len(store.neuron("thumbnails", neuron)) == n_ref
-            assert store.neuron("embeddings", neuron).shape[0] == n_ref
-            umap = store.neuron("umap", neuron)
-            assert umap["pure"].shape == umap["activation"].shape == (n_ref, 2)
-            scores = store.neuron("scores", neuron)
-            assert set(scores["methods"]) == {"pure", "activation", "embedding"}
-            assert set(scores["methods"]["pure"]) == {2, 3} and scores["centroids"][3].shape == (3, c_lower)
-            assert np.isclose(scores["polysemanticity"], scores["rho_inter"] - scores["rho_intra"])
-            assert len(scores["oracle"]["concepts"]) == n_ref
-        summary = store.summary()
-        assert [r["neuron"] for r in summary] == [0, 1, 2, 3]
-        assert all("oracle_polysemanticity" in r for r in summary)
-        assert set(store.get("method_comparison")) == {"pure", "activation", "embedding", "unclustered"}
-        assert set(store.get("distance_correlation")) == {"pure", "activation"}
+            assert len(store.read(sc.Crops, neuron).images) == len(store.read(sc.Thumbnails, neuron).images)
+            assert len(store.read(sc.Crops, neuron).images) == n_ref
+            assert store.read(sc.Embeddings, neuron).values.shape[0] == n_ref
+            umap = store.read(sc.UmapCoordinates, neuron)
+            assert umap.pure.shape == umap.activation.shape == (n_ref, 2)
+            scores = store.read(sc.NeuronScores, neuron)
+            assert set(scores.methods) == {"pure", "activation", "embedding"}
+            assert set(scores.methods["pure"]) == {2, 3} and scores.centroids[3].shape == (3, c_lower)
+            assert np.isclose(scores.polysemanticity, scores.rho_inter - scores.rho_intra)
+            assert len(scores.oracle.concepts) == n_ref
+        summary = store.read(sc.Summary).rows
+        assert [r.neuron for r in summary] == [0, 1, 2, 3]
+        assert all(r.oracle_polysemanticity is not None for r in summary)
+        assert set(store.read(sc.MethodComparison).methods) == {"pure", "activation", "embedding"}
+        assert set(store.read(sc.DistanceCorrelation).methods) == {"pure", "activation"}
         # bookkeeping is gone from the finished store
         assert store.get("references:state") is None and store.get("chunk:crops:0") is None
     # finished stores use a rollback journal: one self-contained file a read-only mount can serve
@@ -326,7 +330,7 @@ def test_disk_full_is_one_clear_line_and_the_run_resumes(tmp_path, demo_model, m
     same command then finishes the run."""
     import errno
 
-    from store.schema import Crops
+    from store.schema import CropBoxes, Crops
 
     out = tmp_path / "full"
     args = [*TINY, "--neurons", "0", "--n-ref", "4", "--ks", "2", "--out", str(out)]
@@ -347,7 +351,7 @@ def test_disk_full_is_one_clear_line_and_the_run_resumes(tmp_path, demo_model, m
     monkeypatch.setattr(RunStore, "write", original)
     assert main(args) == 0
     with RunStore.open(out) as store:
-        assert store.complete and store.neuron("boxes", 0).shape == (4, 4)
+        assert store.complete and store.read(CropBoxes, 0).values.shape == (4, 4)
 
 
 def test_errors_from_the_command_line_have_no_traceback_unless_debug(tmp_path):

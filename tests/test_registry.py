@@ -65,7 +65,7 @@ def test_a_plugin_named_in_the_environment_registers_a_model_that_build_model_th
 def test_the_demo_model_is_neither_trained_nor_downloaded_when_fetching_is_off(tmp_path):
     missing = tmp_path / "no-demo-model.pt"
     missing.write_bytes(b"")  # a file that exists (the checkpoint check passes) but is no checkpoint
-    with pytest.raises(MissingWeightsError, match="python -m synthetic.demo"):
+    with pytest.raises(MissingWeightsError, match="python -m synthetic"):
         build_model(ModelSpec("demo", checkpoint=str(missing)), fetch_missing=False)
 
 

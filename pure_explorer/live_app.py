@@ -1,7 +1,9 @@
-"""A live dashboard for browser tests and benchmarks: `streamlit run app/main.py` on a free localhost port,
-and Debian's chromium driven by Playwright (never `playwright install`).
+"""A live dashboard for browser tests and benchmarks: `streamlit run <installed app/main.py>` on a free
+localhost port, and Debian's chromium driven by Playwright (never `playwright install`); plus what a page
+script waits for (`ALL_CHARTS_DRAWN`, `IDLE`, `K_REDRAW_PROBE`).
 
-Shared by tests/test_browser.py, tests/test_concurrency.py, tests/test_dockerfile.py and benchmarks/.
+Used by the browser tests (tests/test_browser.py, test_concurrency.py, test_access_browser.py,
+test_dockerfile.py) and by benchmarks/.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-ROOT = Path(__file__).resolve().parents[1]
+from pure_explorer import app_script
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser as AsyncBrowser
+    from playwright.sync_api import Browser, Page
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -41,19 +48,22 @@ IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 def chromium_path() -> str | None:
+    """Debian's chromium (on PATH or /usr/bin), or None where it is not installed."""
     return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None
 
 
 def streamlit_command(port: int) -> list[str]:
-    """`streamlit run app/main.py` headless on 127.0.0.1:``port``, no file watcher, no usage statistics."""
+    """`streamlit run <installed app/main.py>` headless on 127.0.0.1:``port``, no file watcher, no usage
+    statistics."""
     return [
-        sys.executable, "-m", "streamlit", "run", "app/main.py",
+        sys.executable, "-m", "streamlit", "run", str(app_script()),
         "--server.headless", "true",
         "--server.port", str(port),
         "--server.address", "127.0.0.1",
@@ -85,13 +95,14 @@ def serve(
     *,
     command: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
-    cwd: Path = ROOT,
+    cwd: Path | None = None,
     port: int | None = None,
     log: Path | None = None,
 ) -> Iterator[str]:
     """Run the dashboard on ``runs_root`` and yield its URL; the server is stopped on exit.
 
     ``command`` (default `streamlit_command`) must listen on ``port``; ``env`` is added to the environment;
+    it runs in ``cwd`` (default: this process's), whose .streamlit/ holds Streamlit's config and secrets;
     the server's output goes to ``log`` (or nowhere)."""
     port = port or free_port()
     out: IO | int = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
@@ -117,7 +128,7 @@ def serve(
 
 
 @contextmanager
-def chromium() -> Iterator:
+def chromium() -> Iterator[Browser]:
     """A Playwright chromium browser (Debian's /usr/bin/chromium), closed on exit."""
     from playwright.sync_api import sync_playwright
 
@@ -130,7 +141,7 @@ def chromium() -> Iterator:
 
 
 @asynccontextmanager
-async def async_chromium() -> AsyncIterator:
+async def async_chromium() -> AsyncIterator[AsyncBrowser]:
     """The same browser for Playwright's async API (many sessions driven at once), closed on exit."""
     from playwright.async_api import async_playwright
 
@@ -142,7 +153,7 @@ async def async_chromium() -> AsyncIterator:
             await browser.close()
 
 
-def new_page(browser, timeout_ms: int = 60_000):
+def new_page(browser: Browser, timeout_ms: int = 60_000) -> Page:
     """A tall tab (every chart of the neuron page in view) with a generous default timeout."""
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.set_default_timeout(timeout_ms)

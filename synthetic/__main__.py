@@ -1,0 +1,5 @@
+"""`python -m synthetic`: train the demo net into the cache (`synthetic.demo.main`)."""
+
+from synthetic.demo import main
+
+main()
