@@ -1,0 +1,99 @@
+"""The dashboard and the store at the paper's size: 2048 neurons x 100 references (synthetic values).
+
+    python benchmarks/bench_large_store.py          # writes /tmp/pure-large/large if missing, then measures
+    python benchmarks/bench_large_store.py --store DIR --neurons 2048 --repeats 3
+
+Reports: the time to write the store (`pure_explorer.large_store`), its bytes per neuron by record kind and
+on disk in all (issue target: <= 2.5 MB per neuron), and the server script time of the overview and of a
+neuron page (`streamlit.testing.v1.AppTest`, first run in this process and reruns; median of --repeats).
+Absolute figures depend on the machine's load, which is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from pure_explorer import app_script
+from pure_explorer.large_store import write_large_store
+from store import RunStore, schema
+
+KINDS = (schema.PureVectors, schema.ActivationVectors, schema.Embeddings, schema.CropBoxes, schema.Crops,
+         schema.Thumbnails, schema.NeuronScores, schema.UmapCoordinates)
+
+
+def _bytes(record) -> int:
+    """Payload bytes of a record's arrays and images (pickling overhead left out)."""
+    value = record.to_store()
+    if isinstance(value, list):
+        return sum(len(item) for item in value)
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if isinstance(record, schema.NeuronScores):
+        return sum(c.nbytes for c in record.centroids.values()) + record.embedding_labels.nbytes
+    return sum(v.nbytes for v in value.values() if hasattr(v, "nbytes"))
+
+
+def store_size(directory: Path, sample: int = 32) -> dict:
+    """Bytes on disk per neuron, and the payload per neuron of each per-neuron record (mean over a sample)."""
+    with RunStore.open(directory) as store:
+        references = store.read(schema.References)
+        neurons = references.neuron_ids
+        picked = neurons[:: max(1, len(neurons) // sample)][:sample]
+        per_kind = {kind.KEY: statistics.mean(_bytes(store.read(kind, n)) for n in picked) for kind in KINDS}
+        images = statistics.mean(len(store.read(schema.ReferenceImage, int(i)).data)
+                                 for i in references.indices[0][:20])
+        unique = len(set(references.indices.ravel().tolist()))
+    disk = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    return {"disk_bytes": disk, "disk_mb_per_neuron": disk / len(neurons) / 1e6,
+            "payload_kb_per_neuron": {k: round(v / 1e3, 1) for k, v in per_kind.items()},
+            "reference_images": {"unique": unique, "mean_kb": round(images / 1e3, 1),
+                                 "kb_per_neuron": round(unique * images / len(neurons) / 1e3, 1)}}
+
+
+def page_times(root: Path, params: dict[str, str], repeats: int) -> dict:
+    """Server script seconds of a page: the first run in a fresh AppTest, then reruns of the same page."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["PURE_RUNS_DIR"] = str(root)
+    first, rerun = [], []
+    for _ in range(repeats):
+        at = AppTest.from_file(str(app_script()), default_timeout=600)
+        at.query_params = dict(params)
+        start = time.perf_counter()
+        at.run()
+        first.append(time.perf_counter() - start)
+        if at.exception:
+            raise RuntimeError([e.value for e in at.exception])
+        start = time.perf_counter()
+        at.run()
+        rerun.append(time.perf_counter() - start)
+    return {"first_s": round(statistics.median(first), 3), "rerun_s": round(statistics.median(rerun), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", default="/tmp/pure-large/large", help="store (written when missing)")
+    parser.add_argument("--neurons", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    directory = Path(args.store)
+    report: dict = {"load_average": os.getloadavg()}
+    if not (directory / "cache.db").is_file():
+        start = time.perf_counter()
+        write_large_store(directory, n_neurons=args.neurons)
+        report["write_s"] = round(time.perf_counter() - start, 1)
+    report["size"] = store_size(directory)
+    report["overview"] = page_times(directory.parent, {}, args.repeats)
+    report["neuron_page"] = page_times(directory.parent, {"page": "neuron", "neuron": "7", "k": "2"},
+                                       args.repeats)
+    report["load_average_after"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

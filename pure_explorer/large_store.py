@@ -1,0 +1,191 @@
+"""A run store of real size and formats with synthetic values, for tests and benchmarks at scale: a fixture,
+never a result.
+
+`write_large_store` writes what a ResNet-50 ``layer4 <- layer3`` run over ImageNet's validation set would
+hold (default 2048 neurons x 100 references, C_lower 1024, C_L 2048, 768-d embeddings, k = 2..8) through the
+records of `store.schema`, as precompute writes them, in minutes: reference images, crops and thumbnails
+are real WEBP images (random crops of the photographs that ship with scikit-image, with the display mask
+drawn by `pure_core.crops`), so their bytes are what real ones weigh; vectors are float16 with planted
+cluster structure; scores, centroids and UMAP coordinates are drawn at random with the right shapes and
+invariants (rho_inter - rho_intra = polysemanticity, centroids per stored k). Nothing is computed by a model.
+
+    python -m pure_explorer.large_store runs/large --neurons 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pure_core.crops import crop_for_display, crop_for_embedding
+from store import STAGES, RunStore, schema
+from store.codecs import EMBED_QUALITY, THUMB_QUALITY, encode_image
+
+__all__ = ["LARGE_CONFIG", "write_large_store", "main"]
+
+# The shape of the paper's setting: ResNet-50 layer4 (2048 channels) with circuits in layer3 (1024).
+LARGE_CONFIG = {"n_neurons": 2048, "n_ref": 100, "c_lower": 1024, "c_layer": 2048, "embed_dim": 768,
+                "ks": tuple(range(2, 9)), "n_images": 50_000, "image_px": 224, "thumbnail_px": 128}
+POOL_SIZE = 512  # distinct images, crops and thumbnails drawn once and reused across neurons
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def _photo_pool(rng: np.random.Generator, n: int, size_px: int) -> list[np.ndarray]:
+    """``n`` random square crops ``(size_px, size_px, 3)`` uint8 of scikit-image's colour photographs."""
+    import skimage.data
+
+    photos = [getattr(skimage.data, name)() for name in PHOTOS]
+    pool = []
+    for _ in range(n):
+        photo = photos[rng.integers(len(photos))]
+        side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2])))
+        top = int(rng.integers(0, photo.shape[0] - side + 1))
+        left = int(rng.integers(0, photo.shape[1] - side + 1))
+        crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size_px, size_px),
+                                                                             Image.Resampling.BILINEAR)
+        pool.append(np.asarray(crop))
+    return pool
+
+
+def _heatmap(rng: np.random.Generator, size_px: int) -> np.ndarray:
+    """A Gaussian bump at a random place: stands in for an input heatmap ``(size_px, size_px)``."""
+    cy, cx = rng.uniform(0.2, 0.8, 2) * size_px
+    sigma = rng.uniform(0.08, 0.2) * size_px
+    yy, xx = np.mgrid[0:size_px, 0:size_px]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+
+def _neuron_vectors(rng: np.random.Generator, n_ref: int, c_lower: int, c_layer: int, embed_dim: int):
+    """Float16 PURE ``(n_ref, c_lower)`` (L1 rows around 1-3 sparse circuits), activation ``(n_ref, c_layer)``
+    and embedding ``(n_ref, embed_dim)`` vectors, and the planted circuit of each reference."""
+    n_circuits = int(rng.integers(1, 4))
+    circuit = rng.integers(0, n_circuits, n_ref)
+    width = max(1, min(8, c_lower // n_circuits))  # lower-layer channels that carry one circuit
+    channels = rng.choice(c_lower, size=(n_circuits, width), replace=False)
+    pure = np.abs(rng.normal(0, 0.002, (n_ref, c_lower)))
+    pure[np.arange(n_ref)[:, None], channels[circuit]] += rng.uniform(0.02, 0.1, (n_ref, width))
+    pure /= pure.sum(axis=1, keepdims=True)
+    activation = np.abs(rng.normal(0.3, 0.3, (n_ref, c_layer)))
+    centres = rng.normal(0, 3, (n_circuits, embed_dim))
+    embeddings = centres[circuit] + rng.normal(0, 1, (n_ref, embed_dim))
+    return pure.astype(np.float16), activation.astype(np.float16), embeddings.astype(np.float16), circuit
+
+
+def _neuron_scores(rng: np.random.Generator, pure: np.ndarray, ks: Sequence[int]) -> schema.NeuronScores:
+    """Random scores with the stored invariants (polysemanticity = rho_inter - rho_intra, centroids per k)."""
+    n_ref = len(pure)
+    overall = float(rng.uniform(10, 16))
+    rho_intra = overall - float(rng.uniform(0, 2))
+    rho_inter = rho_intra + float(rng.gamma(1.5, 0.6))
+    methods = {method: {int(k): schema.MethodScore(rho_intra - 0.1 * k * rng.uniform(0, 1),
+                                                   rho_inter + 0.05 * k * rng.uniform(0, 1)) for k in ks}
+               for method in schema.METHODS}
+    centroids = {int(k): pure[rng.choice(n_ref, size=k, replace=False)].astype(np.float32) for k in ks}
+    return schema.NeuronScores(
+        polysemanticity=rho_inter - rho_intra, rho_intra=rho_intra, rho_inter=rho_inter, overall=overall,
+        embedding_labels=rng.integers(0, 2, n_ref), methods=methods,
+        correlation=schema.Correlation(float(rng.uniform(0.2, 0.6)), float(rng.uniform(0.0, 0.3))),
+        centroids=centroids)
+
+
+def _config(neurons: list[int], n_ref: int, n_images: int, ks: Sequence[int], seed: int) -> dict:
+    return {
+        "model": {"name": "resnet50", "weights": "IMAGENET1K_V2", "checkpoint": None},
+        "layer": "layer4", "lower_layer": "layer3",
+        "dataset": {"kind": "folder", "path": None, "n_images": n_images, "seed": None, "size_px": None},
+        "n_ref": n_ref, "neurons": neurons, "embedder": "open_clip:ViT-B-32/openai",
+        "crop": {"embed_kernel": 5, "embed_threshold": 0.01, "display_kernel": 51, "display_threshold": 0.01,
+                 "thumbnail_px": 128},
+        "ks": [int(k) for k in ks], "attribution": "gradient_x_activation",
+        "umap": {"n_neighbors": 6, "min_dist": 0.3, "random_state": 0}, "seed": seed,
+        "preset": "large-fixture", "fixture": "pure_explorer.large_store: synthetic values, not a result",
+    }
+
+
+def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: int = 100, c_lower: int = 1024,
+                      c_layer: int = 2048, embed_dim: int = 768, ks: Sequence[int] = tuple(range(2, 9)),
+                      n_images: int = 50_000, image_px: int = 224, thumbnail_px: int = 128, seed: int = 0,
+                      progress: bool = True) -> Path:
+    """Write a complete run store of real size with synthetic values at ``directory``; returns it."""
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    neurons = list(range(n_neurons))
+    config = _config(neurons, n_ref, n_images, ks, seed)
+    identity = {"config": config, "fingerprints": {"fixture": "large", "seed": seed}}
+    store = RunStore.create(directory, identity, config, {"pure_explorer.large_store": "fixture"})
+    photos = _photo_pool(rng, POOL_SIZE, image_px)
+    heatmaps = [_heatmap(rng, image_px) for _ in range(POOL_SIZE)]
+    pool_images = [encode_image(Image.fromarray(p), EMBED_QUALITY) for p in photos]
+    pool_crops = [encode_image(crop_for_embedding(p, h), EMBED_QUALITY) for p, h in zip(photos, heatmaps,
+                                                                                          strict=True)]
+    pool_thumbs = [encode_image(crop_for_display(p, h, size_px=thumbnail_px), THUMB_QUALITY)
+                   for p, h in zip(photos, heatmaps, strict=True)]
+
+    indices = np.stack([rng.choice(n_images, size=n_ref, replace=False) for _ in neurons]).astype(np.int64)
+    max_activations = -np.sort(-rng.gamma(4.0, 2.0, (n_neurons, n_ref)), axis=1).astype(np.float32)
+    references = schema.References(np.asarray(neurons), indices, max_activations,
+                                   rng.integers(0, 7, (n_neurons, n_ref, 2)))
+    with store.transaction():
+        store.write(references)
+        store.write(schema.ScanReport(n_images, n_images, 0, ()))
+    unique = np.unique(indices)
+    for start in tqdm(range(0, len(unique), 1024), desc="reference images", disable=not progress):
+        with store.transaction():
+            for index in unique[start:start + 1024]:
+                store.write(schema.ReferenceImage(pool_images[int(index) % POOL_SIZE]), int(index))
+
+    rows = []
+    for row, neuron in enumerate(tqdm(neurons, desc="neurons", unit="neuron", disable=not progress)):
+        pure, activation, embeddings, _ = _neuron_vectors(rng, n_ref, c_lower, c_layer, embed_dim)
+        pooled = [int(i) % POOL_SIZE for i in indices[row]]
+        scores = _neuron_scores(rng, pure, ks)
+        with store.transaction():
+            store.write(schema.PureVectors(pure), neuron)
+            store.write(schema.ActivationVectors(activation), neuron)
+            store.write(schema.Embeddings(embeddings), neuron)
+            store.write(schema.CropBoxes(np.tile([16, 16, 208, 208], (n_ref, 1))), neuron)
+            store.write(schema.Crops([pool_crops[i] for i in pooled]), neuron)
+            store.write(schema.Thumbnails([pool_thumbs[i] for i in pooled]), neuron)
+            store.write(scores, neuron)
+            store.write(schema.UmapCoordinates(rng.normal(0, 3, (n_ref, 2)), rng.normal(0, 3, (n_ref, 2))),
+                        neuron)
+        rows.append(schema.SummaryRow(neuron, scores.polysemanticity, scores.rho_intra, scores.rho_inter,
+                                      scores.overall, float(max_activations[row, 0]), n_ref))
+    means = {method: {int(k): schema.MethodScore(float(rng.uniform(10, 14)), float(rng.uniform(14, 16)))
+                      for k in ks} for method in schema.METHODS}
+    with store.transaction():
+        store.write(schema.Summary(rows))
+        store.write(schema.MethodComparison(means, float(np.mean([r.overall for r in rows]))))
+        store.write(schema.DistanceCorrelation({"pure": schema.PooledCorrelation(0.38, 0.01),
+                                                "activation": schema.PooledCorrelation(0.17, 0.01)}))
+        for stage in STAGES:
+            store.mark_stage_done(stage, 0.0)
+    store.finalize()
+    store.close()
+    return Path(directory)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pure_explorer.large_store", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", help="store directory to create")
+    parser.add_argument("--neurons", type=int, default=LARGE_CONFIG["n_neurons"])
+    parser.add_argument("--n-ref", type=int, default=LARGE_CONFIG["n_ref"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    out = write_large_store(args.out, n_neurons=args.neurons, n_ref=args.n_ref, seed=args.seed)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    seconds = time.perf_counter() - start
+    print(f"wrote {out}: {args.neurons} neurons x {args.n_ref} references in {seconds:.0f} s, "
+          f"{size / 1e9:.2f} GB ({size / args.neurons / 1e6:.2f} MB per neuron)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The large-store fixture writes every record of a real run (shapes, dtypes, invariants) and the dashboard
+opens it; tested at a small size here (benchmarks use the real one: 2048 neurons x 100 references)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pure_explorer.large_store import write_large_store
+from store import RunStore, schema
+
+APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
+SHAPE = {"n_neurons": 5, "n_ref": 12, "c_lower": 16, "c_layer": 24, "embed_dim": 8, "ks": (2, 3, 4),
+         "n_images": 200, "image_px": 64, "thumbnail_px": 32}
+
+
+@pytest.fixture(scope="module")
+def large_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("large")
+    write_large_store(root / "large", progress=False, **SHAPE)
+    return root
+
+
+def test_every_record_of_a_run_is_written_with_its_shape_and_dtype(large_root):
+    with RunStore.open(large_root / "large") as store:
+        assert store.complete
+        references = store.read(schema.References)
+        assert references.indices.shape == (5, 12) and references.neuron_ids == [0, 1, 2, 3, 4]
+        assert np.all(np.diff(references.max_activations, axis=1) <= 0)
+        for index in np.unique(references.indices):
+            assert store.read(schema.ReferenceImage, int(index)).data[8:12] == b"WEBP"
+        for neuron in references.neuron_ids:
+            pure = store.read(schema.PureVectors, neuron).values
+            assert pure.shape == (12, 16) and pure.dtype == np.float16
+            assert np.allclose(pure.astype(np.float32).sum(axis=1), 1, atol=1e-2)  # L1 rows, non-negative
+            assert store.read(schema.ActivationVectors, neuron).values.shape == (12, 24)
+            assert store.read(schema.Embeddings, neuron).values.shape == (12, 8)
+            assert len(store.read(schema.Thumbnails, neuron).images) == 12
+            assert len(store.read(schema.Crops, neuron).images) == 12
+            scores = store.read(schema.NeuronScores, neuron)
+            assert np.isclose(scores.polysemanticity, scores.rho_inter - scores.rho_intra)
+            assert {k: c.shape for k, c in scores.centroids.items()} == {2: (2, 16), 3: (3, 16), 4: (4, 16)}
+            assert store.read(schema.UmapCoordinates, neuron).pure.shape == (12, 2)
+        assert [r.neuron for r in store.read(schema.Summary).rows] == [0, 1, 2, 3, 4]
+        assert "fixture" in store.config  # says it is a fixture, not a result
+
+
+def test_the_dashboard_opens_the_large_store(monkeypatch, large_root):
+    monkeypatch.setenv("PURE_RUNS_DIR", str(large_root))
+    for params in ({}, {"page": "neuron", "neuron": "3", "k": "3"}):
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.query_params = params
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
