@@ -244,6 +244,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
     import numpy as np
     import torch
 
+    from precompute.distributed import init_group
     from precompute.job import Job
     from precompute.stages import run_stages
     from pure_core.models import ModelSpec, build_model, model_fingerprint
@@ -252,6 +253,12 @@ def run(args: argparse.Namespace, log=print) -> Path:
     torch.manual_seed(config.seed)  # seeds random initialisations (e.g. --weights none)
     np.random.seed(config.seed)
     device = _resolve_device(config.device)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: a GPU per process
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    group = init_group(device)
+    if not group.is_main:  # rank 0 speaks for the job
+        log = _silent
     check_dataset_path(config.dataset)  # cheap checks first: nothing below reads data
     loaded = build_model(ModelSpec(config.model.name, config.model.weights, config.model.checkpoint),
                          device=str(device))  # missing weights fail here, in well under a second
@@ -279,14 +286,19 @@ def run(args: argparse.Namespace, log=print) -> Path:
     if embedder is not None:
         store_config["embedder_name"] = embedder.name
     fresh = not (out / "cache.db").exists()
+    if not group.is_main:
+        group.barrier()  # rank 0 creates the store (or checks it holds this run) first
     try:
         store = RunStore.create(out, identity, store_config, library_versions())
     except StoreMismatchError as error:
         raise StoreMismatchError(f"{error}{_identity_difference(out, identity)}") from error
+    if group.is_main:
+        group.barrier()
     try:
         if store.complete:
             log(f"precompute: {out} already holds this run, complete (run {store.run_id})")
-            store.finalize()
+            if group.is_main:
+                store.finalize()
             log(_dashboard_hint(out))
             return out
         checkpoint_every = args.checkpoint_every or max(1, round(2048 / config.batch_size))
@@ -297,20 +309,30 @@ def run(args: argparse.Namespace, log=print) -> Path:
                   progress=not args.no_progress and "PURE_NO_PROGRESS" not in os.environ,
                   checkpoint_every=max(1, checkpoint_every), chunk_neurons=max(1, args.chunk_neurons),
                   image_chunk=max(8, config.batch_size), workers=_default_workers(config, source), log=log,
-                  attribution_strategy=args.attribution_strategy)
+                  attribution_strategy=args.attribution_strategy, group=group)
         setup_s = time.perf_counter() - t_start
         try:
             run_stages(job)
         except DatasetError:
-            if fresh and not any(store.stages_done().values()):  # e.g. every image unreadable: keep no
-                store.close()                                     # half-started store behind
+            if fresh and group.is_main and not any(store.stages_done().values()):  # e.g. every image
+                store.close()                                   # unreadable: keep no half-started store
                 shutil.rmtree(out, ignore_errors=True)
             raise
-        store.finalize()
-        _report(store, out, setup_s, time.perf_counter() - t_start, log)
+        if not group.is_main:
+            store.close()
+        group.barrier()  # the other ranks have let go of the store
+        if group.is_main:
+            store.finalize()
+            _report(store, out, setup_s, time.perf_counter() - t_start, log)
     finally:
         store.close()
+        if group.world > 1:
+            torch.distributed.destroy_process_group()
     return out
+
+
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

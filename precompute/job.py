@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from precompute.config import RunConfig
+from precompute.distributed import Group
 from pure_core.embed import Embedder
 from pure_core.models import Preprocessing
 from pure_core.sources import ImageSource, UnreadableImageError
@@ -42,6 +43,7 @@ class Job:
     workers: int = 0
     log: Callable[[str], None] = print
     seconds: dict[str, float] = field(default_factory=dict)
+    group: Group = field(default_factory=Group)  # this process among the job's processes (torchrun)
     batch_size: int = 0  # the current stage's recorded batch size (`precompute.runner.ChunkRunner`)
     _embedder: Any = None
 

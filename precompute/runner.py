@@ -48,9 +48,14 @@ class ChunkRunner:
         self.done = [job.store.is_chunk_done(part, c) for c in range(len(self.chunks))]
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=sum(weight(c) for c in self.chunks), desc=desc, unit=unit,
-                        initial=sum(weight(c) for c, ok in zip(self.chunks, self.done, strict=True) if ok),
-                        disable=not job.progress, dynamic_ncols=True, leave=True, mininterval=0.5)
+        group = job.group
+        mine = [c for c in range(len(self.chunks)) if group.takes(c)]
+        if group.world > 1:
+            desc = f"{desc} [{len(mine)} of {len(self.chunks)} chunks on rank 0 of {group.world}]"
+        self.bar = tqdm(total=sum(weight(self.chunks[c]) for c in mine), desc=desc, unit=unit,
+                        initial=sum(weight(self.chunks[c]) for c in mine if self.done[c]),
+                        disable=not (job.progress and group.is_main), dynamic_ncols=True, leave=True,
+                        mininterval=0.5)
 
     def _layout(self, chunk_size: int) -> int:
         """The chunk size (and, into ``job.batch_size``, the batch size) recorded at the part's first run."""
@@ -67,9 +72,9 @@ class ChunkRunner:
         return all(self.done)
 
     def pending(self) -> Iterator[tuple[int, range]]:
-        """``(chunk id, item range)`` of every chunk not committed yet, in order."""
+        """``(chunk id, item range)`` of every chunk not committed yet that this process takes, in order."""
         for chunk_id, chunk in enumerate(self.chunks):
-            if not self.done[chunk_id]:
+            if not self.done[chunk_id] and self.job.group.takes(chunk_id):
                 yield chunk_id, chunk
 
     def advance(self, n: int) -> None:
@@ -88,7 +93,10 @@ class ChunkRunner:
         self.done[chunk_id] = True
 
     def close(self) -> None:
+        """End the part: the progress bar closes, and every process waits until all chunks are committed."""
         self.bar.close()
+        self.job.group.barrier()
+        self.done = [self.job.store.is_chunk_done(self.part, c) for c in range(len(self.chunks))]
 
 
 def clear_bookkeeping(job: Job, parts: tuple[str, ...]) -> None:

@@ -119,11 +119,19 @@ class TopReferences:
         """Merge a batch of ``B`` images: ``values (B, N)`` and ``positions (B, N, 2)`` as
         `pooled_activations` returns them (for the ``N`` neurons), ``indices (B,)`` their dataset indices."""
         values = np.asarray(values).T
+        self._keep_best(values, np.broadcast_to(np.asarray(indices, dtype=np.int64), values.shape),
+                        np.asarray(positions, dtype=np.int64).transpose(1, 0, 2))
+
+    def merge(self, other: TopReferences) -> None:
+        """Merge another top set of the same neurons (e.g. another process's shard of the dataset); the result
+        equals one pass over both shards' images."""
+        self._keep_best(other.values, other.indices, other.positions)
+
+    def _keep_best(self, values: np.ndarray, indices: np.ndarray, positions: np.ndarray) -> None:
+        """Keep the best ``n_ref`` of the current set and candidates ``(N, c)``, ``(N, c)``, ``(N, c, 2)``."""
         all_values = np.concatenate([self.values, values], axis=1)
-        all_indices = np.concatenate(
-            [self.indices, np.broadcast_to(np.asarray(indices, dtype=np.int64), values.shape)], axis=1)
-        all_positions = np.concatenate(
-            [self.positions, np.asarray(positions, dtype=np.int64).transpose(1, 0, 2)], axis=1)
+        all_indices = np.concatenate([self.indices, indices], axis=1)
+        all_positions = np.concatenate([self.positions, positions], axis=1)
         key = np.where(np.isnan(all_values), np.inf, -all_values.astype(np.float64))
         order = np.lexsort((all_indices, key), axis=1)[:, :self.n_ref]
         self.values = np.take_along_axis(all_values, order, 1)

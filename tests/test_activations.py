@@ -209,3 +209,22 @@ def test_a_reference_scan_checks_its_layer_and_n_ref_before_reading_data():
         ReferenceScan(_small_net(), "relu9", 5)
     with pytest.raises(ValueError, match="n_ref"):
         ReferenceScan(_small_net(), "relu2", 0)
+
+
+def test_top_sets_of_dataset_shards_merge_into_the_top_set_of_one_pass():
+    """What distributed precompute does: each process ranks its shard; merging the shards' sets is exact."""
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(40, 5)).astype(np.float32)
+    values[::7] = values[0]  # ties across shards go to the lower dataset index
+    positions = rng.integers(0, 4, size=(40, 5, 2))
+    whole = TopReferences.empty(5, 6)
+    whole.update(values, positions, np.arange(40))
+    shards = [TopReferences.empty(5, 6) for _ in range(3)]
+    for chunk, start in enumerate(range(0, 40, 8)):  # round-robin chunks of 8 images, as ranks take them
+        shards[chunk % 3].update(values[start:start + 8], positions[start:start + 8], np.arange(start, start + 8))
+    merged = shards[2]
+    merged.merge(shards[0])
+    merged.merge(shards[1])
+    np.testing.assert_array_equal(merged.indices, whole.indices)
+    np.testing.assert_array_equal(merged.values, whole.values)
+    np.testing.assert_array_equal(merged.positions, whole.positions)

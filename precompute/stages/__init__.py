@@ -50,8 +50,10 @@ def run_stages(job: Job) -> dict[str, float]:
         start = time.perf_counter()
         stage.run(job)
         seconds = time.perf_counter() - start
-        with job.store.transaction():
-            clear_bookkeeping(job, stage.parts)
-            job.store.mark_stage_done(stage.name, seconds)
+        if job.group.is_main:
+            with job.store.transaction():
+                clear_bookkeeping(job, stage.parts)
+                job.store.mark_stage_done(stage.name, seconds)
+        job.group.barrier()
         job.seconds[stage.name] = seconds
     return job.seconds

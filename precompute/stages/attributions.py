@@ -104,7 +104,9 @@ def run(job: Job) -> None:
             store.put(f"attributions:part:{chunk_id}", part)
         runner.advance(len(part["rows"]))
     runner.close()
-    _assemble(job, neurons, indices, len(runner.chunks))
+    if job.group.is_main:  # the parts of every rank are in the store now
+        _assemble(job, neurons, indices, len(runner.chunks))
+    job.group.barrier()
 
 
 def _assemble(job: Job, neurons: list[int], indices: np.ndarray, n_parts: int) -> None:

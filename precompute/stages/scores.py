@@ -100,7 +100,9 @@ def run(job: Job) -> None:
                     store.write(scores, neuron)
                     store.write(coords, neuron)
         runner.close()
-        _aggregate(job, references)
+        if job.group.is_main:  # every rank's neurons are scored now
+            _aggregate(job, references)
+        job.group.barrier()
 
 
 def _aggregate(job: Job, references: References) -> None:
