@@ -6,6 +6,9 @@ Configured in `.streamlit/secrets.toml` (never in the URL):
     mode = "oidc"                       # or "password"; absent section = open (local use)
     allowed_emails = ["ada@lab.org", "@lab.org"]   # exact addresses or whole domains; empty = any
     password = "..."                    # password mode only
+    cookie_secret = "..."               # password mode: signs the login cookie (absent: login per tab)
+    session_hours = 12                  # password mode: how long that cookie keeps a browser logged in
+    behind_proxy = false                # true: limit attempts per X-Forwarded-For client, not per socket
 
     [auth]                              # OIDC mode: Streamlit's st.login settings (needs Authlib)
     redirect_uri = "https://explorer.lab.org/oauth2callback"
@@ -13,18 +16,37 @@ Configured in `.streamlit/secrets.toml` (never in the URL):
     client_id = "..."
     client_secret = "..."
     server_metadata_url = "https://accounts.example.org/.well-known/openid-configuration"
+
+Password mode is a shared password plus a self-declared e-mail (the allow-list only filters what people
+type); OIDC is the way to real identities. Failed passwords are limited per client with exponential back-off
+(`AttemptLimiter`), compared in constant time, and a successful login sets a signed cookie
+(`AccessPolicy.session_token`: HMAC-SHA256 over e-mail and expiry, keyed by the cookie secret and the
+password), so a reload or a shared link in a new tab stays logged in until it expires or the user logs out.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
-from collections.abc import Mapping
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import streamlit as st
 
+from app.safe_text import code
+
 Mode = Literal["open", "oidc", "password"]
+SESSION_COOKIE = "pure_explorer_session"
+DEFAULT_SESSION_HOURS = 12.0
+MAX_EMAIL_CHARS = 254  # RFC 5321's limit on a forward path
+MAX_PASSWORD_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -34,6 +56,9 @@ class AccessPolicy:
     mode: Mode = "open"
     allowed_emails: frozenset[str] = frozenset()
     password: str | None = None
+    cookie_secret: str | None = None
+    session_s: float = DEFAULT_SESSION_HOURS * 3600
+    behind_proxy: bool = False
 
     @classmethod
     def from_secrets(cls, secrets: Mapping[str, Any]) -> AccessPolicy:
@@ -48,7 +73,17 @@ class AccessPolicy:
                 "[access] mode = 'oidc' needs an [auth] section (st.login settings) in secrets.toml"
             )
         emails = frozenset(str(e).strip().lower() for e in access.get("allowed_emails", []) if str(e).strip())
-        return cls(mode=mode, allowed_emails=emails, password=access.get("password"))
+        hours = access.get("session_hours", DEFAULT_SESSION_HOURS)
+        if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= 24 * 366:
+            raise ValueError(f"[access] session_hours must be a number of hours above 0, not {hours!r}")
+        return cls(
+            mode=mode,
+            allowed_emails=emails,
+            password=access.get("password"),
+            cookie_secret=access.get("cookie_secret") or None,
+            session_s=float(hours) * 3600,
+            behind_proxy=bool(access.get("behind_proxy", False)),
+        )
 
     def email_allowed(self, email: str | None) -> bool:
         """True when `email` is listed (or its `@domain` is), or when no allow-list is configured."""
@@ -61,7 +96,88 @@ class AccessPolicy:
         return email in self.allowed_emails or domain in self.allowed_emails
 
     def password_matches(self, attempt: str) -> bool:
-        return self.password is not None and hmac.compare_digest(attempt.encode(), self.password.encode())
+        """Constant-time comparison (of digests, so that not even the password's length leaks)."""
+        if self.password is None:
+            return False
+        digest = hashlib.sha256
+        return hmac.compare_digest(digest(attempt.encode()).digest(), digest(self.password.encode()).digest())
+
+    def _cookie_key(self) -> bytes:
+        """The signing key: the cookie secret mixed with the password, so a new password ends every login."""
+        return hmac.new(
+            str(self.cookie_secret).encode(), str(self.password).encode(), hashlib.sha256
+        ).digest()
+
+    def session_token(self, email: str, now: float) -> str | None:
+        """A login cookie's value for ``email``, valid `session_s` from ``now`` (epoch seconds):
+        ``<e-mail, base64url>.<expiry>.<HMAC-SHA256 hex>``; None without a cookie secret."""
+        if self.cookie_secret is None:
+            return None
+        name = base64.urlsafe_b64encode(email.encode()).decode().rstrip("=")
+        payload = f"{name}.{int(now + self.session_s)}"
+        return f"{payload}.{hmac.new(self._cookie_key(), payload.encode(), hashlib.sha256).hexdigest()}"
+
+    def token_email(self, token: object, now: float) -> str | None:
+        """The e-mail a login cookie vouches for at ``now``: None unless its signature is this instance's, it
+        has not expired and the e-mail is (still) allowed."""
+        if self.cookie_secret is None or not isinstance(token, str) or len(token) > 1024:
+            return None
+        payload, _, signature = token.rpartition(".")
+        name, _, expiry = payload.partition(".")
+        expected = hmac.new(self._cookie_key(), payload.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            return None
+        try:
+            email = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
+            alive = int(expiry) > now
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return None
+        return email if alive and self.email_allowed(email) else None
+
+
+class AttemptLimiter:
+    """Failed logins per client, shared by all sessions of the process (thread-safe): after
+    ``free_failures`` failures, a client must wait ``base_delay_s * 2**(n - free_failures)`` seconds (at most
+    ``max_delay_s``) after its n-th failure before the next attempt counts; a success clears its record."""
+
+    def __init__(
+        self,
+        free_failures: int = 3,
+        base_delay_s: float = 1.0,
+        max_delay_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free_failures = free_failures
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.clock = clock
+        self._failures: dict[str, tuple[int, float]] = {}  # client -> (failures, time of the last one)
+        self._lock = threading.Lock()
+
+    def wait_s(self, client: str) -> float:
+        """Seconds ``client`` must still wait before its next attempt counts (0 when it may try now)."""
+        with self._lock:
+            failures, last = self._failures.get(client, (0, 0.0))
+        if failures < self.free_failures:
+            return 0.0
+        delay = min(self.max_delay_s, self.base_delay_s * 2 ** (failures - self.free_failures))
+        return max(0.0, last + delay - self.clock())
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            forget = [c for c, (_, last) in self._failures.items() if now - last > 2 * self.max_delay_s]
+            for stale in forget:  # keeps the table small under many clients
+                del self._failures[stale]
+            failures, _ = self._failures.get(client, (0, now))
+            self._failures[client] = (failures + 1, now)
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+LOGIN_ATTEMPTS = AttemptLimiter()
 
 
 def _secrets() -> Mapping[str, Any]:
@@ -72,7 +188,8 @@ def _secrets() -> Mapping[str, Any]:
 
 
 def _admitted_email(policy: AccessPolicy) -> str | None:
-    """The e-mail of the visitor this policy lets in now ("" on an open instance); None while not admitted."""
+    """The e-mail of the visitor this policy lets in now ("" on an open instance); None while not admitted.
+    In password mode a valid login cookie admits a new session (a reload, a new tab) unless it logged out."""
     if policy.mode == "open":
         return ""
     if policy.mode == "oidc":
@@ -80,11 +197,35 @@ def _admitted_email(policy: AccessPolicy) -> str | None:
             return None
         email = st.user.get("email") or ""
         return email if policy.email_allowed(email) else None
-    return st.session_state.get("access_email")
+    email = st.session_state.get("access_email")
+    if email is None and not st.session_state.get("access_logged_out"):
+        email = policy.token_email(st.context.cookies.get(SESSION_COOKIE), time.time())
+        if email is not None:
+            st.session_state["access_email"] = email
+    return email
 
 
 def _log_out_of_password() -> None:
+    """Forget the login in this session and have the page delete its cookie (which this session, having
+    read the cookie when it connected, ignores from now on)."""
     st.session_state.pop("access_email", None)
+    st.session_state["access_logged_out"] = True
+    st.session_state["access_cookie"] = ""
+
+
+def _write_pending_cookie(policy: AccessPolicy) -> None:
+    """Set (after a login) or delete (after a logout) the login cookie from the page: a Streamlit script
+    cannot set response headers, so a tiny script in the page does it. Not HttpOnly, hence
+    ``SameSite=Strict`` and ``Secure`` on HTTPS; the value holds only characters safe in a JS string."""
+    value = st.session_state.pop("access_cookie", None)
+    if value is None:
+        return
+    max_age_s = int(policy.session_s) if value else 0
+    st.html(
+        f"<script>document.cookie = '{SESSION_COOKIE}={value}; Max-Age={max_age_s}; Path=/; SameSite=Strict'"
+        " + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+        unsafe_allow_javascript=True,
+    )
 
 
 def is_admitted() -> bool:
@@ -105,16 +246,57 @@ def require_access() -> None:
     email = _admitted_email(policy)
     if email is None:
         _login(policy)
-    elif policy.mode != "open":
+    elif policy.mode == "oidc":
         with st.sidebar:
-            st.caption(f"Signed in as {email}")
-            st.button("Log out", on_click=st.logout if policy.mode == "oidc" else _log_out_of_password)
+            st.caption(f"Signed in as {code(email)}")
+            st.button("Log out", on_click=st.logout)
+    elif policy.mode == "password":
+        with st.sidebar:
+            st.caption(f"Signed in as {code(email)} (self-declared: the password is shared)")
+            st.button("Log out", on_click=_log_out_of_password)
+            _write_pending_cookie(policy)
+
+
+def login_field(value: object, max_chars: int) -> str:
+    """A login field's value as the client sent it: anything but a string (a forged widget state over the
+    websocket) counts as empty, and an over-long string is cut, so no value can crash the login."""
+    return value[:max_chars] if isinstance(value, str) else ""
+
+
+def _client(policy: AccessPolicy) -> str:
+    """Whom failed attempts are counted against: the client address (behind a proxy, the last
+    X-Forwarded-For entry, which the proxy wrote), else this session (on localhost Streamlit knows none)."""
+    forwarded = st.context.headers.get("X-Forwarded-For") if policy.behind_proxy else None
+    address = forwarded.split(",")[-1].strip() if isinstance(forwarded, str) else st.context.ip_address
+    if isinstance(address, str) and address:
+        return "ip:" + address
+    return "session:" + st.session_state.setdefault("access_client", uuid.uuid4().hex)
+
+
+def _check_password(policy: AccessPolicy, email: str, attempt: str) -> None:
+    """One submitted login: admit and rerun, or say why not (also while the client must wait)."""
+    client = _client(policy)
+    wait_s = LOGIN_ATTEMPTS.wait_s(client)
+    if wait_s > 0:
+        st.error(f"Too many failed attempts; try again in {math.ceil(wait_s)} s.", icon=":material/timer:")
+        return
+    if policy.password_matches(attempt) and policy.email_allowed(email):
+        LOGIN_ATTEMPTS.succeeded(client)
+        email = email.strip().lower()
+        st.session_state["access_email"] = email
+        st.session_state.pop("access_logged_out", None)
+        token = policy.session_token(email, time.time())
+        if token is not None:
+            st.session_state["access_cookie"] = token
+        st.rerun()
+    LOGIN_ATTEMPTS.failed(client)
+    st.error("Wrong password, or this e-mail is not on the allow-list.")
 
 
 def _login(policy: AccessPolicy) -> None:
     """The login of a protected instance (and nothing else); stops the script."""
     if policy.mode == "oidc" and st.user.is_logged_in:
-        st.error(f"{st.user.get('email')} is not on this instance's allow-list.")
+        st.error(f"{code(st.user.get('email'))} is not on this instance's allow-list.")
         st.button("Log out", on_click=st.logout)
     elif policy.mode == "oidc":
         st.title("PURE neuron explorer")
@@ -122,13 +304,19 @@ def _login(policy: AccessPolicy) -> None:
         st.button("Log in", on_click=st.login, type="primary")
     else:
         st.title("PURE neuron explorer")
+        _write_pending_cookie(policy)
         with st.form("login"):
+            # no max_chars: Streamlit would slice a forged non-string value and crash before this code;
+            # `login_field` bounds the values instead
             email = st.text_input("E-mail", key="login_email")
             attempt = st.text_input("Password", type="password", key="login_password")
             submitted = st.form_submit_button("Log in", type="primary")
-        if submitted:
-            if policy.password_matches(attempt) and policy.email_allowed(email):
-                st.session_state["access_email"] = email.strip().lower()
-                st.rerun()
-            st.error("Wrong password, or this e-mail is not on the allow-list.")
+        st.caption(
+            "The password is shared by the group; the e-mail is self-declared and only checked against the "
+            "allow-list, not verified. Instances that need real identities use an OIDC login."
+        )
+        if submitted is True:
+            _check_password(
+                policy, login_field(email, MAX_EMAIL_CHARS), login_field(attempt, MAX_PASSWORD_CHARS)
+            )
     st.stop()

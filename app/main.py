@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app.auth import is_admitted, require_access
+from app.ui import favicon_uri
 
-st.set_page_config(page_title="PURE neuron explorer", page_icon=":material/neurology:", layout="wide")
+st.set_page_config(page_title="PURE neuron explorer", page_icon=favicon_uri(), layout="wide")
 
 pages = {
     "overview": st.Page(

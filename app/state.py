@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from app.safe_text import code
+
 K_MIN, K_MAX = 1, 8
 DEFAULT_K = 2
 DEFAULT_RUNS_DIR = "runs"
@@ -56,9 +58,12 @@ def parse_neuron(raw: str | Sequence[str] | None, neurons: Sequence[int]) -> tup
         return None, None
     value = _as_int(text)
     if value is None:
-        return None, f"Ignored `neuron={text[:40]}` from the link: a neuron is a channel number."
+        return None, f"Ignored {code(f'neuron={text[:40]}')} from the link: a neuron is a channel number."
     if value not in set(neurons):
-        return None, f"Ignored `neuron={value}` from the link: this run does not analyse that channel."
+        return (
+            None,
+            f"Ignored {code(f'neuron={value}')} from the link: this run does not analyse that channel.",
+        )
     return value, None
 
 
@@ -72,7 +77,8 @@ def parse_k(raw: str | Sequence[str] | None, k_max: int = K_MAX) -> tuple[int | 
     if value is None or not K_MIN <= value <= upper:
         return (
             None,
-            f"Ignored `k={text[:40]}` from the link: k must be a whole number from {K_MIN} to {upper}.",
+            f"Ignored {code(f'k={text[:40]}')} from the link: "
+            f"k must be a whole number from {K_MIN} to {upper}.",
         )
     return value, None
 
@@ -83,7 +89,10 @@ def parse_run(raw: str | Sequence[str] | None, run_names: Sequence[str]) -> tupl
     if text is None or text == "":
         return None, None
     if text not in set(run_names):
-        return None, f"Ignored `run={text[:60]}` from the link: no such run under the runs directory."
+        return (
+            None,
+            f"Ignored {code(f'run={text[:60]}')} from the link: no such run under the runs directory.",
+        )
     return text, None
 
 

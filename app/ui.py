@@ -1,4 +1,5 @@
-"""Page pieces shared by the pages: run / neuron / k controls synced with the URL, and the empty states.
+"""Page pieces shared by the pages: run / neuron / k controls synced with the URL, the empty states, and
+images and downloads sent inline with the page.
 
 State model: the shareable state (run, neuron, k) lives in `st.query_params`; the pages rewrite the URL on
 every run. A query value that differs from what the app itself last wrote came from outside (first load, a
@@ -7,17 +8,27 @@ invalid values are ignored with a notice. Widget values persist across pages in 
 (``run``, ``neuron``, ``k``; the widgets use ``*_select`` keys seeded from them on every run) because
 Streamlit drops the state of widgets that a page does not render, even when another page has a widget with
 the same key.
+
+Data never gets a URL of its own: `st.image` and `st.download_button` would serve it from /media/ addresses
+that answer without a login, so `image` and `download` send it inline (data URIs) over the session's
+websocket. Values from outside (query, store, file names) reach markdown only through `safe_text.code`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import PurePath
 from typing import Any
 
+import numpy as np
 import streamlit as st
+from PIL import Image, ImageDraw
 
-from app import state, store_access
+from app import figures, state, store_access
+from app.safe_text import code, html_text
 from app.store_access import RunRef
 from store import STAGES, StoreError
 
@@ -46,7 +57,65 @@ def write_params(**values: object) -> None:
 
 
 def notice(message: str) -> None:
+    """An info box; ``message`` is markdown whose outside values went through `safe_text.code`."""
     st.info(message, icon=":material/info:")
+
+
+ImageLike = bytes | Image.Image | np.ndarray
+
+
+def image_uri(picture: ImageLike) -> str:
+    """A picture as a data URI: encoded image bytes as they are, PIL images and ``(H, W[, 3])`` arrays as
+    PNG."""
+    if isinstance(picture, bytes):
+        return figures.data_uri(picture)
+    if isinstance(picture, np.ndarray):
+        picture = Image.fromarray(picture)
+    return figures.data_uri(figures.png_bytes(picture))
+
+
+def image(pictures: ImageLike | Sequence[ImageLike], **options: Any) -> None:
+    """`st.image` of inline data URIs (Streamlit passes them through), so no /media/ URL serves the pixels;
+    ``options`` as for `st.image`."""
+    many = isinstance(pictures, list | tuple)
+    uris = [image_uri(p) for p in pictures] if many else image_uri(pictures)
+    st.image(uris, **options)
+
+
+def download(
+    label: str, data: bytes | Callable[[], bytes], file_name: str, mime: str, key: str | None = None
+) -> None:
+    """A download link whose content is inline in the page (a data URI), so no /media/ URL serves it.
+    A callable ``data`` (costly content) is called only after a click on a button with the same label
+    (widget key ``key``), which the link then replaces."""
+    if callable(data):
+        prepared = f"{key}_prepared"
+        if not st.session_state.get(prepared):
+            st.button(label, key=key, on_click=_mark_prepared, args=(prepared,))
+            return
+        data = data()
+    uri = f"data:{mime};base64," + base64.b64encode(data).decode()
+    st.markdown(
+        f"<a href='{uri}' download='{html_text(file_name)}' data-testid='pure-download'>"
+        f":material/download: {html_text(label)}</a>",
+        unsafe_allow_html=True,
+    )
+
+
+def _mark_prepared(flag: str) -> None:
+    st.session_state[flag] = True
+
+
+@functools.cache
+def favicon_uri() -> str:
+    """The tab icon, drawn here (a red neuron): Streamlit fetches emoji and Material icons for the tab from
+    outside hosts, which would tell a third party of every visit and fail offline."""
+    canvas = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for end in ((8, 8), (56, 10), (6, 52), (58, 56)):
+        draw.line(((32, 32), end), fill="#d62728", width=5)
+    draw.ellipse((18, 18, 46, 46), fill="#d62728")
+    return image_uri(canvas)
 
 
 def selected_customdata(event: Any) -> list[int]:
@@ -89,35 +158,36 @@ def choose_run() -> RunRef | None:
             format_func=lambda n: by_name[n].label,
             on_change=_persist,
             args=("run_select", "run"),
-            help=f"Every run store under `{root}`.",
+            help="Every run store in the runs directory.",
         )
         info = by_name[name]
         meta = info.meta
         st.caption(
-            f"**{meta.model.name}**, layer `{meta.layer}` (circuits in `{meta.lower_layer}`), "
+            f"{code(meta.model.name)}, layer {code(meta.layer)} (circuits in {code(meta.lower_layer)}), "
             f"{len(meta.neurons) or 'all'} neurons, {meta.n_ref or '?'} references each; "
-            f"embedder `{meta.embedder}`."
+            f"embedder {code(meta.embedder)}."
         )
     run = store_access.run_ref(info)
     try:
         store_access.run_details(run)
-    except StoreError as error:  # replaced or damaged since it was listed
-        st.error(f"Run `{name}` cannot be read: {error}", icon=":material/error:")
+    except StoreError:  # replaced or damaged since it was listed; the details (server paths) stay in the log
+        st.error(f"Run {code(name)} cannot be read (see the server log).", icon=":material/error:")
         return None
     return run
 
 
 def no_store(root) -> None:
+    """The "no run yet" state; names the runs directory as configured, never the server's absolute path."""
     st.title("PURE neuron explorer")
-    st.warning(f"No run store under `{root}` yet.", icon=":material/inbox:")
+    st.warning(f"No run store in the runs directory {code(root)} yet.", icon=":material/inbox:")
     st.markdown(
         "Compute the demo run (the synthetic world and its small trained network; a few minutes on a CPU), "
         "then reload this page:"
     )
     st.code(PRECOMPUTE_COMMAND, language="bash")
     st.caption(
-        f"Runs are read from `$PURE_RUNS_DIR`, or `--runs-dir DIR` after `--` "
-        f"(`streamlit run app/main.py -- --runs-dir DIR`), else `./runs`. Looked in `{root.resolve()}`."
+        "Runs are read from `$PURE_RUNS_DIR`, or `--runs-dir DIR` after `--` "
+        "(`streamlit run app/main.py -- --runs-dir DIR`), else `./runs`."
     )
 
 
@@ -127,7 +197,7 @@ def progress(run: RunRef, what: str) -> None:
     done = details.stages_done
     seconds = details.stage_seconds
     st.warning(
-        f"Run `{run.name}` is still being computed; {what} appear when its stages are done.",
+        f"Run {code(run.name)} is still being computed; {what} appear when its stages are done.",
         icon=":material/hourglass_top:",
     )
     lines = []
@@ -148,6 +218,7 @@ def run_summary(run: RunRef) -> None:
     details = store_access.run_details(run)
     meta = details.meta
     model = meta.model
+    # file names only: a checkpoint or dataset path on the server is none of a visitor's business
     model_files = (("weights", model.weights), ("checkpoint", model.checkpoint))
     dataset = meta.dataset
     cols = st.columns(4)
@@ -155,16 +226,16 @@ def run_summary(run: RunRef) -> None:
         (
             "Model",
             model.name,
-            ", ".join(f"{key} `{value}`" for key, value in model_files if value) or None,
+            ", ".join(f"{key} {code(PurePath(value).name)}" for key, value in model_files if value) or None,
         ),
         ("Layer ← circuits from", f"{meta.layer} ← {meta.lower_layer}", None),
-        ("Dataset", dataset.kind, f"`{dataset.path}`" if dataset.path else None),
+        ("Dataset", dataset.kind, code(PurePath(dataset.path).name) if dataset.path else None),
         ("Embedder", meta.embedder, None),
     )
     for column, (label, value, detail) in zip(cols, facts, strict=True):
         column.markdown(
             f"<div style='font-size:13px;color:#666'>{label}</div>"
-            f"<div style='font-size:20px;font-weight:600;overflow-wrap:anywhere'>{value}</div>",
+            f"<div style='font-size:20px;font-weight:600;overflow-wrap:anywhere'>{html_text(value)}</div>",
             unsafe_allow_html=True,
         )
         if detail:
@@ -172,7 +243,7 @@ def run_summary(run: RunRef) -> None:
     when = datetime.fromtimestamp(meta.created_at).strftime("%Y-%m-%d %H:%M")
     st.caption(
         f"{details.n_neurons} neurons × {details.n_ref} references · {dataset.n_images or '?'} images "
-        f"(seed {'-' if dataset.seed is None else dataset.seed}) · k = {meta.ks} · run `{run.run_id}` "
+        f"(seed {'-' if dataset.seed is None else dataset.seed}) · k = {meta.ks} · run {code(run.run_id)} "
         f"created {when}"
     )
 

@@ -11,9 +11,10 @@ __all__ = ["app_script"]
 
 
 def app_script() -> Path:
-    """The installed dashboard's entry script (``app/main.py``) for `streamlit run`, located without
-    importing the app (wherever the project is installed: a checkout, site-packages, the image)."""
+    """The installed dashboard's entry for `streamlit run`: ``app/server.py`` (the pages of ``app/main.py``
+    behind the middleware that closes /_stcore/metrics), located without importing the app (wherever the
+    project is installed: a checkout, site-packages, the image)."""
     spec = importlib.util.find_spec("app")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("the dashboard's package 'app' is not installed (see requirements.txt)")
-    return Path(next(iter(spec.submodule_search_locations))) / "main.py"
+    return Path(next(iter(spec.submodule_search_locations))) / "server.py"

@@ -2,7 +2,7 @@
 
     pure-explorer precompute [ARGS...]                     # python -m precompute ARGS
     pure-explorer inspect DIR [--json] [--top N]           # python -m precompute inspect DIR ...
-    pure-explorer app [STREAMLIT ARGS] [-- --runs-dir DIR]  # streamlit run <installed app/main.py> ...
+    pure-explorer app [STREAMLIT ARGS] [-- --runs-dir DIR]  # streamlit run <installed app/server.py> ...
     pure-explorer train-demo [ARGS...]                     # python -m synthetic ARGS
 
 Streamlit reads `.streamlit/config.toml` and `.streamlit/secrets.toml` from the current directory.
@@ -49,7 +49,7 @@ def run_entry(entry: str, argv: list[str]) -> int:
 
 
 def run_app(args: list[str]) -> NoReturn:
-    """Replace this process with `streamlit run <installed app/main.py> args`, so that signals (Ctrl-C, a
+    """Replace this process with `streamlit run <installed app/server.py> args`, so that signals (Ctrl-C, a
     container's SIGTERM) reach Streamlit itself."""
     command = [sys.executable, "-m", "streamlit", "run", str(app_script()), *args]
     sys.stdout.flush()

@@ -1,4 +1,4 @@
-"""A live dashboard for browser tests and benchmarks: `streamlit run <installed app/main.py>` on a free
+"""A live dashboard for browser tests and benchmarks: `streamlit run <installed app/server.py>` on a free
 localhost port, and Debian's chromium driven by Playwright (never `playwright install`); plus what a page
 script waits for (`ALL_CHARTS_DRAWN`, `IDLE`, `K_REDRAW_PROBE`).
 
@@ -60,7 +60,7 @@ def chromium_path() -> str | None:
 
 
 def streamlit_command(port: int) -> list[str]:
-    """`streamlit run <installed app/main.py>` headless on 127.0.0.1:``port``, no file watcher, no usage
+    """`streamlit run <installed app/server.py>` headless on 127.0.0.1:``port``, no file watcher, no usage
     statistics."""
     return [
         sys.executable, "-m", "streamlit", "run", str(app_script()),

@@ -221,7 +221,8 @@ def test_top_sets_of_dataset_shards_merge_into_the_top_set_of_one_pass():
     whole.update(values, positions, np.arange(40))
     shards = [TopReferences.empty(5, 6) for _ in range(3)]
     for chunk, start in enumerate(range(0, 40, 8)):  # round-robin chunks of 8 images, as ranks take them
-        shards[chunk % 3].update(values[start:start + 8], positions[start:start + 8], np.arange(start, start + 8))
+        batch = slice(start, start + 8)
+        shards[chunk % 3].update(values[batch], positions[batch], np.arange(start, start + 8))
     merged = shards[2]
     merged.merge(shards[0])
     merged.merge(shards[1])

@@ -89,11 +89,19 @@ def test_secrets_never_enter_the_image():
 
 
 def test_hosting_defaults_in_the_copied_streamlit_config():
-    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    server = config["server"]
     from app.uploads import MAX_UPLOAD_MB
 
     assert server["maxUploadSize"] == MAX_UPLOAD_MB
     assert server["enableXsrfProtection"] is True and server["enableCORS"] is True
+    assert config["client"]["showErrorDetails"] == "none"  # no traceback or server path reaches a visitor
+
+
+def test_an_open_instance_listens_on_localhost_and_only_the_container_binds_every_interface():
+    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["address"] == "localhost"
+    assert DOCKERFILE["ENV"]["STREAMLIT_SERVER_ADDRESS"] == "0.0.0.0"  # the container's port is published
 
 
 def _image_tree(tmp_path: Path) -> Path:
