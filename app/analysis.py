@@ -174,3 +174,65 @@ def k_scores(run: RunRef, neuron: int, k: int) -> pd.DataFrame:
 
 def _score_row(label: str, intra: float, inter: float) -> dict[str, float | str]:
     return {"method": label, "rho_intra": intra, "rho_inter": inter, "rho_inter - rho_intra": inter - intra}
+
+
+# -- an uploaded image against a neuron's virtual neurons -------------------------------------------------
+TIE_MARGIN = 0.05  # nearest two centroids closer than 5 % of the second distance: no assignment
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where an image's circuit vector falls among a neuron's virtual neurons, and whether that counts.
+
+    ``nearest``: the nearest virtual neuron (0-based); ``distances (k,)`` to every centroid; ``percentile``:
+    share (%) of the neuron's references whose activation the image's reaches (None without references);
+    ``fires``: the image activates the neuron at least as much as its weakest reference; ``runner_up``: the
+    second-nearest virtual neuron when its distance is within ``TIE_MARGIN`` of the nearest, else None.
+    An assignment counts only when the neuron fires and there is no tie.
+    """
+
+    nearest: int
+    distances: np.ndarray
+    percentile: float | None
+    fires: bool
+    runner_up: int | None
+
+    @property
+    def counts(self) -> bool:
+        return self.fires and self.runner_up is None
+
+
+def activation_percentile(activation: float, reference_activations: np.ndarray) -> float | None:
+    """Share (%) of ``reference_activations (n,)`` at or below ``activation``; None when there are none."""
+    references = np.asarray(reference_activations, dtype=np.float64)
+    if len(references) == 0:
+        return None
+    return 100.0 * float((references <= activation).mean())
+
+
+def judge_assignment(
+    activation: float,
+    reference_activations: np.ndarray,
+    distances: np.ndarray,
+    tie_margin: float = TIE_MARGIN,
+) -> Assignment:
+    """Nearest virtual neuron of an image and whether to call it an assignment.
+
+    Not when the neuron does not fire: the references are the dataset's top-n_ref images, so an activation
+    below the weakest of them is weaker than everything the virtual neurons were fitted on, and its circuit
+    explains a response the neuron hardly gives. Not when the nearest two centroids are within
+    ``tie_margin`` (relative to the second distance): the image sits on the boundary between two virtual
+    neurons, and a resize or crop of a few pixels can flip it.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    order = np.argsort(distances, kind="stable")
+    references = np.asarray(reference_activations, dtype=np.float64)
+    fires = bool(activation > 0 and (len(references) == 0 or activation >= references.min()))
+    runner_up = None
+    if len(order) > 1:
+        first, second = distances[order[0]], distances[order[1]]
+        if second - first <= tie_margin * second:
+            runner_up = int(order[1])
+    return Assignment(
+        int(order[0]), distances, activation_percentile(activation, references), fires, runner_up
+    )

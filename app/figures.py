@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
+from app.safe_text import html_text
 from store.codecs import decode_image
 from store.schema import DistanceCorrelation, MethodComparison
 
@@ -33,13 +34,27 @@ METHOD_COLOURS = {
 _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 20, "b": 10}, "height": 360}
 
 
-def colour(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
+# The activation baseline's clusters are not virtual neurons: their own names (letters) and their own muted
+# palette and marker, so a "VN 2" never looks like an activation cluster.
+ACTIVATION_PALETTE = ("#7f7f7f", "#bcbd22", "#8c6d31", "#393b79", "#e7969c", "#637939", "#9c9ede", "#843c39")
+MARKERS = {"pure": "circle", "activation": "diamond"}
+
+
+def colour(i: int, method: str = "pure") -> str:
+    """Colour of cluster ``i`` (0-based) of ``method``: PURE's virtual neurons or the baseline's clusters."""
+    palette = ACTIVATION_PALETTE if method == "activation" else PALETTE
+    return palette[i % len(palette)]
 
 
 def vn_name(i: int) -> str:
     """Display name of virtual neuron ``i`` (0-based) -> "VN 1"."""
     return f"VN {i + 1}"
+
+
+def cluster_name(i: int, method: str = "pure") -> str:
+    """Display name of cluster ``i`` (0-based) of ``method``: "VN 1" for PURE, "cluster A" for the activation
+    baseline (and any other method)."""
+    return vn_name(i) if method == "pure" else f"cluster {chr(ord('A') + i)}"
 
 
 # -- overview ----------------------------------------------------------------------------------------------
@@ -145,10 +160,16 @@ REFERENCE_POINTS = "reference-points"  # layout.meta of figures whose points' cu
 
 
 def umap_figure(
-    coords: np.ndarray, labels: np.ndarray, title: str, max_activations: Sequence[float] | None = None
+    coords: np.ndarray,
+    labels: np.ndarray,
+    title: str,
+    max_activations: Sequence[float] | None = None,
+    method: str = "pure",
 ) -> go.Figure:
-    """Stored UMAP coordinates ``(n, 2)`` coloured by virtual neuron ``labels (n,)``; customdata = reference
-    position (0-based, in ranking order). Built from one dict: 5x faster than trace-by-trace updates."""
+    """Stored UMAP coordinates ``(n, 2)`` coloured by the ``method``'s clusters ``labels (n,)``
+    (`cluster_name`, `colour`); customdata = reference position (0-based, in ranking order), shared by both
+    UMAPs of a neuron so that app/hover_thumbnails.py can highlight a reference in both. Built from one dict:
+    5x faster than trace-by-trace updates."""
     labels = np.asarray(labels)
     traces = []
     for c in range(int(labels.max(initial=-1)) + 1):
@@ -166,11 +187,16 @@ def umap_figure(
                 "x": coords[members, 0],
                 "y": coords[members, 1],
                 "mode": "markers",
-                "name": f"{vn_name(c)} ({len(members)})",
+                "name": f"{cluster_name(c, method)} ({len(members)})",
                 "customdata": members,
                 "text": hover,
-                "hovertemplate": "%{text}<extra>" + vn_name(c) + "</extra>",
-                "marker": {"size": 10, "color": colour(c), "line": {"width": 0.5, "color": "white"}},
+                "hovertemplate": "%{text}<extra>" + cluster_name(c, method) + "</extra>",
+                "marker": {
+                    "size": 10,
+                    "color": colour(c, method),
+                    "symbol": MARKERS.get(method, "circle"),
+                    "line": {"width": 0.5, "color": "white"},
+                },
             }
         )
     layout = {
@@ -203,7 +229,7 @@ def circuit_html(weights: np.ndarray, top_n: int, bar_colour: str, lower_layer: 
         width = max(1.0, 100.0 * abs(value) / peak)
         rows.append(
             f"<div style='display:flex;align-items:center;gap:6px;font-size:12px;line-height:16px'>"
-            f"<code style='min-width:86px;font-size:11px'>{lower_layer}:{c}</code>"
+            f"<code style='min-width:86px;font-size:11px'>{html_text(lower_layer)}:{c}</code>"
             f"<div style='flex:1'><div style='width:{width:.1f}%;height:11px;background:{bar_colour};"
             f"opacity:{1.0 if value >= 0 else 0.4}'></div></div>"
             f"<span style='min-width:44px;text-align:right;color:#555'>{value:.3f}</span></div>"
@@ -245,6 +271,15 @@ def tile(data: bytes, size_px: int) -> Image.Image:
     tile = Image.new("RGB", (size_px, size_px), "white")
     tile.paste(image, ((size_px - image.width) // 2, (size_px - image.height) // 2))
     return tile
+
+
+def enlarged(data: bytes, size_px: int) -> Image.Image:
+    """An image's bytes decoded and scaled so that its longer side is ``size_px`` (up or down, bicubic)."""
+    image = decode_image(data)
+    scale = size_px / max(image.size)
+    return image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC
+    )
 
 
 def reference_sheet(
@@ -326,8 +361,10 @@ def contact_sheet(
     return _stack(blocks)
 
 
-def scatter_image(coords: np.ndarray, labels: np.ndarray, title: str, size_px: int = 320) -> Image.Image:
-    """A UMAP scatter drawn with PIL: points ``(n, 2)`` coloured by virtual neuron."""
+def scatter_image(
+    coords: np.ndarray, labels: np.ndarray, title: str, size_px: int = 320, method: str = "pure"
+) -> Image.Image:
+    """A UMAP scatter drawn with PIL: points ``(n, 2)`` coloured by the ``method``'s clusters."""
     image = Image.new("RGB", (size_px, size_px + 24), "white")
     draw = ImageDraw.Draw(image)
     draw.text((6, 4), title, fill="black", font=_font(14))
@@ -342,7 +379,7 @@ def scatter_image(coords: np.ndarray, labels: np.ndarray, title: str, size_px: i
         for (u, v), label in zip(scaled, np.asarray(labels), strict=True):
             x = box[0] + u * (box[2] - box[0])
             y = box[3] - v * (box[3] - box[1])
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour(int(label)), outline="white")
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour(int(label), method), outline="white")
     return image
 
 

@@ -1,5 +1,6 @@
 """Images assembled from a neuron's stored thumbnails, cached for the pages: reference sheets (one JPEG grid
-for a neuron or for one of its virtual neurons) and thumbnail strips (a row of top references for tables).
+for a neuron or for one of its virtual neurons), reference tiles (`app.reference_tiles`, sized from the
+stored thumbnails) and thumbnail strips (a row of top references for tables).
 
 Sits above the data layer: it draws with `app.figures` from what `app.store_access` and `app.analysis`
 return. One image per grid instead of one element per thumbnail keeps the pages light.
@@ -7,13 +8,19 @@ return. One image per grid instead of one element per thumbnail keeps the pages 
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
+
 import numpy as np
 import streamlit as st
 from PIL import Image
 
 from app import figures
 from app.analysis import clustering
+from app.reference_tiles import Tile
 from app.store_access import RunRef, neuron_data, thumbnails
+
+MAX_TILE_PX = 160  # grids show tiles at the stored thumbnail size, up to this
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
@@ -66,3 +73,27 @@ def thumbnail_strips(run: RunRef, neurons: list[int]) -> dict[int, str]:
     """`thumbnail_strip` of each of ``neurons`` that has thumbnails."""
     strips = {int(n): thumbnail_strip(run, int(n)) for n in neurons}
     return {n: uri for n, uri in strips.items() if uri is not None}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail_uris(run: RunRef, neuron: int) -> list[str]:
+    """The neuron's display crops as data URIs, in reference order."""
+    return [figures.data_uri(b) for b in thumbnails(run, neuron)]
+
+
+def tile_px(run: RunRef, neuron: int) -> int:
+    """Tile size of the neuron's grids: its stored thumbnails' longer side (precompute's ``thumbnail_px``), at
+    most `MAX_TILE_PX`, so real 128-224 px crops are shown at their size rather than squeezed to 64 px."""
+    thumbs = thumbnails(run, neuron)
+    if not thumbs:
+        return MAX_TILE_PX
+    return min(max(Image.open(io.BytesIO(thumbs[0])).size), MAX_TILE_PX)
+
+
+def tiles(run: RunRef, neuron: int, members: Sequence[int]) -> list[Tile]:
+    """Tiles of the references at positions ``members`` (0-based), captioned "#rank · max activation"."""
+    data = neuron_data(run, neuron)
+    uris = thumbnail_uris(run, neuron)
+    members = [int(i) for i in members if i < len(uris)]
+    captions = figures.reference_captions(data.max_activations if data is not None else [], members)
+    return [Tile(uris[i], caption, i) for i, caption in zip(members, captions, strict=True)]

@@ -27,6 +27,7 @@ from store.schema import (
     NeuronScores,
     PureVectors,
     ReferenceArray,
+    ReferenceImage,
     References,
     RunMeta,
     Summary,
@@ -248,3 +249,72 @@ def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
         max_activations=_readonly(refs.max_activations[row][valid]),
         scores=store.read(NeuronScores, neuron),
     )
+
+
+# -- images to try on the upload page ----------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=4096)
+def reference_image(run: RunRef, dataset_index: int) -> bytes | None:
+    """A reference image at model-input resolution (WEBP bytes); None when the store has none."""
+    record = _open(run).read(ReferenceImage, int(dataset_index))
+    return None if record is None else record.data
+
+
+@dataclass(frozen=True)
+class ExampleImage:
+    """An image to try on the upload page: what it is (``label``) and its encoded bytes (PNG or WEBP)."""
+
+    label: str
+    data: bytes
+
+
+def _spread(candidates: list[int], n: int) -> list[int]:
+    """``n`` of ``candidates`` evenly spread over the list (all of them when there are fewer)."""
+    if len(candidates) <= n:
+        return candidates
+    return [candidates[int(i)] for i in np.linspace(0, len(candidates) - 1, n)]
+
+
+def _dataset_images(run: RunRef, indices: list[int]) -> dict[int, bytes] | None:
+    """PNG bytes of the run's dataset images ``indices``, read through the run's image source; None when the
+    source does not open or read here (a generated source renders its images; a folder or list needs its
+    files on this machine)."""
+    import io
+    from dataclasses import fields
+
+    from pure_core.registry import load_plugins
+    from pure_core.sources import DatasetConfig, DatasetError, UnreadableImageError, open_source
+
+    dataset = run_details(run).meta.config.get("dataset") or {}
+    known = {f.name for f in fields(DatasetConfig)}
+    images = {}
+    try:
+        load_plugins()
+        source = open_source(DatasetConfig(**{key: v for key, v in dataset.items() if key in known}))
+        for index in indices:
+            buffer = io.BytesIO()
+            source.load(index).save(buffer, format="PNG")
+            images[index] = buffer.getvalue()
+    except (DatasetError, UnreadableImageError, ValueError, OSError, IndexError):
+        return None
+    return images
+
+
+@st.cache_data(show_spinner="Loading example images…", max_entries=64)
+def example_images(run: RunRef, neuron: int, n: int = 6) -> list[ExampleImage]:
+    """``n`` images to try against ``neuron``: two of its own references (its strongest and its median one,
+    where an assignment is expected) and references of other neurons spread over the dataset (held out from
+    this neuron: they show what happens when it barely fires, and the neurons they do activate). Read from
+    the run's dataset where it opens here, else from the reference images the store holds."""
+    data = neuron_data(run, neuron)
+    own = [] if data is None else [int(i) for i in data.dataset_indices]
+    mine = list(dict.fromkeys(own[:1] + own[len(own) // 2 :][:1]))
+    refs = references(run)
+    others = [] if refs is None else sorted({int(i) for i in refs.indices.ravel() if i >= 0} - set(own))
+    chosen = mine + _spread(others, n - len(mine))
+    images = _dataset_images(run, chosen) or {index: reference_image(run, index) for index in chosen}
+    labels = {index: f"its reference #{own.index(index) + 1}" for index in mine}
+    return [
+        ExampleImage(labels.get(index, f"dataset image {index}"), images[index])
+        for index in chosen
+        if images.get(index) is not None
+    ]

@@ -3,8 +3,13 @@
 `decode_upload` never lets a bad file crash the page: it raises `UploadError` with a message for the user
 for files that are too large, not PNG/JPEG/WEBP, truncated or corrupt, decompression bombs (more than
 `MAX_PIXELS` pixels, checked from the header before decoding; `PIL.Image.MAX_IMAGE_PIXELS` is lowered to
-the same limit as a second guard) or more elongated than `MAX_ASPECT_RATIO`:1 (the model resizes the shorter
-side to ~256 px, so a 1 x 4000 px strip of a few bytes would become a 256 x 1,024,000 px image, ~1.5 GB).
+the same limit as a second guard, and every message quotes this limit, not PIL's), smaller than
+`MIN_SIDE_PX` on a side (the model upsamples such an image ~30x into a blur that says nothing about a
+neuron), or more elongated than `MAX_ASPECT_RATIO`:1 (the model resizes the shorter side to ~256 px, so a
+1 x 4000 px strip of a few bytes would become a 256 x 1,024,000 px image, ~1.5 GB). Every image is decoded
+in full with `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` off, so a truncated body is refused; a JPEG whose
+entropy-coded body is corrupt decodes without an error in Pillow (libjpeg only warns and fills in garbled
+blocks), so JPEGs are decoded a second time by libjpeg through torchvision and refused when it warns.
 It applies the EXIF orientation and converts every mode (16-bit, CMYK, palette, alpha, ...) to 8-bit RGB,
 alpha composited on white.
 
@@ -17,22 +22,27 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 MAX_UPLOAD_MB = 20
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 MAX_PIXELS = 40_000_000  # e.g. 8000 x 5000
 MAX_ASPECT_RATIO = 100  # longer side / shorter side; bounds the model's resize (shorter side -> ~256 px)
+MIN_SIDE_PX = 8  # smaller images are refused: upsampled to the model's ~224 px they carry no pattern
 ALLOWED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP"}
 ACCEPTED_EXTENSIONS = ["png", "jpg", "jpeg", "webp"]
 
 if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_PIXELS:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated body raises instead of being padded with grey
 
 
 class UploadError(ValueError):
@@ -56,6 +66,7 @@ def decode_upload(
     max_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_PIXELS,
     max_aspect_ratio: float = MAX_ASPECT_RATIO,
+    min_side_px: int = MIN_SIDE_PX,
 ) -> UploadedImage:
     """Decode one uploaded file into an RGB image; raises `UploadError` with a readable message."""
     label = name or "the file"
@@ -76,8 +87,8 @@ def decode_upload(
             width, height = image.size
             if width * height > max_pixels:
                 raise UploadError(
-                    f"{label} has {width} x {height} = {width * height / 1e6:.0f} megapixels; the limit is "
-                    f"{max_pixels / 1e6:.0f} (a guard against decompression bombs). Downscale it first."
+                    f"{label} has {width} x {height} = {width * height / 1e6:.0f} megapixels; "
+                    + _pixel_limit(max_pixels)
                 )
             if max(width, height) > max_aspect_ratio * max(min(width, height), 1):
                 raise UploadError(
@@ -85,10 +96,21 @@ def decode_upload(
                     "model resizes the shorter side and centre-crops a square, so crop it to a less extreme "
                     "shape first."
                 )
+            if min(width, height) < min_side_px:
+                raise UploadError(
+                    f"{label} is {width} x {height} px; images need at least {min_side_px} px on each side "
+                    "(the model scales the image to ~224 px, so a smaller one becomes a featureless blur)."
+                )
             if getattr(image, "n_frames", 1) > 1:
                 notes.append(f"animated {kind}: the first frame is used")
                 image.seek(0)
             image.load()
+            damage = libjpeg_warning(data) if kind == "JPEG" else None
+            if damage:
+                raise UploadError(
+                    f"{label} could not be decoded (truncated or corrupt?): its JPEG body is damaged "
+                    f"(libjpeg: {damage})."
+                )
             transposed = ImageOps.exif_transpose(image)
             if transposed is not None and transposed is not image:
                 if transposed.size != image.size or _orientation(image) in range(2, 9):
@@ -100,7 +122,9 @@ def decode_upload(
     except UploadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise UploadError(f"{label} was refused as a possible decompression bomb: {error}") from error
+        raise UploadError(
+            f"{label} was refused as a possible decompression bomb; " + _pixel_limit(max_pixels)
+        ) from error
     except UnidentifiedImageError as error:
         raise UploadError(f"{label} is not an image PIL can read; upload PNG, JPEG or WEBP.") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
@@ -112,6 +136,46 @@ def decode_upload(
         original_size=(width, height),
         notes=tuple(notes),
     )
+
+
+def _pixel_limit(max_pixels: int) -> str:
+    """The app's own pixel limit in words (PIL's messages quote twice ``Image.MAX_IMAGE_PIXELS``)."""
+    return (
+        f"the limit is {max_pixels / 1e6:.0f} megapixels (a guard against decompression bombs). "
+        "Downscale it first."
+    )
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+def libjpeg_warning(data: bytes) -> str | None:
+    """libjpeg's first warning when decoding the JPEG ``data`` ("Corrupt JPEG data: bad Huffman code"), or
+    None for a clean decode. libjpeg prints its warnings to the process's stderr and neither Pillow nor
+    torchvision report them, so file descriptor 2 is redirected for the few milliseconds of the decode
+    (under a lock); whatever else was written meanwhile is passed on to the real stderr."""
+    import torch
+    from torchvision.io import decode_jpeg
+
+    with _STDERR_LOCK, tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torchvision's deprecation notice for its image codecs
+                decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        except RuntimeError as error:
+            return str(error).strip() or "the decoder failed"
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        lines = captured.read().decode(errors="replace").splitlines()
+    found = [line for line in lines if line.startswith(("Corrupt JPEG data", "Premature end of JPEG"))]
+    others = [line for line in lines if line not in found]
+    if others:
+        os.write(2, ("\n".join(others) + "\n").encode())
+    return found[0].strip() if found else None
 
 
 def _orientation(image: Image.Image) -> int | None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.uploads import UploadError, decode_upload
+from app.uploads import MAX_PIXELS, MIN_SIDE_PX, UploadError, decode_upload, libjpeg_warning
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -132,3 +132,39 @@ def test_animated_webp_uses_the_first_frame():
     upload = decode_upload("anim.webp", buffer.getvalue())
     assert tuple(np.asarray(upload.image)[6, 6]) == (255, 0, 0)
     assert any("first frame" in note for note in upload.notes)
+
+
+def _corrupt_jpeg() -> tuple[bytes, bytes]:
+    """(a clean JPEG of noise, the same with 64 bytes of its entropy-coded body overwritten)."""
+    noise = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    clean = _encode(Image.fromarray(noise), "JPEG", quality=90)
+    damaged = bytearray(clean)
+    middle = len(clean) // 2
+    damaged[middle : middle + 64] = (b"\xff\x00\xa5\x5a" * 16)[:64]
+    return clean, bytes(damaged)
+
+
+def test_libjpeg_warnings_reveal_a_damaged_jpeg_body_pillow_decodes_silently():
+    clean, damaged = _corrupt_jpeg()
+    Image.open(io.BytesIO(damaged)).load()  # Pillow: no error, garbled blocks
+    assert libjpeg_warning(clean) is None
+    assert libjpeg_warning(damaged).startswith("Corrupt JPEG data")
+    with pytest.raises(UploadError, match=r"photo\.jpg could not be decoded .*JPEG body is damaged"):
+        decode_upload("photo.jpg", damaged)
+    assert decode_upload("photo.jpg", clean).image.size == (64, 48)
+
+
+def test_images_smaller_than_the_minimum_side_are_refused():
+    for size in ((1, 1), (7, 300), (300, 7)):
+        with pytest.raises(
+            UploadError, match=rf"is {size[0]} x {size[1]} px; images need at least {MIN_SIDE_PX}"
+        ):
+            decode_upload("tiny.png", _encode(Image.new("RGB", size), "PNG"))
+    assert decode_upload("ok.png", _encode(Image.new("RGB", (MIN_SIDE_PX, MIN_SIDE_PX)), "PNG"))
+
+
+def test_a_decompression_bomb_message_quotes_the_apps_limit_not_pils():
+    with pytest.raises(UploadError) as raised:
+        decode_upload("bomb.png", _png_header_claiming(10_000, 9_000))
+    assert f"the limit is {MAX_PIXELS / 1e6:.0f} megapixels" in str(raised.value)
+    assert "80" not in str(raised.value).split(";", 1)[1]

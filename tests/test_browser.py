@@ -9,6 +9,7 @@ The store: a real demo run made by `python -m precompute --preset tiny` (tests/c
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -92,7 +93,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     top = min((dots.nth(i).bounding_box() for i in range(dots.count())), key=lambda box: box["y"])
     page.mouse.click(top["x"] + top["width"] / 2, top["y"] + top["height"] / 2)
     page.wait_for_url("**/neuron?**")
-    page.get_by_text("virtual neuron").first.wait_for()
+    page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
     assert int(_query(page)["neuron"]) == order[0]
     page.goto(f"{url}/?run={run.directory.name}")
     page.get_by_text("Neurons ranked by polysemanticity").wait_for()
@@ -104,7 +105,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     header_px, row_px = 35, 46
     page.mouse.click(grid["x"] + 18, grid["y"] + header_px + row_px * 1 + row_px / 2)
     page.wait_for_url("**/neuron?**")
-    page.get_by_text("virtual neuron").first.wait_for()
+    page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
     page.wait_for_function(ALL_CHARTS_DRAWN)
     _wait_idle(page)
     params = _query(page)
@@ -122,10 +123,36 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     with RunStore.open(root / run.directory.name) as store:
         expected = data_uri(store.read(Thumbnails, order[1]).images[rank - 1])
     assert thumbnail.get_attribute("src") == expected
+    # ... and rings the same reference in the other UMAP (the activation baseline's)
+    twin = page.locator(".pure-twin-ring")
+    twin.wait_for(state="visible")
+    assert twin.get_attribute("data-reference") == str(rank - 1)
+    ring = twin.bounding_box()
+    other = page.locator('[data-testid="stPlotlyChart"]').nth(1).bounding_box()
+    centre = (ring["x"] + ring["width"] / 2, ring["y"] + ring["height"] / 2)
+    assert other["x"] <= centre[0] <= other["x"] + other["width"]
+    assert other["y"] <= centre[1] <= other["y"] + other["height"]
     page.mouse.move(2, 2)
     thumbnail.wait_for(state="hidden")
+    twin.wait_for(state="hidden")
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a click lists it below
-    page.get_by_text("1 selected reference(s):").wait_for()
+    page.get_by_text("1 selected reference(s)").wait_for()
+    _wait_idle(page)
+
+    # 2c. grids are tiles at the stored thumbnail size; any tile opens its reference large
+    with RunStore.open(root / run.directory.name) as store:
+        stored_px = max(Image.open(io.BytesIO(store.read(Thumbnails, order[1]).images[0])).size)
+    tile = page.locator(".pure-tile").first
+    assert tile.bounding_box()["width"] >= min(stored_px, 160) - 2
+    tile.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("reference #1 of neuron").wait_for()
+    dialog.locator("img").nth(1).wait_for()
+    assert dialog.locator("img").count() == 2  # the display crop and the whole image, large
+    assert min(dialog.locator("img").nth(i).bounding_box()["width"] for i in range(2)) >= 250
+    _shot(page, "neuron-reference")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
     _wait_idle(page)
 
     # 3. change k with the keyboard on the slider; time until the page shows the new clustering
@@ -153,9 +180,43 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     photo = tmp_path / "chelsea.png"
     Image.fromarray(skdata.chelsea()).save(photo)
     page.locator('input[type="file"]').set_input_files(str(photo))
-    page.get_by_text("Assigned to").wait_for(timeout=180_000)
+    page.get_by_text(re.compile("^(Assigned to|No assignment: )")).first.wait_for(timeout=180_000)
     page.get_by_text("Neurons this image activates most").wait_for()
     _wait_idle(page)
     assert page.get_by_text(f"Activation of neuron {order[0]}").count() == 1
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     _shot(page, "upload")
+
+
+def test_neuron_page_at_phone_width_keeps_tiles_usable(app_url, page):
+    """At 400 px the grids wrap into fewer columns instead of shrinking: no tile under 40 px."""
+    url, root, _ = app_url
+    run = next(info for info in list_runs(root) if info.complete)
+    neuron = _ranking(root, run.directory.name)[0]
+    page.set_viewport_size({"width": 400, "height": 1600})
+    try:
+        page.goto(f"{url}/neuron?run={run.directory.name}&neuron={neuron}&k=2")
+        page.locator(".pure-tile").first.wait_for()
+        _wait_idle(page)
+        widths = [page.locator(".pure-tile").nth(i).bounding_box()["width"] for i in range(6)]
+        assert min(widths) >= 40, widths
+        _shot(page, "neuron-phone")
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 2400})
+
+
+def test_the_ranking_fits_a_1366_px_laptop_screen(app_url, page):
+    """Every column of the ranking table is visible without scrolling sideways in a 1366 px window."""
+    url, root, _ = app_url
+    run = next(info for info in list_runs(root) if info.complete)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    try:
+        page.goto(f"{url}/?run={run.directory.name}")
+        page.get_by_text("Neurons ranked by polysemanticity").wait_for()
+        _wait_idle(page)
+        scroller = page.locator('[data-testid="stDataFrame"] .dvn-scroller')
+        scroller.wait_for()
+        overflow = scroller.evaluate("(element) => element.scrollWidth - element.clientWidth")
+        assert overflow <= 1, overflow
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 2400})

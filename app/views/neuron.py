@@ -14,10 +14,13 @@ import streamlit as st
 from app import analysis, figures, sheets, state, store_access, ui
 from app.analysis import Clustering
 from app.hover_thumbnails import hover_thumbnails
+from app.reference_tiles import reference_tiles
+from app.safe_text import code
 from app.store_access import NeuronData, RunRef
 
 N_CIRCUIT_CHANNELS = 8
 N_LOWER_SHOWN = 3
+ENLARGED_PX = 320  # side of a reference opened large
 
 
 def planted_summary(nd: NeuronData, members: np.ndarray) -> str:
@@ -27,7 +30,7 @@ def planted_summary(nd: NeuronData, members: np.ndarray) -> str:
     if concepts is None or len(members) == 0:
         return ""
     counts = Counter(concepts[i] for i in members).most_common(3)
-    return " · planted: " + ", ".join(f"{n} × {html.escape(str(name))}" for name, n in counts)
+    return " · planted: " + ", ".join(f"{n} × {code(name)}" for name, n in counts)
 
 
 def report_png(run: RunRef, neuron: int, k: int) -> bytes:
@@ -41,7 +44,9 @@ def report_png(run: RunRef, neuron: int, k: int) -> bytes:
         for method, result in (("pure", pure), ("activation", activation)):
             if result is not None:
                 title = {"pure": "UMAP of PURE vectors", "activation": "UMAP of activations (their clusters)"}
-                umaps.append(figures.scatter_image(nd.umap.of(method), result.labels, title[method]))
+                umaps.append(
+                    figures.scatter_image(nd.umap.of(method), result.labels, title[method], method=method)
+                )
     rows = []
     for c in range(k):
         members = np.flatnonzero(pure.labels == c)
@@ -69,7 +74,7 @@ def assignments_csv(run: RunRef, neuron: int, k: int) -> bytes:
     pure = analysis.clustering(run, neuron, k, "pure")
     activation = analysis.clustering(run, neuron, k, "activation")
     for i in range(nd.n_references):
-        act = "" if activation is None else activation.labels[i] + 1
+        act = "" if activation is None else figures.cluster_name(activation.labels[i], "activation")
         lines.append(
             f"{i + 1},{nd.dataset_indices[i]},{nd.max_activations[i]:.4f},{pure.labels[i] + 1},{act}"
         )
@@ -91,8 +96,8 @@ def header(run: RunRef, neuron: int, nd: NeuronData) -> None:
     if oracle is not None:
         concepts = Counter(nd.planted_concepts or ()).most_common(3)
         st.caption(
-            f"Ground truth (synthetic world): **{oracle.kind}**; planted concepts of the references: "
-            + ", ".join(f"{n} × {name}" for name, n in concepts)
+            f"Ground truth (synthetic world): {code(oracle.kind)}; planted concepts of the references: "
+            + ", ".join(f"{n} × {code(name)}" for name, n in concepts)
         )
 
 
@@ -100,7 +105,13 @@ def reference_grid(run: RunRef, nd: NeuronData) -> None:
     with st.expander(
         f"All {len(nd.thumbnails)} references (display crops; caption: rank · max activation)", expanded=True
     ):
-        st.image(sheets.reference_sheet(run, nd.neuron, columns=16), width="content")
+        opened = reference_tiles(
+            sheets.tiles(run, nd.neuron, range(len(nd.thumbnails))),
+            sheets.tile_px(run, nd.neuron),
+            key=f"tiles_all_{nd.neuron}",
+        )
+        if opened is not None:
+            enlarged_reference(run, nd, opened, st.session_state.get("k"))
 
 
 @st.cache_resource(show_spinner=False, max_entries=512)
@@ -108,7 +119,9 @@ def _umap_figure(run: RunRef, neuron: int, k: int, method: str, title: str):
     """Cached Plotly figure (building one costs more than the k-means it shows)."""
     nd = store_access.neuron_data(run, neuron)
     result = analysis.clustering(run, neuron, k, method)
-    return figures.umap_figure(nd.umap.of(method), result.labels, f"UMAP of {title}", nd.max_activations)
+    return figures.umap_figure(
+        nd.umap.of(method), result.labels, f"UMAP of {title}", nd.max_activations, method
+    )
 
 
 def umap_panels(run: RunRef, nd: NeuronData, k: int, pure: Clustering, activation: Clustering | None) -> None:
@@ -131,14 +144,17 @@ def umap_panels(run: RunRef, nd: NeuronData, k: int, pure: Clustering, activatio
             )
             chosen = sorted(i for i in ui.selected_customdata(event) if i < len(nd.thumbnails))
             if chosen:
-                st.caption(f"{len(chosen)} selected reference(s):")
-                st.image(
-                    [figures.data_uri(nd.thumbnails[i]) for i in chosen],
-                    width=76,
-                    caption=figures.reference_captions(nd.max_activations, chosen),
+                st.caption(f"{len(chosen)} selected reference(s) (click one to open it large):")
+                opened = reference_tiles(
+                    sheets.tiles(run, nd.neuron, chosen), 76, key=f"tiles_{method}_{nd.neuron}_{k}"
                 )
+                if opened is not None:
+                    enlarged_reference(run, nd, opened, k)
             else:
-                st.caption("Hover a point to see its reference; click or draw a lasso to list them.")
+                st.caption(
+                    "Hover a point to see its reference and where it lies in the other map; click or draw a "
+                    "lasso to list them."
+                )
 
 
 def lower_channel_html(root: str, run: RunRef, channels: list[int], lower_layer: str) -> str:
@@ -175,15 +191,20 @@ def virtual_neuron_grids(run: RunRef, nd: NeuronData, k: int, method: str, resul
         rho = "" if np.isnan(result.rho_intra[c]) else f" · ρ_intra {result.rho_intra[c]:.3f}"
         with st.container(border=True):
             st.markdown(
-                f"<span style='color:{figures.colour(c)}'>■</span> **{figures.vn_name(c)}** · "
+                f"<span style='color:{figures.colour(c, method)}'>■</span> "
+                f"**{figures.cluster_name(c, method)}** · "
                 f"{len(members)} references{rho}{planted_summary(nd, members)}",
                 unsafe_allow_html=True,
             )
             grid, circuit = st.columns([3, 2])
             with grid:
-                sheet = sheets.reference_sheet(run, nd.neuron, k, method, c, columns=9)
-                if sheet is not None:
-                    st.image(sheet, width="content")
+                opened = reference_tiles(
+                    sheets.tiles(run, nd.neuron, members),
+                    sheets.tile_px(run, nd.neuron),
+                    key=f"tiles_{method}_{nd.neuron}_{k}_{c}",
+                )
+                if opened is not None:
+                    enlarged_reference(run, nd, opened, k)
             with circuit:
                 if method == "pure":
                     channels = figures.top_channels(result.centers[c], N_CIRCUIT_CHANNELS)
@@ -191,7 +212,7 @@ def virtual_neuron_grids(run: RunRef, nd: NeuronData, k: int, method: str, resul
                         "<div style='font-size:14px;margin-bottom:4px'><b>Circuit</b> · lower-layer channels "
                         "with the largest centroid weights</div>"
                         + figures.circuit_html(
-                            result.centers[c], N_CIRCUIT_CHANNELS, figures.colour(c), meta.lower_layer
+                            result.centers[c], N_CIRCUIT_CHANNELS, figures.colour(c, method), meta.lower_layer
                         )
                         + lower_channel_html(root, run, channels, meta.lower_layer)
                     )
@@ -199,8 +220,63 @@ def virtual_neuron_grids(run: RunRef, nd: NeuronData, k: int, method: str, resul
                     st.caption("Activation clusters have no circuit; switch to PURE to see one.")
 
 
+def how_to_read(run: RunRef) -> None:
+    """A few lines for a newcomer: what the page's objects are and how to use them (collapsed)."""
+    meta = store_access.run_details(run).meta
+    layer, lower = code(meta.layer, max_chars=60), code(meta.lower_layer, max_chars=60)
+    with st.expander("How to read this page", icon=":material/help:"):
+        st.markdown(
+            f"""
+- **References**: the dataset images that activate this channel of {layer} most. Each tile shows the part of
+  the image that drove the activation (outside the input heatmap dimmed); click a tile to open it large.
+- **Circuit**: for each reference, PURE measures how much every channel of the layer below ({lower})
+  contributed to this neuron's activation (attribution, a share of the total). A **virtual neuron (VN)** is a
+  group of references with similar circuits (k-means): references the neuron responds to *by the same route*.
+  A polysemantic neuron, one that fires for unrelated things, splits into virtual neurons that are each
+  about one thing.
+- **Circuit bars**: a virtual neuron's centroid, i.e. the lower-layer channels that contribute most to it on
+  average and their share. A channel links to its own page where a run of the lower layer exists.
+- **The two UMAPs** place the same references, one dot each: left by their circuits (coloured by VN 1..k),
+  right by their plain activation vectors (the baseline, with its own clusters A, B, ... and colours). Close
+  dots have similar vectors. Hover a dot to see its reference, ringed in the other map too; groups that the
+  left map separates and the right one mixes are what circuits add.
+- **Choosing k**: start at 2. Raise k while each new virtual neuron's references look like one new thing and
+  PURE's ρ_inter − ρ_intra in the score table grows; stop when a concept splits into two similar grids or a
+  virtual neuron holds only a couple of references.
+"""
+        )
+
+
+@st.dialog("Reference", width="large")
+def enlarged_reference(run: RunRef, nd: NeuronData, position: int, k: int | None = None) -> None:
+    """One reference large: its display crop (the input heatmap's mask: outside dimmed, with a contour)
+    enlarged, beside the whole image the model saw, with its rank, activation and clusters for ``k``."""
+    facts = [
+        f"reference #{position + 1} of neuron {nd.neuron}",
+        f"max activation {nd.max_activations[position]:.3f}",
+        f"dataset image {int(nd.dataset_indices[position])}",
+    ]
+    for method in ("pure", "activation") if k else ():
+        result = analysis.clustering(run, nd.neuron, k, method)
+        if result is not None:
+            facts.append(f"{method}: {figures.cluster_name(int(result.labels[position]), method)}")
+    st.caption(" · ".join(facts))
+    crop, whole = st.columns(2)
+    with crop:
+        ui.image(
+            figures.enlarged(nd.thumbnails[position], ENLARGED_PX),
+            caption="display crop: outside the input heatmap's mask dimmed",
+        )
+    image = store_access.reference_image(run, int(nd.dataset_indices[position]))
+    if image is not None:
+        with whole:
+            ui.image(figures.enlarged(image, ENLARGED_PX), caption="the whole image at model input")
+
+
 def render_neuron(run: RunRef, neuron: int, nd: NeuronData) -> None:
-    """The k-independent part (header, all references), then the k control and everything it changes."""
+    """The k-independent part (explanation, header, all references), then the k control and everything it
+    changes."""
+    how_to_read(run)
     header(run, neuron, nd)
     if nd.n_references < 2:
         ui.write_params(run=run.name, neuron=neuron, k=ui.choose_k(nd.n_references))
@@ -247,7 +323,10 @@ def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
             "Reference grids of",
             ["pure", "activation"],
             default="pure",
-            format_func=lambda m: {"pure": "PURE virtual neurons", "activation": "activation clusters"}[m],
+            format_func=lambda m: {
+                "pure": "PURE virtual neurons (VN 1, 2, …)",
+                "activation": "activation clusters (baseline: A, B, …)",
+            }[m],
             key="grid_method",
         )
         or "pure"
@@ -260,20 +339,21 @@ def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
 
 def downloads(run: RunRef, neuron: int, k: int) -> None:
     left, right = st.columns(2)
-    left.download_button(
-        "Download these figures (PNG)",
-        functools.partial(report_png, run, neuron, k),
-        file_name=f"neuron-{neuron}-k{k}.png",
-        mime="image/png",
-        on_click="ignore",
-    )
-    right.download_button(
-        "Download the assignments (CSV)",
-        functools.partial(assignments_csv, run, neuron, k),
-        file_name=f"neuron-{neuron}-k{k}.csv",
-        mime="text/csv",
-        on_click="ignore",
-    )
+    with left:
+        ui.download(
+            "Download these figures (PNG)",
+            functools.partial(report_png, run, neuron, k),
+            file_name=f"neuron-{neuron}-k{k}.png",
+            mime="image/png",
+            key=f"report_png_{neuron}_{k}",
+        )
+    with right:
+        ui.download(
+            "Download the assignments (CSV)",
+            assignments_csv(run, neuron, k),
+            file_name=f"neuron-{neuron}-k{k}.csv",
+            mime="text/csv",
+        )
 
 
 def prefetch_all_k(run: RunRef, nd: NeuronData, method: str) -> None:
@@ -286,8 +366,7 @@ def prefetch_all_k(run: RunRef, nd: NeuronData, method: str) -> None:
         ):
             if nd.umap is not None and analysis.clustering(run, nd.neuron, k, name) is not None:
                 _umap_figure(run, nd.neuron, k, name, title)
-        for c in range(k):
-            sheets.reference_sheet(run, nd.neuron, k, method, c, columns=9)
+        analysis.clustering(run, nd.neuron, k, method)
         analysis.k_scores(run, nd.neuron, k)
 
 

@@ -11,11 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from app import analysis, figures, sheets, state, store_access, ui
+from app.safe_text import code
 from app.store_access import RunRef
 
 MAX_STRIPS = 150
 STRIP_WIDTH_PX = 216  # a strip of 6 thumbnails (`sheets.thumbnail_strip`) at the row height
-TABLE_WIDTH_PX = 904  # the grid beside the sidebar in a 1400 px window (938 px, measured) less row selection
+TABLE_WIDTH_PX = 870  # the grid beside the sidebar in a 1366 px laptop window (904 px; 938 at 1400, measured)
+# less the row-selection column
 TABLE_COLUMNS = [
     "rank",
     "neuron",
@@ -57,12 +59,12 @@ def open_neuron(run: RunRef, neuron: int) -> None:
 
 def ranking_columns() -> dict[str, Any]:
     """Headers, formats and pixel widths of the ranking table; the widths add up to at most `TABLE_WIDTH_PX`,
-    so the last column is not cut off in a 1400 px window."""
+    so the last column is not cut off in a 1366-1440 px laptop window."""
     return {
         "rank": st.column_config.NumberColumn("rank", width=52),
         "neuron": st.column_config.NumberColumn("neuron", width=64, format="%d"),
         "references": st.column_config.ImageColumn("top references", width=STRIP_WIDTH_PX),
-        "polysemanticity": st.column_config.NumberColumn("ρ_inter − ρ_intra", width=108, format="%.3f"),
+        "polysemanticity": st.column_config.NumberColumn("ρ_inter − ρ_intra", width=104, format="%.3f"),
         "rho_intra": st.column_config.NumberColumn("ρ_intra", width=68, format="%.3f"),
         "rho_inter": st.column_config.NumberColumn("ρ_inter", width=68, format="%.3f"),
         "overall": st.column_config.NumberColumn(
@@ -73,7 +75,7 @@ def ranking_columns() -> dict[str, Any]:
         ),
         "oracle_kind": st.column_config.TextColumn(
             "planted",
-            width=104,
+            width=92,
             help="ground truth of the synthetic world: the planted concepts of the references",
         ),
         "oracle_polysemanticity": st.column_config.NumberColumn(
@@ -101,7 +103,7 @@ def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
     if len(view) > MAX_STRIPS:
         st.caption(f"Thumbnails for the top {MAX_STRIPS} rows; search by id to see others.")
     if query and view.empty:
-        ui.notice(f"No neuron of this run matches `{query}`.")
+        ui.notice(f"No neuron of this run matches {code(query, max_chars=60)}.")
     event = st.dataframe(
         view,
         key="ranking_table",
@@ -114,12 +116,11 @@ def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
     neuron = selected_row_neuron(event, view)
     if neuron is not None:
         open_neuron(run, neuron)
-    st.download_button(
+    ui.download(
         "Download the ranking (CSV)",
         table.to_csv(index=False).encode(),
         file_name=f"ranking-{run.name}.csv",
         mime="text/csv",
-        on_click="ignore",
     )
 
 

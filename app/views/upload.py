@@ -1,51 +1,112 @@
-"""Upload page: run the run's model on your own images; for a chosen neuron and k show its activation, the
-input heatmap, the circuit vector, the assigned virtual neuron (nearest centroid) with the distances to all
-centroids and that virtual neuron's references; and list the neurons each image activates most."""
+"""Upload page: run the run's model on your own images (or on example images); for a chosen neuron and k show
+its activation (also as a percentile of its references'), the input heatmap, the circuit vector, the nearest
+virtual neuron with the distances to all centroids and that virtual neuron's references; and list the neurons
+each image activates most, each linked to its neuron page. The nearest virtual neuron is called an assignment
+only when the neuron fires and the nearest two centroids are not tied (`app.analysis.judge_assignment`)."""
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app import analysis, figures, model_cache, sheets, store_access, ui, uploads
+from app.safe_text import code, html_text
 from app.store_access import RunRef
 
 N_TOP_NEURONS = 5
+N_EXAMPLES = 6
 
 
-def assign(run: RunRef, neuron: int, k: int, circuit: np.ndarray) -> tuple[int, np.ndarray] | None:
-    """Nearest virtual neuron (0-based) of a circuit vector ``(C_lower,)`` and its distances ``(k,)``."""
+def neuron_url(run: RunRef, neuron: int, k: int) -> str:
+    """Deep link to the neuron page for ``neuron`` with ``k`` virtual neurons (relative to the app's root)."""
+    return "neuron?" + urlencode({"run": run.name, "neuron": int(neuron), "k": int(k)})
+
+
+def judge(
+    run: RunRef, neuron: int, k: int, activation: float, circuit: np.ndarray
+) -> analysis.Assignment | None:
+    """The nearest virtual neuron of a circuit vector ``(C_lower,)`` among ``neuron``'s ``k`` and whether it
+    counts as an assignment; None when the neuron cannot be split into ``k`` (too few references)."""
     result = analysis.clustering(run, neuron, k, "pure")
-    if result is None or result.centers.shape[1] != circuit.shape[0]:
+    nd = store_access.neuron_data(run, neuron)
+    if result is None or nd is None or result.centers.shape[1] != circuit.shape[0]:
         return None
-    return result.assign(circuit), result.distances(circuit)
+    return analysis.judge_assignment(activation, nd.max_activations, result.distances(circuit))
+
+
+def verdict_label(assignment: analysis.Assignment | None) -> str:
+    """The virtual neuron column of the top-neurons table: the assignment, or why there is none."""
+    if assignment is None:
+        return "–"
+    if not assignment.fires:
+        return "– (does not fire)"
+    if assignment.runner_up is not None:
+        return f"– (tie {figures.vn_name(assignment.nearest)} / {figures.vn_name(assignment.runner_up)})"
+    return figures.vn_name(assignment.nearest)
 
 
 def top_neurons_table(run: RunRef, image_analysis: uploads.UploadAnalysis, k: int) -> pd.DataFrame:
-    """The neurons the image activates most, each with its activation and assigned virtual neuron."""
+    """The neurons the image activates most, each with a link to its page, its activation, that activation's
+    percentile among its references and its virtual neuron (or why none)."""
     rows = []
     for neuron in image_analysis.top:
         nd = store_access.neuron_data(run, neuron)
         k_here = min(k, nd.n_references) if nd is not None else k
-        assigned = (
-            assign(run, neuron, k_here, image_analysis.circuits[neuron]) if nd and nd.n_references else None
+        activation = image_analysis.activations[neuron]
+        assignment = (
+            judge(run, neuron, k_here, activation, image_analysis.circuits[neuron])
+            if nd and nd.n_references
+            else None
         )
-        top_refs = nd.max_activations if nd is not None else np.array([])
+        references = nd.max_activations if nd is not None else np.array([])
         rows.append(
             {
-                "neuron": neuron,
-                "activation": image_analysis.activations[neuron],
-                "above % of its references": (
-                    100.0 * float((top_refs <= image_analysis.activations[neuron]).mean())
-                    if len(top_refs)
-                    else None
-                ),
-                "virtual neuron": figures.vn_name(assigned[0]) if assigned else "–",
+                "neuron": neuron_url(run, neuron, max(k_here, 1)),
+                "activation": activation,
+                "percentile of its references": analysis.activation_percentile(activation, references),
+                "virtual neuron": verdict_label(assignment),
                 "of k": k_here,
             }
         )
     return pd.DataFrame(rows)
+
+
+def show_verdict(
+    neuron: int, k: int, activation: float, refs: np.ndarray, judged: analysis.Assignment
+) -> None:
+    """A green box only for an assignment that counts; otherwise a warning that says why it does not."""
+    nearest = figures.vn_name(judged.nearest)
+    ordered = np.sort(judged.distances)
+    if judged.counts:
+        runner_up = f"; the next is at {ordered[1]:.4f}" if len(ordered) > 1 else ""
+        st.success(
+            f"Assigned to **{nearest}** of {k} (nearest centroid, distance "
+            f"{judged.distances[judged.nearest]:.4f}{runner_up})."
+        )
+        return
+    reasons = []
+    if not judged.fires:
+        reasons.append(
+            f"neuron {neuron} does not fire on this image: its activation {activation:.3f} is below that of "
+            f"its weakest reference ({refs.min():.3f}), so the circuit explains a response the neuron "
+            "hardly gives"
+            if len(refs)
+            else f"neuron {neuron} does not fire on this image (activation {activation:.3f})"
+        )
+    if judged.runner_up is not None:
+        reasons.append(
+            f"the nearest two centroids are within {analysis.TIE_MARGIN:.0%} of each other ({nearest} at "
+            f"{judged.distances[judged.nearest]:.4f}, {figures.vn_name(judged.runner_up)} at "
+            f"{judged.distances[judged.runner_up]:.4f}), so the image sits on their boundary"
+        )
+    st.warning(
+        "No assignment: " + "; and ".join(reasons) + f". The nearest virtual neuron, {nearest}, is shown "
+        "for comparison only.",
+        icon=":material/help:",
+    )
 
 
 def show_analysis(
@@ -61,7 +122,7 @@ def show_analysis(
     pictures, numbers = st.columns([2, 3])
     with pictures:
         overlay = heatmap_overlay(np.asarray(image_analysis.model_input), image_analysis.heatmap)
-        st.image(
+        ui.image(
             [image_analysis.model_input, overlay],
             width=180,
             caption=["model input", f"input heatmap of neuron {neuron} (red +, blue −)"],
@@ -74,49 +135,95 @@ def show_analysis(
             f"{activation:.3f}",
             help="max over positions of the channel's map (the reference-selection statistic)",
         )
-        if len(refs):
-            cols[1].metric("Its references' activations", f"{refs.min():.2f} – {refs.max():.2f}")
-        assigned = assign(run, neuron, k, image_analysis.circuits[neuron])
-        if assigned is None:
+        judged = judge(run, neuron, k, activation, image_analysis.circuits[neuron])
+        percentile = analysis.activation_percentile(activation, refs)
+        if percentile is not None:
+            cols[1].metric(
+                "Percentile among its references",
+                f"{percentile:.0f} %",
+                help=(
+                    f"Share of the neuron's {len(refs)} references (the dataset images that activate it "
+                    f"most) that this image activates it at least as much as; theirs span {refs.min():.2f} – "
+                    f"{refs.max():.2f}."
+                ),
+            )
+        if judged is None:
             st.warning("This neuron has too few references to split into virtual neurons.")
         else:
-            index, distances = assigned
-            st.success(
-                f"Assigned to **{figures.vn_name(index)}** of {k} (nearest centroid, distance "
-                f"{distances[index]:.4f})."
-            )
+            show_verdict(neuron, k, activation, refs, judged)
             st.plotly_chart(
-                figures.distances_figure(distances, index), key=f"dist_{key or upload.sha256}_{neuron}_{k}"
+                figures.distances_figure(judged.distances, judged.nearest),
+                key=f"dist_{key or upload.sha256}_{neuron}_{k}",
             )
     circuit_col, vn_col = st.columns([2, 3])
     with circuit_col:
         st.html(
             "<div style='font-size:14px;margin-bottom:4px'><b>This image's circuit</b> · PURE attribution "
-            f"of neuron {neuron} to the <code>{meta.lower_layer}</code> channels (largest entries)</div>"
+            f"of neuron {neuron} to the <code>{html_text(meta.lower_layer)}</code> channels "
+            "(largest entries)</div>"
             + figures.circuit_html(image_analysis.circuits[neuron], 8, "#555555", meta.lower_layer)
         )
     with vn_col:
-        if assigned is not None:
-            index = assigned[0]
+        if judged is not None:
+            index = judged.nearest
             size = int(analysis.clustering(run, neuron, k, "pure").sizes[index])
+            role = "" if judged.counts else "the nearest virtual neuron, "
             st.markdown(
-                f"**References of {figures.vn_name(index)}** ({size} of neuron {neuron}'s references)"
+                f"**References of {role}{figures.vn_name(index)}** ({size} of neuron {neuron}'s references)"
             )
-            sheet = sheets.reference_sheet(run, neuron, k, "pure", index, columns=8)
+            sheet = sheets.reference_sheet(
+                run, neuron, k, "pure", index, columns=6, tile_px=sheets.tile_px(run, neuron)
+            )
             if sheet is not None:
-                st.image(sheet, width="content")
+                ui.image(sheet, width="content")
     st.markdown(f"**Neurons this image activates most** (among the run's {len(image_analysis.activations)})")
     st.dataframe(
         top_neurons_table(run, image_analysis, k),
         hide_index=True,
         column_config={
+            "neuron": st.column_config.LinkColumn(
+                "neuron", display_text=r"&neuron=(\d+)", help="Open the neuron's page"
+            ),
             "activation": st.column_config.NumberColumn(format="%.3f"),
-            "above % of its references": st.column_config.NumberColumn(
-                format="%.0f%%",
-                help="share of the neuron's reference images that activate it less than this image",
+            "percentile of its references": st.column_config.NumberColumn(
+                format="%.0f %%",
+                help="share of the neuron's references that this image activates it at least as much as",
             ),
         },
     )
+
+
+def set_example(label: str | None) -> None:
+    """Button callback: the example image to analyse (None: none)."""
+    st.session_state["upload_example"] = label
+
+
+def choose_example(run: RunRef, neuron: int, expanded: bool) -> store_access.ExampleImage | None:
+    """Example images to try (`app.store_access.example_images`), each with a button; the chosen one (kept
+    in the session by its label) or None."""
+    examples = store_access.example_images(run, neuron, N_EXAMPLES)
+    if not examples:
+        return None
+    by_label = {example.label: example for example in examples}
+    with st.expander("No image at hand? Try one of these", expanded=expanded):
+        st.caption(
+            f"Two of neuron {neuron}'s own references (where an assignment is expected) and references of "
+            "other neurons, held out from this one: it barely fires on them, and the table of neurons each "
+            "image activates most links to the ones that do."
+        )
+        columns = st.columns(len(examples))
+        for column, example in zip(columns, examples, strict=True):
+            with column:
+                ui.image(example.data, width=96, caption=example.label)
+                st.button(
+                    "Try",
+                    key=f"example_{example.label}",
+                    on_click=set_example,
+                    args=(example.label,),
+                )
+        if st.session_state.get("upload_example") in by_label:
+            st.button("Clear the example", key="example_clear", on_click=set_example, args=(None,))
+    return by_label.get(st.session_state.get("upload_example"))
 
 
 def render() -> None:
@@ -145,7 +252,8 @@ def render() -> None:
             f"{uploads.MAX_ASPECT_RATIO}:1 sides each."
         ),
     )
-    if not files:
+    example = choose_example(run, neuron, expanded=not files)
+    if not files and example is None:
         st.caption(
             "The image is resized and centre-cropped like the model's inputs, then analysed with the same "
             "code as the precomputed references."
@@ -155,7 +263,9 @@ def render() -> None:
         model_cache.model_for(run)
         matches = model_cache.model_matches_run(run)
     except Exception as error:  # noqa: BLE001 - any model failure becomes a message, never a traceback
-        st.error(f"The run's model could not be loaded: {error}", icon=":material/error:")
+        st.error(
+            f"The run's model could not be loaded: {code(error, max_chars=300)}", icon=":material/error:"
+        )
         return
     if matches is False:
         st.warning(
@@ -165,20 +275,23 @@ def render() -> None:
             f"`{ui.PRECOMPUTE_COMMAND}`.",
             icon=":material/warning:",
         )
-    for file in files:
+    images = [(example.label, example.data, f"example {example.label}")] if example is not None else []
+    images += [(file.name, file.getvalue(), file.file_id) for file in files or ()]
+    for name, data, key in images:
         st.divider()
-        st.subheader(file.name)
-        try:
-            upload = uploads.decode_upload(file.name, file.getvalue())
+        st.subheader(code(name, max_chars=120))
+        try:  # the name only labels the messages, which are markdown
+            upload = uploads.decode_upload(code(name, max_chars=120), data)
         except uploads.UploadError as error:
             st.error(str(error), icon=":material/block:")
             continue
         for note in upload.notes:
             st.caption(f"Note: {note}.")
         try:
-            show_analysis(run, upload, neuron, k, key=file.file_id)
+            show_analysis(run, upload, neuron, k, key=key)
         except Exception as error:  # noqa: BLE001
-            st.error(f"Analysing {file.name} failed: {type(error).__name__}: {error}")
+            failure = code(f"{type(error).__name__}: {error}", max_chars=300)
+            st.error(f"Analysing {code(name, max_chars=120)} failed: {failure}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""The neuron page explains itself, keeps the activation baseline apart from PURE's virtual neurons, sizes
+its reference grids from the stored thumbnails and opens any reference large."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app import figures, sheets, store_access
+from app.views import neuron as neuron_page
+from store import list_runs
+
+APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
+
+
+def _page(monkeypatch, root, **params) -> AppTest:
+    monkeypatch.setenv("PURE_RUNS_DIR", str(root))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params = {"page": "neuron", "run": "small", **{n: str(v) for n, v in params.items()}}
+    return at.run()
+
+
+def _run(root):
+    return store_access.run_ref(next(r for r in list_runs(root) if r.directory.name == "small"))
+
+
+def test_a_collapsed_explanation_says_what_the_page_shows(monkeypatch, small_runs_root):
+    at = _page(monkeypatch, small_runs_root, neuron=3, k=2)
+    assert not at.exception
+    (how,) = [e for e in at.expander if e.label == "How to read this page"]
+    text = " ".join(m.value for m in how.markdown)
+    for term in ("virtual neuron (VN)", "Circuit", "Circuit bars", "two UMAPs", "Choosing k", "cluster"):
+        assert term in text, term
+
+
+def test_activation_clusters_have_their_own_names_and_colours():
+    assert [figures.cluster_name(i, "pure") for i in range(3)] == ["VN 1", "VN 2", "VN 3"]
+    assert [figures.cluster_name(i, "activation") for i in range(3)] == [
+        "cluster A",
+        "cluster B",
+        "cluster C",
+    ]
+    assert not {figures.colour(i, "activation") for i in range(8)} & {figures.colour(i) for i in range(8)}
+    labels = np.array([0, 0, 1])
+    coords = np.zeros((3, 2))
+    baseline = figures.umap_figure(coords, labels, "t", method="activation")
+    pure = figures.umap_figure(coords, labels, "t", method="pure")
+    assert [t.name for t in baseline.data] == ["cluster A (2)", "cluster B (1)"]
+    assert baseline.data[0].marker.color != pure.data[0].marker.color
+    assert baseline.data[0].marker.symbol == "diamond" and pure.data[0].marker.symbol == "circle"
+    # both maps carry the reference positions, so a hover in one can ring the same reference in the other
+    assert sorted(np.concatenate([t.customdata for t in baseline.data])) == [0, 1, 2]
+
+
+def test_grids_are_tiles_at_the_stored_thumbnail_size(small_runs_root):
+    run = _run(small_runs_root)
+    nd = store_access.neuron_data(run, 3)
+    stored_px = max(Image.open(io.BytesIO(nd.thumbnails[0])).size)
+    assert sheets.tile_px(run, 3) == min(stored_px, sheets.MAX_TILE_PX) and sheets.tile_px(run, 3) > 64
+    tiles = sheets.tiles(run, 3, [2, 0])
+    assert [t.reference for t in tiles] == [2, 0]
+    assert tiles[0].caption == f"#3 · {nd.max_activations[2]:.2f}" and tiles[0].src.startswith("data:image/")
+
+
+def test_the_csv_names_activation_clusters_by_letter(small_runs_root):
+    lines = neuron_page.assignments_csv(_run(small_runs_root), 3, 2).decode().splitlines()
+    assert {line.rsplit(",", 1)[1] for line in lines[1:]} <= {"cluster A", "cluster B"}
+
+
+def test_a_reference_opens_large_with_its_whole_image(small_runs_root):
+    run = _run(small_runs_root)
+    nd = store_access.neuron_data(run, 3)
+    big = figures.enlarged(nd.thumbnails[0], neuron_page.ENLARGED_PX)
+    assert max(big.size) == neuron_page.ENLARGED_PX
+    assert store_access.reference_image(run, int(nd.dataset_indices[0])) is not None
