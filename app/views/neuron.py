@@ -101,9 +101,13 @@ def header(run: RunRef, neuron: int, nd: NeuronData) -> None:
         )
 
 
+OPEN_GRID_MAX = 24  # references shown open at first; a longer grid would push the virtual neurons far down
+
+
 def reference_grid(run: RunRef, nd: NeuronData) -> None:
     with st.expander(
-        f"All {len(nd.thumbnails)} references (display crops; caption: rank · max activation)", expanded=True
+        f"All {len(nd.thumbnails)} references (display crops; caption: rank · max activation)",
+        expanded=len(nd.thumbnails) <= OPEN_GRID_MAX,
     ):
         opened = reference_tiles(
             sheets.tiles(run, nd.neuron, range(len(nd.thumbnails))),
