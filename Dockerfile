@@ -36,9 +36,8 @@ COPY store/ store/
 COPY app/ app/
 COPY pure_explorer/ pure_explorer/
 RUN pip install --no-deps . && rm -rf build ./*.egg-info
-
-# Streamlit's settings, read from the working directory; secrets.toml is mounted at run time, never copied.
-COPY .streamlit/config.toml .streamlit/
+# Streamlit's settings travel inside app/ (app/.streamlit/config.toml, read beside the main script);
+# secrets.toml is mounted at run time into the working directory's .streamlit/, never copied.
 
 RUN useradd --create-home --uid 10001 explorer
 USER 10001

@@ -5,7 +5,8 @@
     pure-explorer app [STREAMLIT ARGS] [-- --runs-dir DIR]  # streamlit run <installed app/server.py> ...
     pure-explorer train-demo [ARGS...]                     # python -m synthetic ARGS
 
-Streamlit reads `.streamlit/config.toml` and `.streamlit/secrets.toml` from the current directory.
+The dashboard's Streamlit settings are installed beside its script (app/.streamlit/config.toml) and hold
+wherever it starts; secrets come from the working directory's .streamlit/secrets.toml (or --secrets.files).
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ def serve(
     """Run the dashboard on ``runs_root`` and yield its URL; the server is stopped on exit.
 
     ``command`` (default `streamlit_command`) must listen on ``port``; ``env`` is added to the environment;
-    it runs in ``cwd`` (default: this process's), whose .streamlit/ holds Streamlit's config and secrets;
+    it runs in ``cwd`` (default: this process's), whose .streamlit/ may hold secrets (the dashboard's config
+    is installed beside its script);
     the server's output goes to ``log`` (or nowhere)."""
     port = port or free_port()
     out: IO | int = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below

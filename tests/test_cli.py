@@ -65,3 +65,26 @@ def test_python_dash_m_pure_explorer_is_the_command(small_store):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["directory"] == str(small_store)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses a socket of this machine listens on at ``port`` (from /proc/net/tcp, state 0A)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_the_app_keeps_its_hosting_settings_wherever_it_is_started(small_runs_root, tmp_path):
+    """`pure-explorer app` started outside the checkout (no .streamlit/ in the working directory) still uses
+    the dashboard's own settings, installed beside its script: here, it listens on localhost only."""
+    from pure_explorer.live_app import free_port, serve
+
+    port = free_port()
+    command = [sys.executable, "-m", "pure_explorer", "app", "--server.headless", "true",
+               "--server.port", str(port), "--server.fileWatcherType", "none"]
+    with serve(small_runs_root, command=command, cwd=tmp_path, port=port):
+        assert _listening_addresses(port) == {"127.0.0.1"}

@@ -23,6 +23,7 @@ from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, free_port, 
 from store import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "app" / ".streamlit" / "config.toml"  # Streamlit's settings, installed with the app
 
 
 def parse_dockerfile(path: Path) -> dict:
@@ -82,14 +83,14 @@ def test_the_image_installs_the_project_after_its_pinned_dependencies():
 
 def test_secrets_never_enter_the_image():
     copied = [source for sources, _ in DOCKERFILE["COPY"] for source in sources]
-    assert ".streamlit/config.toml" in copied
     assert not {".", "./", ".streamlit", ".streamlit/"} & set(copied), "a COPY would take secrets.toml along"
-    assert ".streamlit/secrets.toml" in (ROOT / ".dockerignore").read_text().splitlines()
-    assert ".streamlit/secrets.toml" in (ROOT / ".gitignore").read_text().splitlines()
+    for ignore in (".dockerignore", ".gitignore"):  # also a secrets.toml put beside the app's config.toml
+        lines = (ROOT / ignore).read_text().splitlines()
+        assert ".streamlit/secrets.toml" in lines and "**/.streamlit/secrets.toml" in lines
 
 
 def test_hosting_defaults_in_the_copied_streamlit_config():
-    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    config = tomllib.loads(CONFIG.read_text())
     server = config["server"]
     from app.uploads import MAX_UPLOAD_MB
 
@@ -99,7 +100,7 @@ def test_hosting_defaults_in_the_copied_streamlit_config():
 
 
 def test_an_open_instance_listens_on_localhost_and_only_the_container_binds_every_interface():
-    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
+    server = tomllib.loads(CONFIG.read_text())["server"]
     assert server["address"] == "localhost"
     assert DOCKERFILE["ENV"]["STREAMLIT_SERVER_ADDRESS"] == "0.0.0.0"  # the container's port is published
 
@@ -153,6 +154,8 @@ def test_the_image_holds_every_package_of_the_project(image):
     expected = {name.split(".")[0] for name in setuptools.find_packages(ROOT, include=find["include"])}
     installed = {p.name for p in image.site_packages.iterdir() if (p / "__init__.py").is_file()}
     assert expected <= installed, f"not in the image: {expected - installed}"
+    # the dashboard's Streamlit settings arrive with it (package data), byte for byte
+    assert (image.site_packages / "app" / ".streamlit" / "config.toml").read_bytes() == CONFIG.read_bytes()
     command = DOCKERFILE["CMD"][0]
     assert shutil.which(command, path=image.env["PATH"]) == str(image.site_packages / "bin" / command)
 
