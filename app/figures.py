@@ -320,10 +320,12 @@ def strip(thumbnails: Sequence[bytes], height_px: int, gap_px: int = 2) -> Image
     return canvas
 
 
-def data_uri(image_bytes: bytes) -> str:
-    """An image's bytes as a data URI (`st.image` passes URIs through without decoding or re-encoding)."""
-    kind = Image.open(io.BytesIO(image_bytes)).format or "PNG"
-    return f"data:image/{kind.lower()};base64," + base64.b64encode(image_bytes).decode()
+def data_uri(data: bytes, mime: str | None = None) -> str:
+    """Bytes as a data URI of type ``mime`` (default: the image format read from the bytes' header);
+    `st.image` passes URIs through without decoding or re-encoding, and links download them."""
+    if mime is None:
+        mime = f"image/{(Image.open(io.BytesIO(data)).format or 'PNG').lower()}"
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
@@ -335,7 +337,7 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
 
 def jpeg_data_uri(image: Image.Image, quality: int = 85) -> str:
     """An image as a JPEG data URI (for image columns of tables and inline HTML)."""
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(image, quality)).decode()
+    return data_uri(jpeg_bytes(image, quality), "image/jpeg")
 
 
 def contact_sheet(

@@ -16,7 +16,6 @@ websocket. Values from outside (query, store, file names) reach markdown only th
 
 from __future__ import annotations
 
-import base64
 import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -71,7 +70,7 @@ def image_uri(picture: ImageLike) -> str:
         return figures.data_uri(picture)
     if isinstance(picture, np.ndarray):
         picture = Image.fromarray(picture)
-    return figures.data_uri(figures.png_bytes(picture))
+    return figures.data_uri(figures.png_bytes(picture), "image/png")
 
 
 def image(pictures: ImageLike | Sequence[ImageLike], **options: Any) -> None:
@@ -94,7 +93,7 @@ def download(
             st.button(label, key=key, on_click=_mark_prepared, args=(prepared,))
             return
         data = data()
-    uri = f"data:{mime};base64," + base64.b64encode(data).decode()
+    uri = figures.data_uri(data, mime)
     st.markdown(
         f"<a href='{uri}' download='{html_text(file_name)}' data-testid='pure-download'>"
         f":material/download: {html_text(label)}</a>",

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from pure_core.models import build_model
+from pure_explorer.large_store import photo_crops
 from store import RunStore
 from store.schema import References
 
@@ -35,20 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def photo_folder(directory: Path, n_images: int, size_px: int = 256, seed: int = 0) -> Path:
     """``n_images`` random square crops of the packaged colour photographs, saved as JPEG files."""
-    import skimage.data
-    from sklearn.datasets import load_sample_images
-
-    photos = [getattr(skimage.data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket")]
-    photos += list(load_sample_images().images)
-    rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    for i in range(n_images):
-        photo = photos[i % len(photos)]
-        side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2])))
-        top = int(rng.integers(0, photo.shape[0] - side + 1))
-        left = int(rng.integers(0, photo.shape[1] - side + 1))
-        crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size_px, size_px))
-        crop.save(directory / f"{i:05d}.jpg", quality=92)
+    for i, crop in enumerate(photo_crops(np.random.default_rng(seed), n_images, size_px)):
+        Image.fromarray(crop).save(directory / f"{i:05d}.jpg", quality=92)
     return directory
 
 

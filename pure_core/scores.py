@@ -142,10 +142,13 @@ def overall_distance(embeddings) -> float:
 def polysemanticity(embeddings, random_state: int | None = 0) -> Polysemanticity:
     """Polysemanticity of one neuron from its embeddings ``(n_ref, D)``: k=2 k-means (n_init=10), Eq. 5.
 
-    ``score = rho_inter - rho_intra``; large for neurons whose references form two distinct groups.
+    ``score = rho_inter - rho_intra``; large for neurons whose references form two distinct groups. Fewer than
+    two distinct embeddings leave nothing to split: every figure is 0 and all labels 0.
     """
     X = _as_2d(embeddings, "embeddings")
     distances = _condensed_distances(X)
+    if len(np.unique(X, axis=0)) < 2:
+        return Polysemanticity(0.0, 0.0, 0.0, 0.0, np.zeros(len(X), dtype=np.int64))
     labels = VirtualNeurons(n_clusters=2, random_state=random_state).fit(X).labels_
     rho_intra, rho_inter = _cluster_distances_condensed(distances, labels)
     return Polysemanticity(

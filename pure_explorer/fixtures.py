@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pure_core import scores as sc
 from store import STAGES, RunStore, schema
 from store.codecs import EMBED_QUALITY, THUMB_QUALITY, encode_image
 
@@ -206,20 +207,11 @@ def _vectors(record: schema.ReferenceArray) -> np.ndarray:
     return np.asarray(record.values, dtype=np.float64)
 
 
-def _polysemanticity(vectors: np.ndarray):
-    """`pure_core.scores.polysemanticity` with the run's seed; zeros for fewer than 2 distinct vectors."""
-    from pure_core import scores as sc
-
-    if len(np.unique(vectors, axis=0)) >= 2:
-        return sc.polysemanticity(vectors, random_state=RUN_SEED)
-    return sc.Polysemanticity(0.0, 0.0, 0.0, 0.0, np.zeros(len(vectors), dtype=np.int64))
-
-
 def _oracle(concepts: list[str], kind: str) -> schema.Oracle:
     """The ideal embedder's scores: one-hot vectors of the planted concepts."""
     names = sorted(set(concepts))
     one_hot = np.eye(len(names))[[names.index(c) for c in concepts]]
-    poly = _polysemanticity(one_hot)
+    poly = sc.polysemanticity(one_hot, random_state=RUN_SEED)
     return schema.Oracle(
         poly.score, poly.rho_intra, poly.rho_inter, poly.overall, poly.labels, concepts, kind
     )
@@ -227,11 +219,10 @@ def _oracle(concepts: list[str], kind: str) -> schema.Oracle:
 
 def _neuron_scores(data: dict) -> schema.NeuronScores:
     """A neuron's scores record, computed as precompute's scores stage does (k-means with the run's seed)."""
-    from pure_core import scores as sc
     from pure_core.virtual import VirtualNeurons
 
     emb, pure, activation = (_vectors(data[kind]) for kind in ("embeddings", "pure", "activation"))
-    poly = _polysemanticity(emb)
+    poly = sc.polysemanticity(emb, random_state=RUN_SEED)
     ks = [k for k in KS if k <= len(emb)]
     evaluated = (
         sc.evaluate_methods(
@@ -299,8 +290,6 @@ def _method_comparison(dense: list[schema.NeuronScores]) -> schema.MethodCompari
 
 
 def _distance_correlation(dense: list[dict]) -> schema.DistanceCorrelation:
-    from pure_core import scores as sc
-
     embeddings = [_vectors(data["embeddings"]) for data in dense]
     pooled = {}
     for method in ("pure", "activation"):

@@ -26,7 +26,7 @@ from pure_core.crops import crop_for_display, crop_for_embedding
 from store import STAGES, RunStore, schema
 from store.codecs import EMBED_QUALITY, THUMB_QUALITY, encode_image
 
-__all__ = ["LARGE_CONFIG", "write_large_store", "main"]
+__all__ = ["LARGE_CONFIG", "main", "photo_crops", "write_large_store"]
 
 # The shape of the paper's setting: ResNet-50 layer4 (2048 channels) with circuits in layer3 (1024).
 LARGE_CONFIG = {"n_neurons": 2048, "n_ref": 100, "c_lower": 1024, "c_layer": 2048, "embed_dim": 768,
@@ -35,21 +35,23 @@ POOL_SIZE = 512  # distinct images, crops and thumbnails drawn once and reused a
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
-def _photo_pool(rng: np.random.Generator, n: int, size_px: int) -> list[np.ndarray]:
-    """``n`` random square crops ``(size_px, size_px, 3)`` uint8 of scikit-image's colour photographs."""
+def photo_crops(rng: np.random.Generator, n: int, size_px: int) -> list[np.ndarray]:
+    """``n`` random square crops ``(size_px, size_px, 3)`` uint8 of the colour photographs that ship with
+    scikit-image and scikit-learn (offline), taken in turn from each photograph."""
     import skimage.data
+    from sklearn.datasets import load_sample_images
 
-    photos = [getattr(skimage.data, name)() for name in PHOTOS]
-    pool = []
-    for _ in range(n):
-        photo = photos[rng.integers(len(photos))]
+    photos = [getattr(skimage.data, name)() for name in PHOTOS] + list(load_sample_images().images)
+    crops = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
         side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2])))
         top = int(rng.integers(0, photo.shape[0] - side + 1))
         left = int(rng.integers(0, photo.shape[1] - side + 1))
         crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size_px, size_px),
                                                                              Image.Resampling.BILINEAR)
-        pool.append(np.asarray(crop))
-    return pool
+        crops.append(np.asarray(crop))
+    return crops
 
 
 def _heatmap(rng: np.random.Generator, size_px: int) -> np.ndarray:
@@ -119,7 +121,7 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
     config = _config(neurons, n_ref, n_images, ks, seed)
     identity = {"config": config, "fingerprints": {"fixture": "large", "seed": seed}}
     store = RunStore.create(directory, identity, config, {"pure_explorer.large_store": "fixture"})
-    photos = _photo_pool(rng, POOL_SIZE, image_px)
+    photos = photo_crops(rng, POOL_SIZE, image_px)
     heatmaps = [_heatmap(rng, image_px) for _ in range(POOL_SIZE)]
     pool_images = [encode_image(Image.fromarray(p), EMBED_QUALITY) for p in photos]
     pool_crops = [encode_image(crop_for_embedding(p, h), EMBED_QUALITY) for p, h in zip(photos, heatmaps,

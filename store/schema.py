@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 import textwrap
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Self
@@ -55,7 +56,7 @@ def values_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-class Record:
+class Record(ABC):
     """Base of every record: `to_store` / `from_store`, equality by stored value, and the key it lives under.
 
     ``KEY`` is the store key (or its prefix); ``INDEX`` names what follows the prefix (``"neuron"``,
@@ -66,14 +67,14 @@ class Record:
     KEY: ClassVar[str | None] = None
     INDEX: ClassVar[str | None] = None
 
+    @abstractmethod
     def to_store(self) -> Any:
         """The plain value stored for this record (dicts, lists, numpy arrays, bytes, scalars)."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def from_store(cls, value: Any) -> Self:
         """The record of a stored value."""
-        raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and values_equal(self.to_store(), other.to_store())

@@ -193,3 +193,11 @@ def test_fit_methods_and_evaluate_fits_are_evaluate_methods_in_two_steps():
     assert evaluate_fits(embeddings, fits) == evaluate_methods(embeddings, vectors, ks=(2, 4), random_state=7)
     # the embedding's k=2 fit is the polysemanticity clustering
     np.testing.assert_array_equal(fits["embedding"][2].labels_, polysemanticity(embeddings, 7).labels)
+
+
+def test_fewer_than_two_distinct_embeddings_have_nothing_to_split():
+    """A neuron with one reference, or references that all embed alike, scores 0 (the module's convention)."""
+    for embeddings in (np.ones((1, 4)), np.ones((5, 4))):
+        result = polysemanticity(embeddings)
+        assert (result.score, result.rho_intra, result.rho_inter, result.overall) == (0.0, 0.0, 0.0, 0.0)
+        np.testing.assert_array_equal(result.labels, np.zeros(len(embeddings), dtype=np.int64))

@@ -39,13 +39,6 @@ PARTS = ("scores",)
 METHODS = ("pure", "activation", "embedding")
 
 
-def _polysemanticity(vectors: np.ndarray, seed: int) -> sc.Polysemanticity:
-    """`pure_core.scores.polysemanticity` of ``vectors (n, D)``; zeros for fewer than two references."""
-    if len(vectors) >= 2:
-        return sc.polysemanticity(vectors, random_state=seed)
-    return sc.Polysemanticity(0.0, 0.0, 0.0, 0.0, np.zeros(len(vectors), dtype=np.int64))
-
-
 def _neuron_scores(job: Job, references: References, row: int) -> tuple[NeuronScores, UmapCoordinates]:
     """One neuron's scores and UMAP coordinates (see `store.schema.NeuronScores`)."""
     store, config = job.store, job.config
@@ -54,7 +47,7 @@ def _neuron_scores(job: Job, references: References, row: int) -> tuple[NeuronSc
     embeddings, pure, activation = (np.asarray(store.read(record, neuron).values, dtype=np.float64)
                                     for record in (Embeddings, PureVectors, ActivationVectors))
     n = len(embeddings)
-    poly = _polysemanticity(embeddings, seed)
+    poly = sc.polysemanticity(embeddings, random_state=seed)
     ks = [int(k) for k in config.ks if k <= n]
     fits = sc.fit_methods({"pure": pure, "activation": activation, "embedding": embeddings}, ks, seed)
     evaluations = sc.evaluate_fits(embeddings, fits)
@@ -65,7 +58,7 @@ def _neuron_scores(job: Job, references: References, row: int) -> tuple[NeuronSc
     truth = job.source.ground_truth(references.indices[row], store.read(CropBoxes, neuron).values)
     oracle = None
     if truth is not None:
-        ideal = _polysemanticity(truth.embeddings, seed)
+        ideal = sc.polysemanticity(truth.embeddings, random_state=seed)
         oracle = Oracle(float(ideal.score), float(ideal.rho_intra), float(ideal.rho_inter),
                         float(ideal.overall), ideal.labels, truth.concepts, truth.kind)
     scores = NeuronScores(
