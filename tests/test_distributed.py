@@ -1,10 +1,12 @@
 """`torchrun --nproc-per-node 2 -m precompute` (gloo on CPU) writes the store a single process writes, value
 for value; a rank killed mid-stage resumes with the same command; a sharded scan refuses another world
-size."""
+size; two "nodes" meeting through torchrun's c10d rendezvous (as under `srun torchrun` on Slurm) write the
+same store."""
 
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -87,4 +89,26 @@ def test_a_killed_rank_resumes_and_a_sharded_scan_keeps_its_number_of_processes(
     assert killed.returncode != 0
     resumed = _precompute(out, processes=2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_equal(_values(single), _values(out))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_through_the_c10d_rendezvous_write_the_store_of_one(single, tmp_path):
+    """Two torchrun launchers, one per "node" (here both on this machine, sharing its disk as nodes share a
+    filesystem), find each other through the rendezvous endpoint as `srun torchrun --nnodes 2` would."""
+    out, endpoint = tmp_path / "nodes", f"127.0.0.1:{_free_port()}"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "pure-test"]
+    command = [*launcher, "-m", "precompute", *ARGS, "--out", str(out)]
+    nodes = [subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, stderr) in zip(nodes, results, strict=True):
+        assert node.returncode == 0, stderr[-3000:]
+    assert sum(stdout.count("precompute: wrote") for stdout, _ in results) == 1  # one rank 0 in the world
     _assert_equal(_values(single), _values(out))
