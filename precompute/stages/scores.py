@@ -7,14 +7,19 @@ source has planted ground truth; then the run-wide ``summary``, ``method_compari
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
 import numpy as np
+from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
+from precompute.config import UmapConfig
 from precompute.job import Job
 from precompute.runner import ChunkRunner
 from pure_core import scores as sc
 from pure_core.projection import import_umap, umap_2d
+from pure_core.sources import GroundTruth
 from store.schema import (
     ActivationVectors,
     Correlation,
@@ -33,69 +38,101 @@ from store.schema import (
     UmapCoordinates,
 )
 
-__all__ = ["run"]
+__all__ = ["MIN_NEURONS_PER_PROCESS", "NeuronInputs", "run", "score_neuron", "score_processes"]
 
 PARTS = ("scores",)
 METHODS = ("pure", "activation", "embedding")
 
 
-def _neuron_scores(job: Job, references: References, row: int) -> tuple[NeuronScores, UmapCoordinates]:
-    """One neuron's scores and UMAP coordinates (see `store.schema.NeuronScores`)."""
-    store, config = job.store, job.config
-    seed = int(config.seed)
+# Below this many neurons per process, starting a worker (imports, numba's cache) costs more than it saves.
+MIN_NEURONS_PER_PROCESS = 32
+
+
+@dataclass(frozen=True)
+class NeuronInputs:
+    """What one neuron's scores are computed from (read from the store by the main process)."""
+
+    embeddings: np.ndarray
+    pure: np.ndarray
+    activation: np.ndarray
+    truth: GroundTruth | None
+
+
+def _inputs(job: Job, references: References, row: int) -> NeuronInputs:
     neuron = references.neuron_ids[row]
-    embeddings, pure, activation = (np.asarray(store.read(record, neuron).values, dtype=np.float64)
+    embeddings, pure, activation = (np.asarray(job.store.read(record, neuron).values, dtype=np.float64)
                                     for record in (Embeddings, PureVectors, ActivationVectors))
+    truth = job.source.ground_truth(references.indices[row], job.store.read(CropBoxes, neuron).values)
+    return NeuronInputs(embeddings, pure, activation, truth)
+
+
+def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int,
+                 umap_cfg: UmapConfig) -> tuple[NeuronScores, UmapCoordinates]:
+    """One neuron's scores and UMAP coordinates (see `store.schema.NeuronScores`); single-threaded, so a
+    process per neuron gives the values of the serial loop."""
+    embeddings, pure, activation = inputs.embeddings, inputs.pure, inputs.activation
     n = len(embeddings)
-    poly = sc.polysemanticity(embeddings, random_state=seed)
-    ks = [int(k) for k in config.ks if k <= n]
-    fits = sc.fit_methods({"pure": pure, "activation": activation, "embedding": embeddings}, ks, seed)
-    evaluations = sc.evaluate_fits(embeddings, fits)
-    methods = {method: {k: MethodScore(float(e.rho_intra), float(e.rho_inter))
-                        for k, e in evaluations[method].items()} for method in METHODS}
-    correlation = Correlation(*(float(sc.per_neuron_distance_correlation(embeddings, vectors)) if n > 2
-                                else math.nan for vectors in (pure, activation)))
-    truth = job.source.ground_truth(references.indices[row], store.read(CropBoxes, neuron).values)
-    oracle = None
-    if truth is not None:
-        ideal = sc.polysemanticity(truth.embeddings, random_state=seed)
-        oracle = Oracle(float(ideal.score), float(ideal.rho_intra), float(ideal.rho_inter),
-                        float(ideal.overall), ideal.labels, truth.concepts, truth.kind)
-    scores = NeuronScores(
-        polysemanticity=float(poly.score), rho_intra=float(poly.rho_intra), rho_inter=float(poly.rho_inter),
-        overall=float(poly.overall), embedding_labels=poly.labels, methods=methods, correlation=correlation,
-        centroids={k: fitted.cluster_centers_ for k, fitted in fits["pure"].items()}, oracle=oracle)
-    umap_cfg = config.umap
-    coords = UmapCoordinates(*(umap_2d(v, umap_cfg.n_neighbors, umap_cfg.min_dist, umap_cfg.random_state)
-                               for v in (pure, activation)))
+    with threadpool_limits(1):
+        poly = sc.polysemanticity(embeddings, random_state=seed)
+        ks = [int(k) for k in ks if k <= n]
+        fits = sc.fit_methods({"pure": pure, "activation": activation, "embedding": embeddings}, ks, seed)
+        evaluations = sc.evaluate_fits(embeddings, fits)
+        methods = {method: {k: MethodScore(float(e.rho_intra), float(e.rho_inter))
+                            for k, e in evaluations[method].items()} for method in METHODS}
+        correlation = Correlation(*(float(sc.per_neuron_distance_correlation(embeddings, vectors)) if n > 2
+                                    else math.nan for vectors in (pure, activation)))
+        oracle = None
+        if inputs.truth is not None:
+            ideal = sc.polysemanticity(inputs.truth.embeddings, random_state=seed)
+            oracle = Oracle(float(ideal.score), float(ideal.rho_intra), float(ideal.rho_inter),
+                            float(ideal.overall), ideal.labels, inputs.truth.concepts, inputs.truth.kind)
+        centroids = {k: fitted.cluster_centers_ for k, fitted in fits["pure"].items()}
+        scores = NeuronScores(
+            polysemanticity=float(poly.score), rho_intra=float(poly.rho_intra),
+            rho_inter=float(poly.rho_inter), overall=float(poly.overall), embedding_labels=poly.labels,
+            methods=methods, correlation=correlation, centroids=centroids, oracle=oracle)
+        coords = UmapCoordinates(*(umap_2d(v, umap_cfg.n_neighbors, umap_cfg.min_dist, umap_cfg.random_state)
+                                   for v in (pure, activation)))
     return scores, coords
+
+
+def score_processes(n_neurons: int, processes_per_node: int = 1) -> int:
+    """Processes for scoring ``n_neurons`` on this rank: the node's cores shared among its ranks, and no
+    more than one per `MIN_NEURONS_PER_PROCESS` neurons (1: the loop runs in this process)."""
+    cores = max(1, (os.cpu_count() or 1) // max(1, processes_per_node))
+    return max(1, min(cores, n_neurons // MIN_NEURONS_PER_PROCESS))
 
 
 def run(job: Job) -> None:
     """``scores:<n>`` and ``umap:<n>`` per neuron, then ``summary``, ``method_comparison`` and
-    ``distance_correlation``."""
-    store = job.store
+    ``distance_correlation``. k-means and UMAP on ~100 points run single-threaded (starting threads costs
+    more than the work, 20x for k-means); with many neurons, in parallel processes over neurons."""
+    store, config = job.store, job.config
     references = store.read(References)
     neurons = references.neuron_ids
     runner = ChunkRunner(job, "scores", len(neurons), job.chunk_neurons, "5/5 scores + UMAP", "neuron")
-    if not runner.complete:
+    pending = list(runner.pending())
+    if pending:
         import_umap()  # numba's runtime too; also keeps its import time out of the progress bar's rate
-    # k-means and UMAP on ~100 points: starting threads costs more than the work (20x for k-means).
-    # threadpoolctl limits only runtimes already loaded: pure_core.scores loaded scikit-learn's OpenMP.
-    with threadpool_limits(1):
-        for chunk_id, chunk in runner.pending():
+    processes = score_processes(sum(len(chunk) for _, chunk in pending),
+                                int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    with Parallel(n_jobs=processes, backend="loky") as parallel:
+        for chunk_id, chunk in pending:
+            work = (delayed(score_neuron)(_inputs(job, references, row), config.ks, int(config.seed),
+                                          config.umap) for row in chunk)
             outputs = {}
-            for row in chunk:
-                outputs[neurons[row]] = _neuron_scores(job, references, row)
+            for row, result in zip(chunk, parallel(work), strict=True):
+                outputs[neurons[row]] = result
                 runner.advance(1)
             with runner.commit(chunk_id):
                 for neuron, (scores, coords) in outputs.items():
                     store.write(scores, neuron)
                     store.write(coords, neuron)
-        runner.close()
-        if job.group.is_main:  # every rank's neurons are scored now
+    runner.close()
+    if job.group.is_main:  # every rank's neurons are scored now
+        with threadpool_limits(1):
             _aggregate(job, references)
-        job.group.barrier()
+    job.group.barrier()
 
 
 def _aggregate(job: Job, references: References) -> None:

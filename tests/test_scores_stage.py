@@ -1,0 +1,36 @@
+"""The scores stage's per-neuron work gives the same values in worker processes as in the serial loop, and
+uses processes only where there are enough neurons to pay for them."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from precompute.config import UmapConfig
+from precompute.stages.scores import MIN_NEURONS_PER_PROCESS, NeuronInputs, score_neuron, score_processes
+
+
+def _inputs(seed: int) -> NeuronInputs:
+    rng = np.random.default_rng(seed)
+    split = (rng.random(24) < 0.5).astype(int)
+    vectors = [rng.normal(size=(2, d))[split] + 0.3 * rng.normal(size=(24, d)) for d in (8, 12, 16)]
+    return NeuronInputs(*vectors, truth=None)
+
+
+def test_worker_processes_give_the_serial_values():
+    inputs = [_inputs(seed) for seed in range(4)]
+    args = ([2, 3], 0, UmapConfig())
+    serial = [score_neuron(x, *args) for x in inputs]
+    with Parallel(n_jobs=2, backend="loky") as parallel:
+        parallel_results = parallel(delayed(score_neuron)(x, *args) for x in inputs)
+    for (scores, coords), (p_scores, p_coords) in zip(serial, parallel_results, strict=True):
+        assert scores == p_scores and coords == p_coords
+    assert serial[0][0] != serial[1][0]  # the comparison can tell neurons apart
+
+
+def test_processes_only_where_enough_neurons():
+    assert score_processes(8) == 1  # the demo: a worker would cost more than it saves
+    assert score_processes(MIN_NEURONS_PER_PROCESS * 2, processes_per_node=10**6) == 1  # cores taken by ranks
+    assert score_processes(10**6) == (os.cpu_count() or 1)
