@@ -23,6 +23,7 @@ from pure_core.models import (
     build_model,
     get_layer,
     layer_names,
+    use_channels_last,
 )
 from pure_explorer.testing import network_attempts
 
@@ -294,3 +295,17 @@ def test_preprocessing_validates_its_fields():
         Preprocessing(size=64, resize=64, interpolation="lanczos")
     spec = ModelSpec("resnet18", "DEFAULT")
     assert ModelSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_convolutional_models_come_channels_last_with_the_same_outputs():
+    loaded = build_model("efficientnet-lite0")
+    conv = next(m for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        fast = loaded.model(loaded.preprocess.normalize(x))
+        loaded.model.to(memory_format=torch.contiguous_format)
+        plain = loaded.model(loaded.preprocess.normalize(x))
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+    linear_only = use_channels_last(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    assert linear_only[0].weight.is_contiguous()
