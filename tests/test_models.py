@@ -61,6 +61,24 @@ def test_efficientnet_lite0_recognises_a_tabby_cat_and_an_espresso(lite0):
     assert "espresso" in _top(lite0, skimage.data.coffee())
 
 
+@pytest.mark.parametrize("variant", [1, 2])
+def test_shipped_lite1_and_lite2_load_as_lite0_does_and_recognise_a_cat_and_an_espresso(variant):
+    import skimage.data
+    import timm
+
+    lite = models.EFFICIENTNET_LITES[f"efficientnet-lite{variant}"]
+    source = models.load_state_dict(lite.weights_path())
+    target = timm.create_model(f"tf_efficientnet_lite{variant}").state_dict()
+    assert list(models.map_state_dict_in_order(source, target)) == list(target)  # every tensor, in order
+    loaded = build_model(ModelSpec(lite.name))
+    cfg = loaded.model.pretrained_cfg  # timm's own published preprocessing of this variant
+    assert loaded.preprocess.size == cfg["input_size"][1]
+    assert loaded.preprocess.resize == round(cfg["input_size"][1] / cfg["crop_pct"])
+    cat = _top(loaded, skimage.data.chelsea())
+    assert cat[0] in ("tabby", "tiger cat", "Egyptian cat"), cat
+    assert "espresso" in _top(loaded, skimage.data.coffee())
+
+
 def test_efficientnet_lite0_uses_its_published_preprocessing(lite0):
     assert lite0.preprocess == Preprocessing(size=224, resize=256, mean=(0.5,) * 3, std=(0.5,) * 3,
                                              interpolation="bicubic")
@@ -69,7 +87,7 @@ def test_efficientnet_lite0_uses_its_published_preprocessing(lite0):
 def test_shipped_lite0_keys_map_in_order_onto_timm_with_matching_shapes():
     import timm
 
-    source = models.load_state_dict(models.efficientnet_lite0_weights_path())
+    source = models.load_state_dict(models.EFFICIENTNET_LITES["efficientnet-lite0"].weights_path())
     target = timm.create_model("tf_efficientnet_lite0").state_dict()
     mapped = models.map_state_dict_in_order(source, target)
     assert list(mapped) == list(target)
