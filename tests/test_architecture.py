@@ -1,8 +1,9 @@
 """The shape of the code: data flows one way, plugins stay plugins, no private name crosses a module.
 
 pure_core <- precompute -> store -> app; the synthetic world is a plugin of pure_core (it registers "demo" and
-"world"); pure_core imports none of the project's other packages. Read from the source with `ast`, so a
-new import that breaks the shape fails here before anyone has to draw the graph.
+"world"), and so are the packaged photographs (they register "photos"); pure_core imports none of the
+project's other packages. Read from the source with `ast`, so a new import that breaks the shape fails here
+before anyone has to draw the graph.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pure_core", "synthetic", "precompute", "store", "app", "pure_explorer")
+PACKAGES = ("pure_core", "synthetic", "sample_photos", "precompute", "store", "app", "pure_explorer")
 # What each package may import from the project (itself always).
 ALLOWED = {
     "pure_core": set(),
     "store": set(),
     "synthetic": {"pure_core"},
+    "sample_photos": {"pure_core"},
     "precompute": {"pure_core", "store"},
     "app": {"pure_core", "store"},
     "pure_explorer": {"pure_core", "store", "precompute", "app", "synthetic"},

@@ -10,7 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS = (ROOT / "docs" / "contracts.md").read_text()
-DOCUMENTED = sorted([*ROOT.glob("pure_core/*.py"), *ROOT.glob("synthetic/*.py"), ROOT / "precompute/job.py",
+DOCUMENTED = sorted([*ROOT.glob("pure_core/*.py"), *ROOT.glob("synthetic/*.py"),
+                     *ROOT.glob("sample_photos/*.py"), ROOT / "precompute/job.py",
                      ROOT / "precompute/runner.py", ROOT / "precompute/distributed.py",
                      ROOT / "precompute/stages/__init__.py"])
 
