@@ -27,10 +27,11 @@ RUN grep -v '^-e' requirements.txt > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# Then the project, installed (packages, the `pure-explorer` command, the synthetic world's plugin entry).
+# Then the project, installed (packages, the `pure-explorer` command, the plugin entries).
 COPY pyproject.toml .
 COPY pure_core/ pure_core/
 COPY synthetic/ synthetic/
+COPY sample_photos/ sample_photos/
 COPY precompute/ precompute/
 COPY store/ store/
 COPY app/ app/
