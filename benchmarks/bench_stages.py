@@ -2,13 +2,15 @@
 
     python benchmarks/bench_stages.py                         # EfficientNet-Lite0 (shipped weights), CPU
     python benchmarks/bench_stages.py --images 512 --neurons 0-63 --n-ref 16 --device cuda
+    python benchmarks/bench_stages.py --heatmap gradient_x_input   # crops from gradient x input, not LRP
 
 One run of ``python -m precompute --preset efficientnet-lite0`` (blocks.6 <- blocks.4) on a folder of random
 256 px crops of the colour photographs that ship with scikit-image and scikit-learn, then, in this process,
 the raw batched forward of the same network on the same preprocessed images (the floor a scan cannot beat:
 no decoding, no hooks, no top-k). Reported per stage: items per second, and for the reference scan and the
 embeddings (both one forward per image) their share of the raw forward's images per second (issue target:
->= 0.8). The machine's load average is printed beside the figures.
+>= 0.8), and the crops' input-heatmap method the run resolved (``--heatmap``: ``crop.heatmap``, default the
+preset's ``auto``, i.e. LRP for EfficientNet-Lite0). The machine's load average is printed beside the figures.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from PIL import Image
 from pure_core.models import build_model
 from pure_explorer.large_store import photo_crops
 from store import RunStore
-from store.schema import References
+from store.schema import CropMethod, References
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +65,8 @@ def main() -> None:
     parser.add_argument("--n-ref", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--heatmap", choices=("auto", "lrp", "gradient_x_input"), default="auto",
+                        help="crop.heatmap of the run")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-stages-"))
@@ -72,6 +76,9 @@ def main() -> None:
     command = [sys.executable, "-m", "precompute", "--preset", "efficientnet-lite0", "--dataset", str(folder),
                "--neurons", args.neurons, "--n-ref", str(args.n_ref), "--batch-size", str(args.batch_size),
                "--device", args.device, "--no-progress", "--out", str(out)]
+    config = work / "crop.yaml"
+    config.write_text(f"preset: efficientnet-lite0\ncrop:\n  heatmap: {args.heatmap}\n")
+    command += ["--config", str(config)]
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -79,6 +86,7 @@ def main() -> None:
         seconds = store.stage_seconds()
         references = store.read(References)
         n_neurons, n_ref = references.indices.shape
+        heatmap = store.read(CropMethod).heatmap
     pairs = n_neurons * n_ref
     images = [Image.open(path).convert("RGB") for path in sorted(folder.iterdir())]
     raw = raw_forward(images, args.batch_size, args.device)
@@ -94,6 +102,7 @@ def main() -> None:
         "load_average": [round(v, 2) for v in load_before],
         "workload": f"{args.images} images, {n_neurons} neurons x {n_ref} references, "
                     f"batch {args.batch_size}, {args.device}",
+        "crop_heatmap": f"{args.heatmap} -> {heatmap}",
         "precompute_wall_s": round(wall, 1),
         "stage_s": {k: round(v, 2) for k, v in seconds.items()},
         "throughput": {k: round(v, 2) for k, v in per_second.items()},

@@ -50,13 +50,16 @@ class ModelConfig:
 
 @dataclass
 class CropConfig:
-    """Feature-visualisation crops (`pure_core.crops`): embedding crop and display thumbnail settings."""
+    """Feature-visualisation crops (`pure_core.crops`): embedding crop and display thumbnail settings, and the
+    input heatmaps they are cut from (`pure_core.heatmaps`): ``"auto"`` (LRP where the model has a
+    canonizer, gradient x input otherwise), ``"lrp"`` or ``"gradient_x_input"``."""
 
     embed_kernel: int = 5
     embed_threshold: float = 0.01
     display_kernel: int = 51
     display_threshold: float = 0.01
     thumbnail_px: int = 128
+    heatmap: str = "auto"
 
 
 @dataclass
@@ -134,7 +137,10 @@ class RunConfig:
 # gives boxes of ~56 px that hold 60 % of the distractor objects, and kernel 51 blurs over the whole image.
 # Threshold 0.1 keeps the planted object whole (coverage 1.0) with 11 % of the distractors, and lifts the
 # correlation of PURE distances with the embedder's from 0.10 to 0.47 on the demo (activations: 0.09 -> 0.10).
-WORLD_CROP = {"embed_kernel": 5, "embed_threshold": 0.1, "display_kernel": 15, "display_threshold": 0.01}
+# The demo net has no LRP canonizer (its blocks add their shortcut in plain Python), so its crops are cut from
+# gradient x input, named here so that the demo's figures never move with "auto".
+WORLD_CROP = {"embed_kernel": 5, "embed_threshold": 0.1, "display_kernel": 15, "display_threshold": 0.01,
+              "heatmap": "gradient_x_input"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The embedded demo: the synthetic world's net, every channel of its class layer, world reference split.
@@ -315,6 +321,11 @@ def _build(data: dict[str, Any], source: str) -> RunConfig:
         k = getattr(config.crop, name)
         if not isinstance(k, int) or k < 1 or k % 2 == 0:
             raise ConfigError(f"{source}: crop {name} must be a positive odd integer, got {k!r}")
+    from pure_core.heatmaps import AUTO, HEATMAP_METHODS  # the registry names the methods (imports torch)
+
+    if config.crop.heatmap not in (AUTO, *HEATMAP_METHODS):
+        raise ConfigError(f"{source}: crop heatmap must be one of {AUTO}, {', '.join(HEATMAP_METHODS)}; "
+                          f"got {config.crop.heatmap!r}")
     return config
 
 

@@ -18,7 +18,9 @@ which every input has its own neuron.
 
 `input_attributions` uses the same machinery down to the input pixels (gradient x input, summed over RGB),
 started from ReLU(A_k) everywhere or from the single activation A_k(h*, w*) at a given position (the
-authors' crop heatmaps explain a neuron's maximal activation).
+authors' crop heatmaps explain a neuron's maximal activation). `input_attributions_for_pairs` also takes a
+zennit composite (LRP rules and canonizers, `pure_core.lrp`): forward and backward then run inside the
+composite's context, and the modified gradient at the input is the relevance itself (zennit's convention).
 
 Layers are module names (see `pure_core.models.get_layer`), taken at their first call in the forward pass;
 the model should be in eval mode (batch statistics would mix the inputs otherwise). Results are on the
@@ -28,13 +30,17 @@ inputs' device, detached, in the model's dtype. No hook survives a call, also on
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from pure_core.hooks import as_maps, model_lock, run_until
+
+if TYPE_CHECKING:
+    from zennit.core import Composite
 
 __all__ = [
     "input_attributions",
@@ -233,15 +239,25 @@ def input_attributions(model: nn.Module, inputs: torch.Tensor, layer: str, neuro
 
 
 def input_attributions_for_pairs(model: nn.Module, inputs: torch.Tensor, layer: str,
-                                 neuron_of_input: Sequence[int], positions=None) -> torch.Tensor:
+                                 neuron_of_input: Sequence[int], positions=None,
+                                 composite: Composite | None = None) -> torch.Tensor:
     """Input heatmaps ``(B, H, W)``: row b explains neuron ``neuron_of_input[b]`` on input b (its whole
-    rectified map, or A_k(h, w) at ``positions[b]`` when ``positions (B, 2)`` is given); one backward."""
-    x, upper = _input_graph(model, inputs, layer)
-    index = _neuron_tensor(neuron_of_input, upper.shape[1], upper.device)
-    if len(index) != len(upper):
-        raise ValueError(f"neuron_of_input has {len(index)} entries for {len(upper)} inputs")
-    where = None
-    if positions is not None:
-        where = _position_tensor(positions, (len(upper), 2), as_maps(upper).shape, upper.device)
-    (gradient,) = torch.autograd.grad(upper, x, grad_outputs=_pair_relevance(upper, index, where))
-    return (gradient * x.detach()).sum(dim=1)
+    rectified map, or A_k(h, w) at ``positions[b]`` when ``positions (B, 2)`` is given); one backward.
+
+    Without ``composite``: gradient x input summed over RGB. With a zennit ``composite``: the relevance at
+    the input under its rules (the modified gradient, not multiplied by the input), summed over RGB; the
+    composite's canonizers and hooks exist only inside this call, under `pure_core.hooks.model_lock`.
+    """
+    rules = nullcontext() if composite is None else composite.context(model)
+    # canonizers change the model: no other thread may run it meanwhile; frozen parameters (the merged biases
+    # too) keep the rules' modified weights out of the backward graph
+    with model_lock(model), rules, _frozen_parameters(model):
+        x, upper = _input_graph(model, inputs, layer)
+        index = _neuron_tensor(neuron_of_input, upper.shape[1], upper.device)
+        if len(index) != len(upper):
+            raise ValueError(f"neuron_of_input has {len(index)} entries for {len(upper)} inputs")
+        where = None
+        if positions is not None:
+            where = _position_tensor(positions, (len(upper), 2), as_maps(upper).shape, upper.device)
+        (gradient,) = torch.autograd.grad(upper, x, grad_outputs=_pair_relevance(upper, index, where))
+    return (gradient if composite is not None else gradient * x.detach()).sum(dim=1)

@@ -9,12 +9,17 @@ threshold:
 - `crop_for_display`: kernel 51, the same box rule, pixels outside the relevance mask darkened by a black
   overlay at 40 % opacity (``pixel * 0.6``), a thin black contour around the mask, resized for thumbnails.
 - `heatmap_overlay`: the signed heatmap as a red (positive) / blue (negative) tint over the image.
+- `reference_crops`: both crops and the box for a batch of (image, heatmap) pairs, as precompute makes them:
+  each heatmap is smoothed once per kernel (`smooth_heatmaps`, one vectorised blur for the whole batch) and
+  the smoothed map serves both the box and the display mask; per pair only slicing and resizing remain.
 
 `smooth_heatmap` is: absolute value, Gaussian blur with torchvision's kernel and default sigma
 (``0.3 * ((k - 1) / 2 - 1) + 0.8``; reflect padding; a kernel longer than the image is shortened to
-``2 * side - 1`` along that side), divided by the maximum. A heatmap with another resolution than its image
-is resized to the image (bilinear) first. Boxes are ``(top, left, bottom, right)`` with bottom/right
-exclusive, like `pure_core.world`.
+``2 * side - 1`` along that side), divided by the maximum; `smooth_heatmaps` does it for a stack of maps in
+one call per axis (scipy's ``correlate1d`` along one axis of the stack: the same numbers as map by map, and
+measured 5x faster than a float32 torch convolution at kernel 51 on 2 CPU cores). A heatmap with another
+resolution than its image is resized to the image (bilinear) first. Boxes are ``(top, left, bottom, right)``
+with bottom/right exclusive, like `pure_core.world`.
 
 Differences from the authors' code (``utils/render.py``), on purpose: the absolute value is taken before
 the blur (the authors blur the signed map, then take the absolute value); the box end is exclusive (theirs
@@ -23,18 +28,23 @@ drops the last row/column); a square that would leave the image is shifted back 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 from scipy.ndimage import correlate1d
 from skimage.segmentation import find_boundaries
 
 __all__ = [
+    "ReferenceCrop",
     "crop_box",
     "crop_for_display",
     "crop_for_embedding",
     "default_sigma",
     "heatmap_overlay",
+    "reference_crops",
     "smooth_heatmap",
+    "smooth_heatmaps",
 ]
 
 Box = tuple[int, int, int, int]
@@ -74,6 +84,29 @@ def _check_kernel_size(kernel_size: int) -> int:
     return int(kernel_size)
 
 
+def smooth_heatmaps(heatmaps, kernel_size: int, sigma: float | None = None) -> np.ndarray:
+    """`smooth_heatmap` of each map of ``heatmaps (P, H, W)`` (numpy or torch): ``(P, H, W)`` float32, each
+    map divided by its own maximum; one blur call per axis for the whole stack."""
+    kernel_size = _check_kernel_size(kernel_size)
+    sigma = default_sigma(kernel_size) if sigma is None else float(sigma)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}.")
+    if hasattr(heatmaps, "detach"):
+        heatmaps = heatmaps.detach().cpu().float().numpy()
+    smoothed = np.abs(np.asarray(heatmaps, dtype=np.float64))
+    if smoothed.ndim != 3 or smoothed.size == 0:
+        raise ValueError(f"heatmaps must be a non-empty stack (P, H, W), got shape {smoothed.shape}.")
+    if not np.all(np.isfinite(smoothed)):
+        raise ValueError("heatmaps contain NaN or infinite values.")
+    for axis in (1, 2):
+        size = min(kernel_size, 2 * smoothed.shape[axis] - 1)
+        # 'mirror' is torch's 'reflect' padding (d c b | a b c d | c b a), as torchvision's gaussian_blur.
+        smoothed = correlate1d(smoothed, _gaussian_kernel1d(size, sigma), axis=axis, mode="mirror")
+    peak = smoothed.max(axis=(1, 2), keepdims=True)
+    smoothed = np.divide(smoothed, peak, out=smoothed, where=peak > 0)
+    return smoothed.astype(np.float32)
+
+
 def smooth_heatmap(heatmap, kernel_size: int, sigma: float | None = None) -> np.ndarray:
     """Absolute value, Gaussian blur, divided by the max: ``(H, W)`` float32 in [0, 1].
 
@@ -81,19 +114,7 @@ def smooth_heatmap(heatmap, kernel_size: int, sigma: float | None = None) -> np.
     shorter than the kernel's half-width the kernel is shortened to ``2 * side - 1`` taps (reflect padding
     needs it). An all-zero map stays all zero.
     """
-    kernel_size = _check_kernel_size(kernel_size)
-    sigma = default_sigma(kernel_size) if sigma is None else float(sigma)
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}.")
-    smoothed = np.abs(_as_heatmap(heatmap))
-    for axis in (0, 1):
-        size = min(kernel_size, 2 * smoothed.shape[axis] - 1)
-        # 'mirror' is torch's 'reflect' padding (d c b | a b c d | c b a), as torchvision's gaussian_blur.
-        smoothed = correlate1d(smoothed, _gaussian_kernel1d(size, sigma), axis=axis, mode="mirror")
-    peak = smoothed.max()
-    if peak > 0:
-        smoothed = smoothed / peak
-    return smoothed.astype(np.float32)
+    return smooth_heatmaps(_as_heatmap(heatmap)[None], kernel_size, sigma)[0]
 
 
 def _box_of(mask: np.ndarray, square: bool) -> Box:
@@ -186,6 +207,13 @@ def crop_for_display(
         raise ValueError(f"size_px must be >= 1, got {size_px}.")
     rgb = _as_rgb(image)
     smoothed = smooth_heatmap(_heatmap_for(rgb, heatmap), kernel_size)
+    return _thumbnail(rgb, smoothed, threshold, size_px, mask_threshold, contour, outside_brightness)
+
+
+def _thumbnail(rgb: np.ndarray, smoothed: np.ndarray, threshold: float, size_px: int,
+               mask_threshold: float | None = None, contour: bool = True,
+               outside_brightness: float = 0.6) -> Image.Image:
+    """`crop_for_display` of ``rgb (H, W, 3)`` from its already smoothed heatmap ``(H, W)``."""
     top, left, bottom, right = _box_of(smoothed > threshold, square=True)
     mask = smoothed > (threshold if mask_threshold is None else mask_threshold)
     crop, mask = rgb[top:bottom, left:right], mask[top:bottom, left:right]
@@ -201,6 +229,43 @@ def crop_for_display(
         if contour:
             thumb[find_boundaries(mask, mode="inner")] = 0.0
     return Image.fromarray(np.clip(np.rint(thumb), 0, 255).astype(np.uint8))
+
+
+@dataclass(frozen=True)
+class ReferenceCrop:
+    """One reference's crops: the embedding crop's ``box`` (top, left, bottom, right; exclusive), the
+    ``crop`` an embedder sees (`crop_for_embedding`) and the display ``thumbnail`` (`crop_for_display`)."""
+
+    box: Box
+    crop: Image.Image
+    thumbnail: Image.Image
+
+
+def reference_crops(images, heatmaps, embed_kernel: int = 5, embed_threshold: float = 0.01,
+                    display_kernel: int = 51, display_threshold: float = 0.01,
+                    size_px: int = 128) -> list[ReferenceCrop]:
+    """`crop_box`, `crop_for_embedding` and `crop_for_display` of each pair (``images[p]``, ``heatmaps[p]``),
+    equal to calling them one by one, with each heatmap smoothed once per kernel for the whole batch.
+
+    ``images``: P images of one size (uint8 ``(H, W, 3)`` arrays or PIL); ``heatmaps (P, h, w)`` (resized to
+    the images if needed).
+    """
+    if size_px < 1:
+        raise ValueError(f"size_px must be >= 1, got {size_px}.")
+    rgbs = [_as_rgb(image) for image in images]
+    if len(rgbs) != len(heatmaps):
+        raise ValueError(f"{len(rgbs)} images for {len(heatmaps)} heatmaps")
+    if not rgbs:
+        return []
+    maps = np.stack([_heatmap_for(rgb, heatmap) for rgb, heatmap in zip(rgbs, heatmaps, strict=True)])
+    for_embedding = smooth_heatmaps(maps, embed_kernel)
+    for_display = smooth_heatmaps(maps, display_kernel)
+    out = []
+    for rgb, embed_map, display_map in zip(rgbs, for_embedding, for_display, strict=True):
+        top, left, bottom, right = box = _box_of(embed_map > embed_threshold, square=True)
+        out.append(ReferenceCrop(box, Image.fromarray(rgb[top:bottom, left:right]),
+                                 _thumbnail(rgb, display_map, display_threshold, size_px)))
+    return out
 
 
 def heatmap_overlay(image, heatmap, alpha: float = 0.7) -> Image.Image:

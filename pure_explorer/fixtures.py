@@ -184,6 +184,8 @@ def _write_small_store(
                 for kind in kinds:
                     store.write(data[kind], neuron)
             store.mark_stage_done(stage, 0.1)
+    if "crops" in stages:
+        store.write(schema.CropMethod("gradient_x_input"))  # the boxes above are drawn, not from a model
     if "scores" in stages:
         scores = {neuron: _neuron_scores(data) for neuron, data in per_neuron.items()}
         for neuron, data in per_neuron.items():

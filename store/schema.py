@@ -131,7 +131,8 @@ class RunMeta(Record):
         "`model {name, weights, checkpoint}`, `layer`, `lower_layer`, `dataset "
         "{kind, path, n_images, seed}`, `n_ref`, `neurons`, `embedder`, `crop "
         "{embed_kernel, embed_threshold, display_kernel, display_threshold, "
-        "thumbnail_px}`, `ks`, `attribution`, `umap {n_neighbors, min_dist, "
+        "thumbnail_px, heatmap}` (heatmap: the setting, `auto` resolved in `CropMethod`; absent in older "
+        "stores), `ks`, `attribution`, `umap {n_neighbors, min_dist, "
         "random_state}`, `seed` (of every k-means), `preset`"
     )
     versions: dict[str, str] = doc("library versions of the writer (python, torch, ..., store_schema)")
@@ -323,6 +324,26 @@ class ReferenceImage(Record):
     @classmethod
     def from_store(cls, value: bytes) -> ReferenceImage:
         return cls(value)
+
+
+@dataclass(frozen=True, eq=False)
+class CropMethod(Record):
+    """Which input heatmaps the crops were cut from (stage 3); absent in stores written before it was
+    recorded, whose crops all used gradient x input."""
+
+    KEY: ClassVar[str] = "crop_method"
+
+    heatmap: str = doc(
+        '`"lrp"` (zennit EpsilonPlusFlat with the model\'s canonizer) or `"gradient_x_input"`: '
+        "`config.crop.heatmap` resolved for the model (`pure_core.heatmaps.resolve_heatmap_method`)"
+    )
+
+    def to_store(self) -> dict[str, str]:
+        return {"heatmap": str(self.heatmap)}
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> CropMethod:
+        return cls(str(value["heatmap"]))
 
 
 # -- per neuron: arrays and images of its references -----------------------------------------------------
@@ -704,6 +725,7 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     ReferenceImage,
     PureVectors,
     ActivationVectors,
+    CropMethod,
     CropBoxes,
     Crops,
     Thumbnails,

@@ -13,7 +13,9 @@ from pure_core.crops import (
     crop_for_embedding,
     default_sigma,
     heatmap_overlay,
+    reference_crops,
     smooth_heatmap,
+    smooth_heatmaps,
 )
 
 
@@ -143,3 +145,47 @@ def test_heatmap_overlay_tints_positive_red_and_negative_blue():
     assert out[25, 25, 2] > 128 > out[25, 25, 0]  # blue where negative
     assert (out[16, 16] == 128).all()  # untouched where zero
     np.testing.assert_array_equal(np.asarray(heatmap_overlay(image, np.zeros((4, 4)))), image)
+
+
+def _heatmap_batch(n=5, shape=(64, 64), seed=3):
+    """Signed noise maps with a bright blob each, one all-zero map, one tiny-valued map."""
+    rng = np.random.default_rng(seed)
+    maps = 0.02 * rng.normal(size=(n, *shape))
+    for m in maps[:-2]:
+        top, left = rng.integers(0, shape[0] - 12), rng.integers(0, shape[1] - 12)
+        m[top:top + 10, left:left + 10] += rng.normal(2.0, 1.0, (10, 10))
+    maps[-2] = 0.0
+    maps[-1] *= 1e-9
+    return maps
+
+
+@pytest.mark.parametrize("kernel_size", [5, 15, 51, 201])
+def test_a_stack_is_smoothed_exactly_as_map_by_map(kernel_size):
+    maps = _heatmap_batch(shape=(40, 64))
+    stacked = smooth_heatmaps(maps, kernel_size)
+    assert stacked.dtype == np.float32 and stacked.shape == maps.shape
+    for one, smoothed in zip(maps, stacked, strict=True):
+        np.testing.assert_array_equal(smoothed, smooth_heatmap(one, kernel_size))
+    np.testing.assert_array_equal(smooth_heatmaps(torch.from_numpy(maps).float(), kernel_size),
+                                  smooth_heatmaps(maps.astype(np.float32), kernel_size))
+
+
+def test_reference_crops_equal_the_crops_made_one_by_one():
+    images = [_image(seed=i) for i in range(5)]
+    maps = _heatmap_batch()
+    low_resolution = maps[:, ::4, ::4]  # (16, 16) maps are resized to the 64 px images first
+    boxes = [reference.box for reference in reference_crops(images, maps, 5, 0.1, 15, 0.01, size_px=48)]
+    assert boxes == [crop_box(heatmap, 5, 0.1) for heatmap in maps]
+    for heatmaps in (maps, low_resolution):
+        made = reference_crops(images, heatmaps, 5, 0.1, 15, 0.01, size_px=48)
+        assert len(made) == len(images)
+        for image, heatmap, reference in zip(images, heatmaps, made, strict=True):
+            top, left, bottom, right = reference.box
+            np.testing.assert_array_equal(np.asarray(reference.crop), image[top:bottom, left:right])
+            np.testing.assert_array_equal(np.asarray(reference.crop),
+                                          np.asarray(crop_for_embedding(image, heatmap, 5, 0.1)))
+            np.testing.assert_array_equal(np.asarray(reference.thumbnail),
+                                          np.asarray(crop_for_display(image, heatmap, 15, 0.01, size_px=48)))
+    assert reference_crops([], np.zeros((0, 64, 64))) == []
+    with pytest.raises(ValueError, match="images for"):
+        reference_crops(images[:2], maps)

@@ -103,6 +103,32 @@ def test_bad_config_files_name_the_problem(tmp_path):
         resolve_config(config_file=file)
     with pytest.raises(ConfigError, match="cannot read config file"):
         resolve_config(config_file=tmp_path / "missing.yaml")
+    file.write_text("crop:\n  heatmap: lrp-epsilon\n")
+    with pytest.raises(ConfigError, match="crop heatmap must be one of auto, lrp, gradient_x_input"):
+        resolve_config(config_file=file)
+
+
+def test_the_crop_heatmap_is_resolved_for_the_model_and_never_switched_on_resume(demo_model):
+    from types import SimpleNamespace
+
+    from precompute.job import PrecomputeError
+    from precompute.stages.crops import heatmap_method
+    from store.schema import CropMethod
+
+    recorded = {}
+    store = SimpleNamespace(read=lambda record_type: recorded.get(record_type))
+
+    def job(heatmap: str) -> SimpleNamespace:
+        return SimpleNamespace(model=demo_model, store=store,
+                               config=SimpleNamespace(crop=SimpleNamespace(heatmap=heatmap)))
+
+    assert resolve_config(overrides={"preset": "efficientnet-lite0"}).crop.heatmap == "auto"
+    assert heatmap_method(job("auto")) == "gradient_x_input"  # the demo net has no LRP canonizer
+    with pytest.raises(PrecomputeError, match="does not support"):
+        heatmap_method(job("lrp"))
+    recorded[CropMethod] = CropMethod("lrp")  # a store whose crops were begun with another method
+    with pytest.raises(PrecomputeError, match="made with 'lrp' heatmaps"):
+        heatmap_method(job("auto"))
 
 
 def test_identity_ignores_runtime_settings_but_not_results_settings():
@@ -198,6 +224,8 @@ def test_tiny_run_fills_the_store_as_the_contract_says(tiny_store):
         assert config["model"]["name"] == "demo" and config["dataset"]["kind"] == "world"
         assert config["neurons"] == [0, 1, 2, 3] and config["ks"] == [2, 3]
         assert {"torch", "numpy", "umap-learn"} <= set(store.meta["versions"])
+        assert config["crop"]["heatmap"] == "gradient_x_input"  # the demo preset names it
+        assert store.read(sc.CropMethod).heatmap == "gradient_x_input"
         refs = store.read(sc.References)
         n, n_ref = refs.indices.shape
         assert (n, n_ref) == (4, 8) and refs.positions.shape == (4, 8, 2)
