@@ -21,6 +21,7 @@ from app import state
 from store import STAGES, RunInfo, RunStore, StoreError, list_runs
 from store.schema import (
     ActivationVectors,
+    CropMethod,
     DistanceCorrelation,
     Embeddings,
     MethodComparison,
@@ -165,6 +166,13 @@ def neuron_order(run: RunRef) -> list[int]:
 def method_comparison(run: RunRef) -> MethodComparison | None:
     """Fig. 4: every method's clustering quality per k, averaged over neurons."""
     return _open(run).read(MethodComparison)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def crop_heatmap_method(run: RunRef) -> str:
+    """The input-heatmap method the run's crops were cut from (`CropMethod`; stores written before it was
+    recorded all used gradient x input)."""
+    return (_open(run).read(CropMethod) or CropMethod.unrecorded()).heatmap
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

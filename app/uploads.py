@@ -218,7 +218,7 @@ class UploadAnalysis:
     """What one image does to a run's layer (k-independent; virtual neurons are assigned by the page).
 
     ``activations``: neuron -> max activation over space for every neuron of the run; ``neuron``: the chosen
-    one; ``heatmap (H, W)``: its input attribution (gradient x input, summed over RGB) on ``model_input``
+    one; ``heatmap (H, W)``: its input heatmap (the run's crop method, summed over RGB) on ``model_input``
     (the resized/cropped RGB image the model saw); ``circuits``: neuron -> PURE vector ``(C_lower,)`` for the
     chosen neuron and the ``top`` neurons the image activates most.
     """
@@ -239,10 +239,14 @@ def analyse_image(
     neuron: int,
     run_neurons: list[int],
     top_n: int = 5,
+    heatmap_method: str = "gradient_x_input",
 ) -> UploadAnalysis:
-    """Run ``loaded`` (`pure_core.models.LoadedModel`) on ``image`` for the upload page's analysis."""
+    """Run ``loaded`` (`pure_core.models.LoadedModel`) on ``image`` for the upload page's analysis; the input
+    heatmap starts from the neuron's whole rectified map, by ``heatmap_method`` (`pure_core.heatmaps`: the
+    run's crops' method, so the upload is explained as its references are)."""
     from pure_core.activations import pooled_activations
-    from pure_core.attribution import input_attributions, pure_attributions
+    from pure_core.attribution import pure_attributions
+    from pure_core.heatmaps import input_heatmaps_for_pairs
 
     model, preprocess = loaded.model, loaded.preprocess
     model_input = preprocess.geometric(image)
@@ -255,8 +259,8 @@ def analyse_image(
     wanted = list(dict.fromkeys([int(neuron), *top]))
     circuits = pure_attributions(model, x, layer, lower_layer, wanted)
     circuits = np.asarray(circuits.detach().cpu().numpy() if hasattr(circuits, "detach") else circuits)[0]
-    heatmap = input_attributions(model, x, layer, [int(neuron)])
-    heatmap = np.asarray(heatmap.detach().cpu().numpy() if hasattr(heatmap, "detach") else heatmap)[0, 0]
+    heatmap = input_heatmaps_for_pairs(model, x, layer, [int(neuron)], method=heatmap_method)
+    heatmap = heatmap.detach().float().cpu().numpy()[0]
     return UploadAnalysis(
         neuron=int(neuron),
         activations=activations,

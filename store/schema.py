@@ -345,6 +345,11 @@ class CropMethod(Record):
     def from_store(cls, value: Mapping[str, Any]) -> CropMethod:
         return cls(str(value["heatmap"]))
 
+    @classmethod
+    def unrecorded(cls) -> CropMethod:
+        """The method of a store written before the record existed: gradient x input."""
+        return cls("gradient_x_input")
+
 
 # -- per neuron: arrays and images of its references -----------------------------------------------------
 @dataclass(frozen=True, eq=False)

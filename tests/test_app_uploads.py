@@ -168,3 +168,24 @@ def test_a_decompression_bomb_message_quotes_the_apps_limit_not_pils():
         decode_upload("bomb.png", _png_header_claiming(10_000, 9_000))
     assert f"the limit is {MAX_PIXELS / 1e6:.0f} megapixels" in str(raised.value)
     assert "80" not in str(raised.value).split(";", 1)[1]
+
+
+@pytest.mark.parametrize("method", ["gradient_x_input", "lrp"])
+def test_the_upload_heatmap_is_made_as_the_runs_crops_are(method):
+    """The upload page explains an image with the heatmap method the run's crops used (LRP for a ResNet)."""
+    import torch
+    import torchvision
+
+    from app.uploads import analyse_image
+    from pure_core.heatmaps import input_heatmaps_for_pairs
+    from pure_core.models import IMAGENET_PREPROCESSING, LoadedModel, ModelSpec
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    loaded = LoadedModel(model, IMAGENET_PREPROCESSING, None, ModelSpec("resnet18"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 260, 3), dtype=np.uint8))
+    analysis = analyse_image(loaded, image, "layer4", "layer3", 7, list(range(512)), heatmap_method=method)
+    x = IMAGENET_PREPROCESSING.to_tensor(image)[None]
+    expected = input_heatmaps_for_pairs(model, x, "layer4", [7], method=method)[0].numpy()
+    np.testing.assert_allclose(analysis.heatmap, expected, rtol=1e-5, atol=1e-7)
+    assert analysis.heatmap.shape == (224, 224) and np.abs(analysis.heatmap).sum() > 0
