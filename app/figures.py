@@ -58,29 +58,47 @@ def cluster_name(i: int, method: str = "pure") -> str:
 
 
 # -- overview ----------------------------------------------------------------------------------------------
+# From this many neurons on, Fig. A.2 is drawn with WebGL: a layer of 2048 channels is one canvas, not 2048
+# SVG nodes that every pan, zoom and selection restyles. Below it SVG keeps dots drawn whole on the axes' edge
+# (`cliponaxis`, which WebGL traces lack) and one DOM node per dot (browser tests click them).
+WEBGL_MIN_POINTS = 1000
+
+
 def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go.Figure:
     """Fig. A.2: overall embedding distance vs rho_inter - rho_intra, a dot per neuron (customdata = id),
-    coloured by the score, with its colour bar."""
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=table["overall"],
-            y=table["polysemanticity"],
-            mode="markers",
-            name="neurons",
-            customdata=table["neuron"].to_numpy(),
-            text=[f"neuron {n} (rank {r})" for n, r in zip(table["neuron"], table["rank"], strict=True)],
-            hovertemplate="%{text}<br>overall %{x:.3f}<br>ρ_inter − ρ_intra %{y:.3f}<extra></extra>",
-            cliponaxis=False,  # a dot on the edge of the axes is drawn whole
-            marker={
-                "size": 9,
-                "color": table["polysemanticity"],
-                "colorscale": "Viridis",
-                "showscale": True,
-                "colorbar": {"title": {"text": "ρ_inter −<br>ρ_intra", "side": "top"}, "thickness": 12},
-                "line": {"width": 0.5, "color": "white"},
+    coloured by the score, with its colour bar; WebGL from `WEBGL_MIN_POINTS` neurons on."""
+    webgl = len(table) >= WEBGL_MIN_POINTS
+    dots = {
+        "type": "scattergl" if webgl else "scatter",
+        "x": table["overall"].to_numpy(),
+        "y": table["polysemanticity"].to_numpy(),
+        "mode": "markers",
+        "name": "neurons",
+        "customdata": table["neuron"].to_numpy(),
+        "text": [f"neuron {n} (rank {r})" for n, r in zip(table["neuron"], table["rank"], strict=True)],
+        "hovertemplate": "%{text}<br>overall %{x:.3f}<br>ρ_inter − ρ_intra %{y:.3f}<extra></extra>",
+        "marker": {
+            "size": 9,
+            "color": table["polysemanticity"].to_numpy(),
+            "colorscale": "Viridis",
+            "showscale": True,
+            "colorbar": {"title": {"text": "ρ_inter −<br>ρ_intra", "side": "top"}, "thickness": 12},
+            "line": {"width": 0.5, "color": "white"},
+        },
+    }
+    if not webgl:
+        dots["cliponaxis"] = False  # a dot on the edge of the axes is drawn whole
+    fig = go.Figure(
+        {
+            "data": [dots],
+            "layout": {
+                **_LAYOUT,
+                "margin": {**_LAYOUT["margin"], "t": 36},  # room for the top dot and the toolbar
+                "xaxis": {"title": {"text": "overall distance (mean over all pairs)"}},
+                "yaxis": {"title": {"text": "ρ_inter − ρ_intra"}},
+                "showlegend": False,
             },
-        )
+        }
     )
     if highlight is not None and (table["neuron"] == highlight).any():
         row = table[table["neuron"] == highlight].iloc[0]
@@ -94,12 +112,6 @@ def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go
                 marker={"size": 16, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "red"}},
             )
         )
-    fig.update_layout(
-        **{**_LAYOUT, "margin": {**_LAYOUT["margin"], "t": 36}},  # room for the top dot and the toolbar
-        xaxis_title="overall distance (mean over all pairs)",
-        yaxis_title="ρ_inter − ρ_intra",
-        showlegend=False,
-    )
     return fig
 
 

@@ -34,6 +34,12 @@ from store import list_runs
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pages_script() -> Path:
+    """The dashboard's pages (``app/main.py``) for `AppTest`: `app_script` is ``app/server.py``, which only
+    wraps them in an ASGI app for `streamlit run`, so an AppTest of it runs no page at all."""
+    return app_script().with_name("main.py")
+
+
 def find_runs(runs_dir: str | None) -> tuple[Path, str]:
     root = Path(runs_dir or os.environ.get("PURE_RUNS_DIR") or ROOT / "runs")
     if any(info.complete for info in list_runs(root)):
@@ -51,7 +57,7 @@ def bench_script(root: Path, run_name: str, neurons: list[int], ks: list[int]) -
     os.environ["PURE_RUNS_DIR"] = str(root)
     opened, cold, warm, cold_cpu, warm_cpu = [], [], [], [], []
     for neuron in neurons:
-        at = AppTest.from_file(str(app_script()), default_timeout=120)
+        at = AppTest.from_file(str(pages_script()), default_timeout=120)
         at.query_params = {"page": "neuron", "run": run_name, "neuron": str(neuron), "k": str(ks[0])}
         start = time.perf_counter()
         at.run()
@@ -68,29 +74,38 @@ def bench_script(root: Path, run_name: str, neurons: list[int], ks: list[int]) -
 
 
 def bench_browser(root: Path, run_name: str, neuron: int, n_changes: int) -> dict:
-    from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, K_REDRAW_PROBE, chromium, new_page, serve
+    from pure_explorer.live_app import chromium, new_page, serve
 
-    drawn, idle = [], []
     with serve(root) as url, chromium() as browser:
         page = new_page(browser)
         page.goto(f"{url}/neuron?run={run_name}&neuron={neuron}&k=2")
-        page.get_by_role("heading", name="2 virtual neurons").wait_for()
-        page.wait_for_function(ALL_CHARTS_DRAWN)
-        page.wait_for_function(IDLE)
-        slider = page.locator('[data-testid="stSlider"] input[type="range"]')
-        k = 2
-        for i in range(n_changes):
-            key, k = ("ArrowRight", k + 1) if (i // 3) % 2 == 0 else ("ArrowLeft", k - 1)
-            slider.focus()
-            page.evaluate(K_REDRAW_PROBE, k)
-            start = time.perf_counter()
-            slider.press(key)
-            page.wait_for_function("() => window.__kRedraw.drawn !== undefined", polling=10)
-            drawn.append(page.evaluate("() => window.__kRedraw.drawn") / 1000)
-            page.wait_for_timeout(30)
-            page.wait_for_function(IDLE, polling=10)
-            idle.append(time.perf_counter() - start)
+        drawn, idle = time_k_changes(page, n_changes)
     return {"browser_drawn_s": drawn, "browser_idle_s": idle}
+
+
+def time_k_changes(page, n_changes: int, k: int = 2) -> tuple[list[float], list[float]]:
+    """Seconds from the keydown on the k slider to the new k drawn (`K_REDRAW_PROBE`, timed in the page) and
+    to Streamlit idle (timed by the driver), for ``n_changes`` steps up and down from ``k``, on a ``page``
+    that is opening a neuron at ``k``."""
+    from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, K_REDRAW_PROBE
+
+    page.get_by_role("heading", name=f"{k} virtual neurons").wait_for()
+    page.wait_for_function(ALL_CHARTS_DRAWN)
+    page.wait_for_function(IDLE)
+    slider = page.locator('[data-testid="stSlider"] input[type="range"]')
+    drawn, idle = [], []
+    for i in range(n_changes):
+        key, k = ("ArrowRight", k + 1) if (i // 3) % 2 == 0 else ("ArrowLeft", k - 1)
+        slider.focus()
+        page.evaluate(K_REDRAW_PROBE, k)
+        start = time.perf_counter()
+        slider.press(key)
+        page.wait_for_function("() => window.__kRedraw.drawn !== undefined", polling=10)
+        drawn.append(page.evaluate("() => window.__kRedraw.drawn") / 1000)
+        page.wait_for_timeout(30)
+        page.wait_for_function(IDLE, polling=10)
+        idle.append(time.perf_counter() - start)
+    return drawn, idle
 
 
 def _summary(values: list[float]) -> str:

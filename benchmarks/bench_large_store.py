@@ -18,7 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from pure_explorer import app_script
+from bench_app import pages_script
+
 from pure_explorer.large_store import write_large_store
 from store import RunStore, schema
 
@@ -62,13 +63,13 @@ def page_times(root: Path, params: dict[str, str], repeats: int) -> dict:
     os.environ["PURE_RUNS_DIR"] = str(root)
     first, rerun = [], []
     for _ in range(repeats):
-        at = AppTest.from_file(str(app_script()), default_timeout=600)
+        at = AppTest.from_file(str(pages_script()), default_timeout=600)
         at.query_params = dict(params)
         start = time.perf_counter()
         at.run()
         first.append(time.perf_counter() - start)
-        if at.exception:
-            raise RuntimeError([e.value for e in at.exception])
+        if at.exception or not at.title:
+            raise RuntimeError(f"the page did not render: {[e.value for e in at.exception]}")
         start = time.perf_counter()
         at.run()
         rerun.append(time.perf_counter() - start)

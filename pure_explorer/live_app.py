@@ -35,6 +35,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-component-update",
     "--disable-sync",
+    # WebGL (Fig. A.2 of a large run is a WebGL trace) in software despite --disable-gpu: Debian's chromium
+    # 156 falls back to SwiftShader by itself, a fallback Chromium has deprecated; this flag keeps it allowed.
+    "--enable-unsafe-swiftshader",
 ]
 # Every Plotly chart on the page has drawn its SVG.
 ALL_CHARTS_DRAWN = """() => {

@@ -126,12 +126,21 @@ async def _settle(page: Any) -> None:
     await page.wait_for_function(IDLE)
 
 
-async def _grid(page: Any) -> list[dict[str, str]]:
-    """The rows of the page's (first) dataframe; scrolled into view, as the grid renders lazily."""
+async def _grid(page: Any, settle_ms: int = 250) -> list[dict[str, str]]:
+    """The rows of the page's (first) dataframe; scrolled into view, as the grid renders lazily, and read
+    until two reads ``settle_ms`` apart agree (its hidden accessible table can trail a rerun on a busy
+    machine)."""
     grid = page.locator('[data-testid="stDataFrame"]').first
     await grid.scroll_into_view_if_needed()
     await grid.locator("tbody [role=row]").first.wait_for(state="attached")  # a hidden accessible table
-    return await grid.evaluate(GRID_ROWS)
+    rows = await grid.evaluate(GRID_ROWS)
+    for _ in range(40):  # a grid still changing after 10 s is returned as it is (and then differs)
+        await page.wait_for_timeout(settle_ms)
+        again = await grid.evaluate(GRID_ROWS)
+        if again == rows:
+            break
+        rows = again
+    return rows
 
 
 async def _check(page: Any, result: SessionResult, step: str) -> None:

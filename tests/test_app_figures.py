@@ -30,6 +30,17 @@ def test_distribution_has_one_dot_per_neuron_with_its_id():
     assert dots.cliponaxis is False and fig.layout.margin.t >= 30  # the top dot is drawn whole
 
 
+def test_distribution_of_a_large_layer_is_drawn_with_webgl():
+    n = figures.WEBGL_MIN_POINTS
+    table = pd.DataFrame(
+        {"rank": np.arange(1, n + 1), "neuron": np.arange(n)[::-1], "polysemanticity": np.linspace(2, 0, n)}
+    ).assign(overall=1.0)
+    dots = figures.distribution_figure(table).data[0]
+    assert dots.type == "scattergl" and len(dots.x) == n
+    assert list(dots.customdata[:3]) == [n - 1, n - 2, n - 3]  # clicks and lassos still name the neuron
+    assert figures.distribution_figure(table.head(n - 1)).data[0].type == "scatter"
+
+
 def test_umap_traces_are_virtual_neurons_and_carry_reference_positions():
     coords = np.arange(12, dtype=float).reshape(6, 2)
     labels = np.array([0, 1, 0, 2, 1, 0])

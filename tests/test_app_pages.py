@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -107,6 +108,22 @@ def test_overview_search_by_neuron_id(monkeypatch, small_runs_root):
     assert "No neuron of this run matches" in _text(at)
 
 
+def test_overview_filter_by_score_range(monkeypatch, small_runs_root):
+    at = _app(monkeypatch, small_runs_root, run="small")
+    full = at.dataframe[0].value
+    low, high = at.slider(key="ranking_scores").value
+    assert len(full) == 6 and low <= full["polysemanticity"].min() and full["polysemanticity"].max() <= high
+    cut = float(full["polysemanticity"].median())
+    at.slider(key="ranking_scores").set_value((cut, high)).run()
+    _ok(at)
+    shown = at.dataframe[0].value
+    above = full[full["polysemanticity"] >= cut]
+    assert list(shown["neuron"]) == list(above["neuron"])
+    assert 0 < len(shown) < len(full)
+    at.text_input(key="ranking_search").set_value(str(full["neuron"].iloc[-1])).run()  # below the range
+    assert at.dataframe[0].value.empty and "No neuron of this run matches" in _text(at)
+
+
 def test_selecting_a_ranking_row_opens_that_neuron(monkeypatch, small_runs_root):
     at = _app(monkeypatch, small_runs_root, run="small")
     at.session_state["ranking_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
@@ -124,6 +141,10 @@ def test_selection_helpers_map_positions_and_points_to_neurons():
     view = overview_page.ranking_view(overview_page.filter_ranking(table, "3"), {7: "data:x"})
     assert list(view["neuron"]) == [3] and view["references"].iloc[0] is None
     assert overview_page.ranking_view(table, {7: "data:x"})["references"].iloc[0] == "data:x"
+    assert list(overview_page.filter_ranking(table, "", (0.5, 0.9))["neuron"]) == [3]  # ends included
+    assert list(overview_page.filter_ranking(table, "7 3", (0.6, 1.0))["neuron"]) == [7]
+    assert overview_page.score_bounds(table) == (0.5, 1.0)
+    assert overview_page.score_bounds(table.head(1)) is None  # one score: no range to choose from
 
     class Event:
         selection = type("S", (), {"rows": [0]})()
@@ -235,6 +256,21 @@ def test_a_neuron_with_too_few_references_says_so(monkeypatch, small_runs_root):
     assert "only 1 reference" in _text(at)
     assert "k is at most 1" in _text(at)
     assert not _virtual_neuron_blocks(at)
+
+
+def test_grids_show_the_top_references_unless_every_one_is_asked_for(monkeypatch, small_runs_root):
+    at = _app(monkeypatch, small_runs_root, run="small", page="neuron", neuron=3, k=1)
+    _ok(at)
+    [block] = _virtual_neuron_blocks(at)  # one virtual neuron holds every reference
+    assert f"(top {neuron_page.GRID_TILES} shown)" in block
+    at.toggle(key="grids_all").set_value(True).run()
+    _ok(at)
+    assert "shown)" not in _virtual_neuron_blocks(at)[0]
+    members = np.arange(40)
+    assert list(neuron_page.shown_in_grid(members, False)[0]) == list(range(neuron_page.GRID_TILES))
+    assert len(neuron_page.shown_in_grid(members, True)[0]) == 40
+    few, note = neuron_page.shown_in_grid(members[:5], False)
+    assert list(few) == list(range(5)) and note == ""
 
 
 def test_circuits_show_the_lower_layer_run_references(monkeypatch, small_runs_root):

@@ -4,6 +4,7 @@ a dot opens the neuron page."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,10 +33,52 @@ TABLE_COLUMNS = [
 ]
 
 
-def filter_ranking(table: pd.DataFrame, query: str = "") -> pd.DataFrame:
-    """The ranking rows whose neuron ids are typed in ``query`` (all rows for an empty query)."""
+def filter_ranking(
+    table: pd.DataFrame, query: str = "", score_range: tuple[float, float] | None = None
+) -> pd.DataFrame:
+    """The ranking rows whose neuron ids are typed in ``query`` (any for an empty query) and whose
+    rho_inter - rho_intra lies in ``score_range`` (ends included; any score for None)."""
     wanted = state.parse_neuron_filter(query)
-    return table if wanted is None else table[table["neuron"].isin(wanted)]
+    if wanted is not None:
+        table = table[table["neuron"].isin(wanted)]
+    if score_range is not None:
+        table = table[table["polysemanticity"].between(*score_range)]
+    return table
+
+
+def score_bounds(table: pd.DataFrame) -> tuple[float, float] | None:
+    """The ends of the score filter: the lowest and highest rho_inter - rho_intra, widened to the slider's
+    0.01 steps so that the whole range keeps every row; None when there is no range to choose from (no
+    score yet, or all scores within one step)."""
+    scores = table["polysemanticity"].dropna()
+    if scores.empty:
+        return None
+    low, high = math.floor(scores.min() * 100) / 100, math.ceil(scores.max() * 100) / 100
+    return (low, high) if low < high else None
+
+
+def ranking_filters(table: pd.DataFrame) -> tuple[str, tuple[float, float] | None]:
+    """The search box (neuron ids) beside the score slider; returns the query and the score range chosen
+    (None while the slider spans every score, so rows without a score yet stay listed)."""
+    search, scores = st.columns(2)
+    query = search.text_input(
+        "Search by neuron id", placeholder="e.g. 12, or several: 3 7 12", key="ranking_search"
+    )
+    bounds = score_bounds(table)
+    if bounds is None:
+        return query, None
+    chosen = scores.slider(
+        "ρ_inter − ρ_intra between", *bounds, value=bounds, step=0.01, key="ranking_scores"
+    )
+    return query, None if tuple(chosen) == bounds else tuple(chosen)
+
+
+def no_match_notice(query: str, score_range: tuple[float, float] | None) -> str:
+    """Why the filtered ranking is empty; the typed query is quoted as code, never rendered."""
+    reasons = [f"matches {code(query, max_chars=60)}"] if query else []
+    if score_range is not None:
+        reasons.append(f"has ρ_inter − ρ_intra in [{score_range[0]:.2f}, {score_range[1]:.2f}]")
+    return "No neuron of this run " + " and ".join(reasons) + "."
 
 
 def ranking_view(view: pd.DataFrame, strips: Mapping[int, str]) -> pd.DataFrame:
@@ -94,16 +137,17 @@ def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
         "large gap between the mean distance across and within the clusters means the neuron responds to two "
         "different things. Click a row to open the neuron; click a column header to sort."
     )
-    query = st.text_input(
-        "Search by neuron id", placeholder="e.g. 12, or several: 3 7 12", key="ranking_search"
-    )
-    view = filter_ranking(table, query)
+    query, score_range = ranking_filters(table)
+    view = filter_ranking(table, query, score_range)
     # Strips for the first rows only: a layer of thousands of channels would otherwise send megabytes.
     view = ranking_view(view, sheets.thumbnail_strips(run, [int(n) for n in view["neuron"][:MAX_STRIPS]]))
     if len(view) > MAX_STRIPS:
-        st.caption(f"Thumbnails for the top {MAX_STRIPS} rows; search by id to see others.")
-    if query and view.empty:
-        ui.notice(f"No neuron of this run matches {code(query, max_chars=60)}.")
+        st.caption(
+            f"{len(view)} neurons; thumbnails for the top {MAX_STRIPS} rows: search by id or narrow the "
+            "score range to see others."
+        )
+    if view.empty and (query or score_range):
+        ui.notice(no_match_notice(query, score_range))
     event = st.dataframe(
         view,
         key="ranking_table",
