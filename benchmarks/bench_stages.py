@@ -3,8 +3,11 @@
     python benchmarks/bench_stages.py                         # EfficientNet-Lite0 (shipped weights), CPU
     python benchmarks/bench_stages.py --images 512 --neurons 0-63 --n-ref 16 --device cuda
     python benchmarks/bench_stages.py --heatmap gradient_x_input   # crops from gradient x input, not LRP
+    python benchmarks/bench_stages.py --model resnet50 --weights none --layer layer4 --lower-layer layer3
 
-One run of ``python -m precompute --preset efficientnet-lite0`` (blocks.6 <- blocks.4) on a folder of random
+One run of ``python -m precompute --preset efficientnet-lite0`` (blocks.6 <- blocks.4; or another ``--model``
+with its layers: ResNet-50's ImageNet weights cannot be downloaded here, so ``--weights none`` measures its
+architecture with untrained weights, which runs at the same speed) on a folder of random
 256 px crops of the colour photographs that ship with scikit-image and scikit-learn, then, in this process,
 the raw batched forward of the same network on the same preprocessed images (the floor a scan cannot beat:
 no decoding, no hooks, no top-k). Reported per stage: items per second, and for the reference scan and the
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pure_core.models import build_model
+from pure_core.models import ModelSpec, build_model
 from pure_explorer.large_store import photo_crops
 from store import RunStore
 from store.schema import CropMethod, References
@@ -44,9 +47,9 @@ def photo_folder(directory: Path, n_images: int, size_px: int = 256, seed: int =
     return directory
 
 
-def raw_forward(images: list[Image.Image], batch_size: int, device: str) -> float:
-    """Images per second of the plain batched forward of EfficientNet-Lite0 on preprocessed images."""
-    loaded = build_model("efficientnet-lite0", device=device)
+def raw_forward(spec: ModelSpec, images: list[Image.Image], batch_size: int, device: str) -> float:
+    """Images per second of the plain batched forward of the model on preprocessed images."""
+    loaded = build_model(spec, device=device)
     x = loaded.preprocess.to_batch(images).to(device)
     with torch.no_grad():
         loaded.model(x[:batch_size])  # warm-up
@@ -65,6 +68,10 @@ def main() -> None:
     parser.add_argument("--n-ref", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--weights", help="e.g. none (untrained) for a torchvision model")
+    parser.add_argument("--layer", help="analysed layer (default: the model's)")
+    parser.add_argument("--lower-layer", help="circuit layer (default: the model's)")
     parser.add_argument("--heatmap", choices=("auto", "lrp", "gradient_x_input"), default="auto",
                         help="crop.heatmap of the run")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -78,7 +85,9 @@ def main() -> None:
                "--device", args.device, "--no-progress", "--out", str(out)]
     config = work / "crop.yaml"
     config.write_text(f"preset: efficientnet-lite0\ncrop:\n  heatmap: {args.heatmap}\n")
-    command += ["--config", str(config)]
+    command += ["--config", str(config), "--model", args.model]
+    optional = {"--weights": args.weights, "--layer": args.layer, "--lower-layer": args.lower_layer}
+    command += [part for flag, value in optional.items() if value for part in (flag, value)]
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -89,7 +98,7 @@ def main() -> None:
         heatmap = store.read(CropMethod).heatmap
     pairs = n_neurons * n_ref
     images = [Image.open(path).convert("RGB") for path in sorted(folder.iterdir())]
-    raw = raw_forward(images, args.batch_size, args.device)
+    raw = raw_forward(ModelSpec(args.model, args.weights), images, args.batch_size, args.device)
     scan = "references (scan + reference images), img/s"
     per_second = {
         scan: args.images / seconds["references"],
@@ -100,7 +109,7 @@ def main() -> None:
     }
     report = {
         "load_average": [round(v, 2) for v in load_before],
-        "workload": f"{args.images} images, {n_neurons} neurons x {n_ref} references, "
+        "workload": f"{args.model}, {args.images} images, {n_neurons} neurons x {n_ref} references, "
                     f"batch {args.batch_size}, {args.device}",
         "crop_heatmap": f"{args.heatmap} -> {heatmap}",
         "precompute_wall_s": round(wall, 1),
