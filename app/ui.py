@@ -213,6 +213,12 @@ def progress(run: RunRef, what: str) -> None:
     )
 
 
+def judge_shares_weights(model_name: str, embedder: str) -> bool:
+    """Whether a run's embedder is the analysed network (the same registered model, so the same weights):
+    a circular judge of the polysemanticity score."""
+    return embedder == model_name
+
+
 def run_summary(run: RunRef) -> None:
     details = store_access.run_details(run)
     meta = details.meta
@@ -239,6 +245,14 @@ def run_summary(run: RunRef) -> None:
         )
         if detail:
             column.caption(detail)
+    if judge_shares_weights(model.name, meta.embedder):
+        st.warning(
+            f"The embedder that scored this run ({code(meta.embedder)}) is the analysed network itself: its "
+            "distances largely repeat the network's own activations, so the scores favour the activation "
+            "baseline and say little about meaning. Rerun with an embedder that shares no weights with it "
+            "(e.g. `--embedder efficientnet-lite2`, or CLIP).",
+            icon=":material/warning:",
+        )
     when = datetime.fromtimestamp(meta.created_at).strftime("%Y-%m-%d %H:%M")
     st.caption(
         f"{details.n_neurons} neurons × {details.n_ref} references · {dataset.n_images or '?'} images "

@@ -175,6 +175,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "embedder": "efficientnet-lite0",
         "batch_size": 32,
     },
+    # A real network on real photographs, offline: EfficientNet-Lite0 on crops of the photographs shipped by
+    # scikit-image and scikit-learn (dataset kind "photos"), judged by EfficientNet-Lite2, which shares no
+    # weights with the analysed network. Minutes on 2 CPU cores.
+    "photos": {
+        "model": {"name": "efficientnet-lite0"},
+        "layer": "blocks.6",
+        "lower_layer": "blocks.4",
+        "dataset": {"kind": "photos", "n_images": 600, "seed": 0, "size_px": 256},
+        "n_ref": 24,
+        "neurons": "0-15",
+        "embedder": "efficientnet-lite2",
+        "ks": [2, 3, 4],
+        "batch_size": 32,
+    },
     # The paper's setting: ResNet-50 penultimate block, ImageNet val, CLIP ViT-B/32 (needs the weights).
     "resnet50-imagenet": {
         "model": {"name": "resnet50", "weights": "IMAGENET1K_V2"},

@@ -14,6 +14,7 @@ from app import analysis, store_access, ui
 from app.safe_text import code
 from app.views import neuron as neuron_page
 from app.views import overview as overview_page
+from pure_explorer.fixtures import write_small_store
 from store import RunStore, list_runs
 from store.schema import Summary
 
@@ -78,6 +79,16 @@ def test_a_store_still_being_computed_shows_its_stages(monkeypatch, partial_runs
 
 
 # -- overview ----------------------------------------------------------------------------------------------
+def test_a_run_judged_by_the_analysed_network_itself_is_flagged(monkeypatch, small_runs_root, tmp_path):
+    at = _app(monkeypatch, small_runs_root, run="small")
+    assert not at.warning  # resnet18 judged by another embedder
+    circular = {"name": "test-embedder", "weights": None, "checkpoint": None}  # the run's embedder's name
+    write_small_store(tmp_path / "circular", model=circular)
+    at = _app(monkeypatch, tmp_path, run="circular")
+    _ok(at)
+    assert len(at.warning) == 1 and "is the analysed network itself" in at.warning[0].value
+
+
 def test_overview_ranks_neurons_with_thumbnail_strips_and_figures(monkeypatch, small_runs_root):
     at = _app(monkeypatch, small_runs_root, run="small")
     _ok(at)

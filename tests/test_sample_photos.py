@@ -45,3 +45,11 @@ def test_bad_sizes_are_refused():
         PhotoSource(0, 0, 64)
     with pytest.raises(DatasetError, match="size_px >= 8"):
         PhotoSource(4, 0, 4)
+
+
+def test_the_photos_preset_runs_lite0_on_the_photographs_judged_by_another_network():
+    from precompute.config import resolve_config
+
+    config = resolve_config(preset="photos")
+    assert config.dataset.kind == "photos" and config.model.name == "efficientnet-lite0"
+    assert config.embedder == "efficientnet-lite2"  # shares no weights with the analysed network
