@@ -189,6 +189,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ks": [2, 3, 4],
         "batch_size": 32,
     },
+    # Any other model named without a preset: the library's defaults (100 references, every neuron, crops from
+    # the "auto" heatmap, the model's default layers unless --layer / --lower-layer name them).
+    "custom": {"dataset": {"kind": "folder", "path": None}},
     # The paper's setting: ResNet-50 penultimate block, ImageNet val, CLIP ViT-B/32 (needs the weights).
     "resnet50-imagenet": {
         "model": {"name": "resnet50", "weights": "IMAGENET1K_V2"},
@@ -343,12 +346,20 @@ def _build(data: dict[str, Any], source: str) -> RunConfig:
     return config
 
 
+def _default_preset(file_data: dict[str, Any], overrides: dict[str, Any]) -> str:
+    """The preset when none is named: the demo, unless another model is named (then ``custom``, the
+    library's defaults, so that a real network never inherits the synthetic world's crop settings)."""
+    model = (overrides.get("model") or {}).get("name") or (file_data.get("model") or {}).get("name")
+    return "demo" if model in (None, PRESETS["demo"]["model"]["name"]) else "custom"
+
+
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
                    overrides: dict[str, Any] | None = None) -> RunConfig:
     """Preset < config file < `overrides` (nested dict of flag values; None values are ignored)."""
     file_data = load_config_file(config_file) if config_file else {}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    name = overrides.get("preset") or preset or file_data.get("preset") or "demo"
+    name = (overrides.get("preset") or preset or file_data.get("preset")
+            or _default_preset(file_data, overrides))
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     data = _merge(PRESETS[name], {"preset": name})

@@ -387,3 +387,12 @@ def test_errors_from_the_command_line_have_no_traceback_unless_debug(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "does not exist" in result.stderr
     result = _cli("--preset", "tiny", "--dataset", str(tmp_path / "missing"), "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_a_real_model_named_without_a_preset_gets_the_library_defaults_not_the_demos():
+    demo = resolve_config()
+    custom = resolve_config(overrides={"model": {"name": "resnet50"}, "layer": "layer4"})
+    assert (demo.preset, demo.crop.heatmap, demo.crop.embed_threshold) == ("demo", "gradient_x_input", 0.1)
+    assert (custom.preset, custom.crop.heatmap, custom.crop.embed_threshold) == ("custom", "auto", 0.01)
+    assert custom.n_ref == 100 and custom.dataset.kind == "folder"
+    assert resolve_config(overrides={"model": {"name": "demo"}}).preset == "demo"
