@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -21,6 +22,7 @@ from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer
 
+from pure_core import lrp
 from pure_core.attribution import input_attributions_for_pairs
 from pure_core.heatmaps import HEATMAP_METHODS, input_heatmaps_for_pairs, resolve_heatmap_method
 from pure_core.lrp import canonizer_for, lrp_composite, lrp_heatmaps_for_pairs
@@ -112,6 +114,14 @@ def test_a_batch_equals_its_pairs_one_by_one(resnet18, images):
         single = lrp_heatmaps_for_pairs(resnet18, images[b:b + 1], "layer4", neurons[b:b + 1],
                                         positions[b:b + 1])
         assert torch.allclose(batched[b], single[0], atol=1e-6 * single.abs().max().item())
+
+
+def test_batches_larger_than_the_cpu_batch_are_split_with_the_same_result(resnet18, images, monkeypatch):
+    neurons, positions = [7, 7, 42], np.array([(0, 1), (1, 1), (1, 0)])
+    whole = lrp_heatmaps_for_pairs(resnet18, images, "layer4", neurons, positions)
+    monkeypatch.setattr(lrp, "CPU_BATCH", 2)  # 3 pairs: a batch of 2 and one of 1
+    split = lrp_heatmaps_for_pairs(resnet18, images, "layer4", neurons, positions)
+    assert split.shape == whole.shape and torch.allclose(split, whole, atol=1e-6 * whole.abs().max().item())
 
 
 @pytest.mark.parametrize("build", [
