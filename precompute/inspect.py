@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from store import STAGES, RunStore, StoreError
-from store.schema import DistanceCorrelation, MethodComparison, References, ScanReport, Summary
+from store.schema import CropMethod, DistanceCorrelation, MethodComparison, References, ScanReport, Summary
 
 __all__ = ["describe", "main"]
 
@@ -38,7 +38,7 @@ def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
                     n += 1
                 if n:
                     chunks[stage] = n
-        scan, references = store.read(ScanReport), store.read(References)
+        scan, references, crop_method = store.read(ScanReport), store.read(References), store.read(CropMethod)
         return _plain({
             "directory": str(Path(directory)),
             "run_id": store.run_id,
@@ -57,6 +57,7 @@ def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
                 "polysemanticity_median": float(np.median(scores)) if scores else None,
                 "top": ranked[:top],
             },
+            "crop_heatmaps": None if crop_method is None else crop_method.heatmap,
             "method_comparison": _stored(store.read(MethodComparison)),
             "distance_correlation": _stored(store.read(DistanceCorrelation)),
         })
@@ -99,7 +100,7 @@ def _format(info: dict[str, Any]) -> str:
         + (f", {info['scan']['n_skipped']} unreadable skipped" if info["scan"].get("n_skipped") else "")
         + ")",
         f"  neurons   {info['n_neurons']} x n_ref {config.get('n_ref')}; embedder {config.get('embedder')}; "
-        f"ks {config.get('ks')}",
+        f"ks {config.get('ks')}; crops from {info['crop_heatmaps'] or 'no'} heatmaps",
         "  versions  " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         "  stages    " + " | ".join(f"{name} {'done' if s['done'] else 'pending'}"
                                     + (f" {s['seconds']:.1f} s" if s["done"] else "")

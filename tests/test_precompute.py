@@ -284,9 +284,11 @@ def test_inspect_prints_the_summary_and_json(tiny_store, capsys):
     from synthetic.demo import DEMO_LAYER, DEMO_LOWER_LAYER
 
     assert f"{DEMO_LAYER} <- circuits in {DEMO_LOWER_LAYER}" in text and "most polysemantic" in text
+    assert "crops from gradient_x_input heatmaps" in text
     assert main(["inspect", str(tiny_store), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["complete"] and info["n_neurons"] == 4 and len(info["scores"]["top"]) == 4
+    assert info["crop_heatmaps"] == "gradient_x_input"
     assert main(["inspect", str(tiny_store.parent / "nothing")]) == 2
 
 
