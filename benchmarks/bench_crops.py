@@ -24,7 +24,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -32,17 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_stages import photo_folder, precompute_command
 from PIL import Image
 from scipy.stats import pearsonr, spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stages import photo_folder  # noqa: E402
-
-from pure_core.crops import crop_box  # noqa: E402
-from pure_core.heatmaps import input_heatmaps_for_pairs  # noqa: E402
-from pure_core.models import build_model  # noqa: E402
-from store import RunStore  # noqa: E402
-from store.schema import CropBoxes, CropMethod, Crops, References, Summary  # noqa: E402
+from pure_core.crops import crop_box
+from pure_core.heatmaps import input_heatmaps_for_pairs
+from pure_core.models import build_model
+from store import RunStore
+from store.schema import CropBoxes, CropMethod, Crops, References, Summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,13 +54,7 @@ def export_tree(commit: str, directory: Path) -> Path:
 
 def precompute(tree: Path, folder: Path, out: Path, args: argparse.Namespace, heatmap: str | None) -> dict:
     """One run in ``tree``; its stage seconds, wall time and load average before it."""
-    command = [sys.executable, "-m", "precompute", "--preset", "efficientnet-lite0", "--dataset", str(folder),
-               "--neurons", args.neurons, "--n-ref", str(args.n_ref), "--batch-size", str(args.batch_size),
-               "--device", "cpu", "--no-progress", "--out", str(out)]
-    if heatmap is not None:
-        config = out.parent / f"{out.name}.yaml"
-        config.write_text(f"preset: efficientnet-lite0\ncrop:\n  heatmap: {heatmap}\n")
-        command += ["--config", str(config)]
+    command = precompute_command(folder, out, args, heatmap, preset="efficientnet-lite0", device="cpu")
     load = os.getloadavg()
     start = time.perf_counter()
     environment = {**os.environ, "PYTHONPATH": str(tree)}

@@ -35,14 +35,13 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_stages import photo_folder
+from bench_stages import photo_folder, precompute_command
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.functional import to_tensor
@@ -51,7 +50,7 @@ from pure_core.embed import make_embedder
 from pure_core.lrp import lrp_composite
 from pure_core.models import ModelSpec, build_model
 from store import RunStore
-from store.schema import CropMethod
+from store.schema import CropMethod, References
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,8 +69,10 @@ class PhotoDataset(Dataset):
         return self.to_tensor(Image.open(self.files[index]).convert("RGB")), 0
 
 
-def authors_pipeline(args: argparse.Namespace, folder: Path, work: Path) -> dict[str, float]:
-    """Seconds of the three passes of the authors' preprocessing (module docstring), after imports."""
+def authors_pipeline(args: argparse.Namespace, folder: Path, work: Path,
+                     neurons: list[int]) -> dict[str, float]:
+    """Seconds of the three passes of the authors' preprocessing (module docstring) for ``neurons``, after
+    imports."""
     from crp.attribution import CondAttribution
     from crp.concepts import ChannelConcept
     from crp.helper import load_maximization
@@ -89,7 +90,6 @@ def authors_pipeline(args: argparse.Namespace, folder: Path, work: Path) -> dict
     fv = FeatureVisualization(attribution, dataset, {args.layer: concept}, preprocess_fn=preprocess.normalize,
                               path=str(work / "crp_files"), max_target="max", abs_norm=False)
     fv.ActMax.SAMPLE_SIZE = args.n_ref
-    neurons = parse_range(args.neurons)
     seconds = {}
 
     start = time.perf_counter()
@@ -126,26 +126,18 @@ def authors_pipeline(args: argparse.Namespace, folder: Path, work: Path) -> dict
     return seconds
 
 
-def parse_range(text: str) -> list[int]:
-    """``"0-7"`` or ``"1,5,9"`` -> neuron ids."""
-    if "-" in text:
-        first, last = (int(part) for part in text.split("-"))
-        return list(range(first, last + 1))
-    return [int(part) for part in text.split(",")]
-
-
-def our_pipeline(args: argparse.Namespace, folder: Path, out: Path) -> tuple[float, dict[str, float], str]:
-    """Wall seconds of ``python -m precompute`` on the same work, its stage seconds and its crop heatmaps."""
-    command = [sys.executable, "-m", "precompute", "--model", args.model, "--weights", args.weights,
-               "--layer", args.layer, "--lower-layer", args.lower_layer, "--dataset", str(folder),
-               "--neurons", args.neurons, "--n-ref", str(args.n_ref), "--embedder", args.embedder,
-               "--batch-size", str(args.batch_size), "--device", args.device, "--no-progress",
-               "--out", str(out)]
+def our_pipeline(args: argparse.Namespace, folder: Path,
+                 out: Path) -> tuple[float, dict[str, float], str, list[int]]:
+    """Wall seconds of ``python -m precompute`` on the same work, its stage seconds, its crop heatmaps and the
+    neurons it analysed."""
+    command = precompute_command(folder, out, args, model=args.model, weights=args.weights, layer=args.layer,
+                                 lower_layer=args.lower_layer, embedder=args.embedder, device=args.device)
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
     with RunStore.open(out) as store:
-        return wall, store.stage_seconds(), store.read(CropMethod).heatmap
+        neurons = [int(n) for n in store.read(References).neuron_ids]
+        return wall, store.stage_seconds(), store.read(CropMethod).heatmap, neurons
 
 
 def main() -> None:
@@ -167,8 +159,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-crp-"))
     folder = photo_folder(work / "photos", args.images)
     load_before = os.getloadavg()
-    ours_wall, ours_stages, heatmap = our_pipeline(args, folder, work / "run")
-    theirs = authors_pipeline(args, folder, work)
+    ours_wall, ours_stages, heatmap, neurons = our_pipeline(args, folder, work / "run")
+    theirs = authors_pipeline(args, folder, work, neurons)
     theirs_total = sum(theirs.values())
     shared = sum(v for k, v in ours_stages.items() if k != "scores")
     report = {

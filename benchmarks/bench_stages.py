@@ -47,6 +47,23 @@ def photo_folder(directory: Path, n_images: int, size_px: int = 256, seed: int =
     return directory
 
 
+def precompute_command(folder: Path, out: Path, args: argparse.Namespace, heatmap: str | None = None,
+                       **flags: str | int | None) -> list[str]:
+    """``python -m precompute`` on the photo ``folder`` into ``out`` with the benchmark's workload (``args``:
+    neurons, n_ref, batch_size), crops from ``heatmap`` (written to a config file beside ``out``: the setting
+    has no flag) and further ``flags`` (``layer="layer4"`` -> ``--layer layer4``; None values left out)."""
+    command = [sys.executable, "-m", "precompute", "--dataset", str(folder), "--neurons", args.neurons,
+               "--n-ref", str(args.n_ref), "--batch-size", str(args.batch_size), "--no-progress",
+               "--out", str(out)]
+    if heatmap is not None:
+        config = out.parent / f"{out.name}-crop.yaml"
+        config.write_text(f"crop:\n  heatmap: {heatmap}\n")
+        command += ["--config", str(config)]
+    for name, value in flags.items():
+        command += [] if value is None else [f"--{name.replace('_', '-')}", str(value)]
+    return command
+
+
 def raw_forward(spec: ModelSpec, images: list[Image.Image], batch_size: int, device: str) -> float:
     """Images per second of the plain batched forward of the model on preprocessed images."""
     loaded = build_model(spec, device=device)
@@ -80,14 +97,9 @@ def main() -> None:
     folder = photo_folder(work / "photos", args.images)
     out = work / "run"
     load_before = os.getloadavg()
-    command = [sys.executable, "-m", "precompute", "--preset", "efficientnet-lite0", "--dataset", str(folder),
-               "--neurons", args.neurons, "--n-ref", str(args.n_ref), "--batch-size", str(args.batch_size),
-               "--device", args.device, "--no-progress", "--out", str(out)]
-    config = work / "crop.yaml"
-    config.write_text(f"preset: efficientnet-lite0\ncrop:\n  heatmap: {args.heatmap}\n")
-    command += ["--config", str(config), "--model", args.model]
-    optional = {"--weights": args.weights, "--layer": args.layer, "--lower-layer": args.lower_layer}
-    command += [part for flag, value in optional.items() if value for part in (flag, value)]
+    command = precompute_command(folder, out, args, args.heatmap, preset="efficientnet-lite0",
+                                 model=args.model, weights=args.weights, layer=args.layer,
+                                 lower_layer=args.lower_layer, device=args.device)
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start

@@ -24,10 +24,12 @@ __all__ = ["Group", "init_group"]
 
 @dataclass(frozen=True)
 class Group:
-    """This process's place among the job's processes: ``rank`` of ``world`` (a single process: 0 of 1)."""
+    """This process's place among the job's processes: ``rank`` of ``world`` (a single process: 0 of 1), and
+    ``local_world`` of them on its node (which share the node's cores)."""
 
     rank: int = 0
     world: int = 1
+    local_world: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -60,4 +62,5 @@ def init_group(device: torch.device) -> Group:
         return Group()
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Group(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return Group(torch.distributed.get_rank(), torch.distributed.get_world_size(),
+                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

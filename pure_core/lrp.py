@@ -105,12 +105,10 @@ def lrp_heatmaps_for_pairs(model: nn.Module, inputs: torch.Tensor, layer: str,
     (`pure_core.attribution.input_attributions_for_pairs` with `lrp_composite`)."""
     composite = lrp_composite(model)
     step = CPU_BATCH if inputs.device.type == "cpu" else max(1, len(inputs))
-    parts = [input_attributions_for_pairs(model, inputs[i:i + step], layer, neuron_of_input[i:i + step],
-                                          None if positions is None else positions[i:i + step],
-                                          composite=composite)
-             for i in range(0, len(inputs), step)]
-    return torch.cat(parts) if parts else input_attributions_for_pairs(
-        model, inputs, layer, neuron_of_input, positions, composite=composite)
+    parts = (slice(i, i + step) for i in range(0, max(1, len(inputs)), step))  # an empty batch: one call
+    return torch.cat([input_attributions_for_pairs(model, inputs[part], layer, neuron_of_input[part],
+                                                   None if positions is None else positions[part],
+                                                   composite=composite) for part in parts])
 
 
 # -- canonizers ----------------------------------------------------------------------------------------

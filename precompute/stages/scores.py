@@ -114,8 +114,7 @@ def run(job: Job) -> None:
     pending = list(runner.pending())
     if pending:
         import_umap()  # numba's runtime too; also keeps its import time out of the progress bar's rate
-    processes = score_processes(sum(len(chunk) for _, chunk in pending),
-                                int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    processes = score_processes(sum(len(chunk) for _, chunk in pending), job.group.local_world)
     with Parallel(n_jobs=processes, backend="loky") as parallel:
         for chunk_id, chunk in pending:
             work = (delayed(score_neuron)(_inputs(job, references, row), config.ks, int(config.seed),
