@@ -23,6 +23,7 @@ from app.store_access import NeuronData, RunRef, neuron_data, run_details
 from store.schema import METHODS
 
 if TYPE_CHECKING:  # scikit-learn takes ~1 s to import; the overview page never needs it
+    from pure_core.labels import LabelShare
     from pure_core.virtual import VirtualNeurons
 
 METHOD_LABELS = {
@@ -78,19 +79,6 @@ def with_centroids(centers: np.ndarray, seed: int, labels: np.ndarray | None = N
     return VirtualNeurons.from_centroids(np.asarray(centers, dtype=np.float64), labels, random_state=seed)
 
 
-def numbered_by_size(model: VirtualNeurons, labels: np.ndarray) -> VirtualNeurons:
-    """``model``'s virtual neurons renumbered by the size of their clusters in ``labels (n,)``, largest first
-    (ties by first member); the result's ``labels_`` are ``labels`` renumbered alike."""
-    centers = model.cluster_centers_
-    k = len(centers)
-    sizes = np.bincount(labels, minlength=k)
-    first = np.array([np.flatnonzero(labels == c)[0] if sizes[c] else len(labels) for c in range(k)])
-    order = np.lexsort((first, -sizes))  # new cluster i = old cluster order[i]
-    relabel = np.empty(k, dtype=np.int64)
-    relabel[order] = np.arange(k)
-    return with_centroids(centers[order], model.random_state, relabel[labels])
-
-
 def fit_virtual_neurons(vectors: np.ndarray, k: int, seed: int) -> VirtualNeurons:
     """k-means (`VirtualNeurons`, ``seed``) on ``vectors (n, d)`` with one thread, numbered by size."""
     from threadpoolctl import threadpool_limits
@@ -99,14 +87,14 @@ def fit_virtual_neurons(vectors: np.ndarray, k: int, seed: int) -> VirtualNeuron
 
     with threadpool_limits(1):
         fitted = VirtualNeurons(n_clusters=int(k), random_state=seed).fit(_as_rows(vectors))
-    return numbered_by_size(fitted, fitted.labels_)
+    return fitted.numbered_by_size()
 
 
 def stored_virtual_neurons(vectors: np.ndarray, centroids: np.ndarray, seed: int) -> VirtualNeurons:
     """Precompute's virtual neurons: the stored ``centroids (k, d)`` with the references ``vectors (n, d)``
     assigned by `VirtualNeurons.predict`, numbered by size."""
     model = with_centroids(centroids, seed)
-    return numbered_by_size(model, model.predict(_as_rows(vectors)))
+    return model.numbered_by_size(model.predict(_as_rows(vectors)))
 
 
 def _vectors(data: NeuronData, method: str) -> np.ndarray | None:
@@ -143,6 +131,22 @@ def clustering(run: RunRef, neuron: int, k: int, method: str = "pure") -> Cluste
                 rho_intra[c] = block.sum() / (len(members) * (len(members) - 1))
         evaluation = tuple(float(v) for v in cluster_distances(data.embeddings, labels))
     return Clustering(method, int(k), model, labels, sizes, rho_intra, evaluation)
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def cluster_labels(run: RunRef, neuron: int, k: int, method: str = "pure") -> list[list[LabelShare]] | None:
+    """Per cluster of `clustering` (VN 1, 2, ... or A, B, ...), its predicted classes over-represented among
+    its references (`pure_core.labels.label_shares`); None when the run stored no predictions."""
+    from pure_core.labels import label_shares
+
+    data = neuron_data(run, neuron)
+    result = clustering(run, neuron, k, method)
+    if data is None or data.predictions is None or result is None:
+        return None
+    labels = data.predictions.labels
+    if len(labels) != len(result.labels):
+        return None
+    return label_shares(labels, result.labels, k)
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)

@@ -10,8 +10,10 @@ store that is still being written is re-read as stages finish.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ from app import state
 from store import STAGES, RunInfo, RunStore, StoreError, list_runs
 from store.schema import (
     ActivationVectors,
+    ClassNames,
     CropMethod,
     DistanceCorrelation,
     Embeddings,
@@ -29,6 +32,7 @@ from store.schema import (
     PureVectors,
     ReferenceArray,
     ReferenceImage,
+    ReferencePredictions,
     References,
     RunMeta,
     Summary,
@@ -139,8 +143,9 @@ def ranking(run: RunRef) -> pd.DataFrame:
     """The ranking table: one row per neuron, by rho_inter - rho_intra (descending), with ``rank`` 1..N.
 
     Columns: rank and the stored `SummaryRow` fields (neuron, polysemanticity, rho_intra, rho_inter,
-    overall, top_activation, n_ref, and oracle_polysemanticity / oracle_kind for synthetic-world runs).
-    Empty when the scores stage has not run.
+    overall, top_activation, n_ref, oracle_polysemanticity / oracle_kind for synthetic-world runs, and
+    ``labels``, the virtual neurons' labels at k = 2 as text, for runs with predictions). Empty when the
+    scores stage has not run.
     """
     summary = _open(run).read(Summary)
     if summary is None or not summary.rows:
@@ -148,9 +153,26 @@ def ranking(run: RunRef) -> pd.DataFrame:
             columns=["rank", "neuron", "polysemanticity", "rho_intra", "rho_inter", "overall"]
         )
     table = pd.DataFrame([row.to_store() for row in summary.rows])
+    names = class_names(run)
+    if "labels" in table and names:
+        table["labels"] = [label_text(labels, names) for labels in table["labels"]]
     table = table.sort_values(["polysemanticity", "neuron"], ascending=[False, True], kind="stable")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table.reset_index(drop=True)
+
+
+def label_text(labels: Any, names: Sequence[str]) -> str | None:
+    """``"pagoda | daisy"``: the stored first label of each virtual neuron, named ("–" for none)."""
+    if not isinstance(labels, list | tuple):
+        return None
+    return " | ".join(names[label] if 0 <= label < len(names) else "–" for label in labels)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def class_names(run: RunRef) -> tuple[str, ...]:
+    """The analysed model's class names (`ClassNames`); empty for models without categories."""
+    record = _open(run).read(ClassNames)
+    return () if record is None else record.names
 
 
 def neuron_order(run: RunRef) -> list[int]:
@@ -188,7 +210,8 @@ class NeuronData:
 
     ``pure (n, C_lower)``, ``activation (n, C_L)``, ``embeddings (n, D)`` as float32 (stored float16) or
     None before their stage; ``thumbnails`` n WEBP byte strings; ``dataset_indices (n,)`` and
-    ``max_activations (n,)`` of the references; ``umap`` and ``scores`` the stored records or None.
+    ``max_activations (n,)`` of the references; ``umap``, ``scores`` and ``predictions`` (the model's top
+    classes per reference) the stored records or None.
     """
 
     neuron: int
@@ -200,6 +223,7 @@ class NeuronData:
     dataset_indices: np.ndarray
     max_activations: np.ndarray
     scores: NeuronScores | None = None
+    predictions: ReferencePredictions | None = None
 
     @property
     def n_references(self) -> int:
@@ -256,6 +280,7 @@ def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
         dataset_indices=_readonly(refs.indices[row][valid]),
         max_activations=_readonly(refs.max_activations[row][valid]),
         scores=store.read(NeuronScores, neuron),
+        predictions=store.read(ReferencePredictions, neuron),
     )
 
 

@@ -303,7 +303,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
             return out
         checkpoint_every = args.checkpoint_every or max(1, round(2048 / config.batch_size))
         job = Job(config=config, store=store, model=model, preprocess=loaded.preprocess, source=source,
-                  neurons=neurons, device=device,
+                  neurons=neurons, device=device, categories=loaded.categories,
                   embedder_factory=(lambda: embedder) if embedder is not None else
                   (lambda: make_embedder(config.embedder, device=str(device), batch_size=embed_batch)),
                   progress=not args.no_progress and "PURE_NO_PROGRESS" not in os.environ,

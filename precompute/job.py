@@ -35,6 +35,7 @@ class Job:
     neurons: list[int]
     device: torch.device
     embedder_factory: Callable[[], Embedder]
+    categories: list[str] | None = None  # the model's class names: stage 2 stores its predictions when known
     progress: bool = True
     checkpoint_every: int = 8  # stage 1: batches per checkpoint
     chunk_neurons: int = 16  # stages 3-5: neurons per transaction

@@ -9,15 +9,17 @@
   baseline vectors are kept only for images that are currently in some neuron's top set.
 - `TopReferences`: that running top-n_ref, merged one batch at a time; its state is plain numpy arrays, so
   precompute checkpoints it between chunks and resumes from it.
-- `pooled_activations`: the same statistics for a batch in memory (the upload path).
+- `pooled_activations`: the same statistics for a batch in memory (the upload path);
+  `pooled_activations_and_outputs` also runs the rest of the network and returns its outputs (the model's
+  predictions for the references come from the same pass as their baseline vectors).
 
 Conventions shared with `pure_core.attribution`: a layer's activation is the output of the named module
 (the first element when a module returns a tuple); a module that runs more than once in a forward pass
 (a shared activation module) is taken at its first call; outputs of shape ``(B, C)`` or ``(B, C, L)`` are
 treated as maps of shape ``(B, C, 1, 1)`` / ``(B, C, 1, L)``. The forward pass stops right after the last
-layer needed, so the classifier head is never run. Ranking ties (equal activations) go to the lower
-dataset index; NaN ranks last. The forward plumbing (run-until-layer, the per-model lock) is
-`pure_core.hooks`.
+layer needed, so the classifier head is never run (except in `pooled_activations_and_outputs`). Ranking
+ties (equal activations) go to the lower dataset index; NaN ranks last. The forward plumbing
+(run-until-layer, the per-model lock) is `pure_core.hooks`.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pure_core.hooks import as_maps, capture, first_tensor, run_until
+from pure_core.hooks import as_maps, capture, first_tensor, model_lock, run_until
 from pure_core.models import get_layer
 
 __all__ = ["ReferenceScan", "References", "TopReferences", "capture", "collect_references",
-           "pooled_activations"]
+           "pooled_activations", "pooled_activations_and_outputs"]
 
 
 # -- per-batch statistics ----------------------------------------------------------------------------------
@@ -60,6 +62,32 @@ def pooled_activations(model: nn.Module, inputs: torch.Tensor,
     with torch.no_grad():
         maps = as_maps(run_until(model, inputs, layer))
         return _statistics(maps)
+
+
+def pooled_activations_and_outputs(
+    model: nn.Module, inputs: torch.Tensor, layer: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`pooled_activations` of ``layer`` and the model's output ``(B, ...)`` from one whole forward pass.
+
+    The statistics are taken inside the layer's hook, before any later in-place operation can change its
+    output; the output is the model's (its first tensor when it returns a tuple), e.g. class logits.
+    """
+    target = get_layer(model, layer)
+    state: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def hook(_module, _args, output):
+        if "statistics" not in state:  # a module that runs twice is taken at its first call
+            state["statistics"] = _statistics(as_maps(first_tensor(output)))
+
+    with torch.no_grad(), model_lock(model):
+        handle = target.register_forward_hook(hook)
+        try:
+            outputs = first_tensor(model(inputs))
+        finally:
+            handle.remove()
+    if "statistics" not in state:
+        raise ValueError(f"layer {layer!r} did not run in the forward pass of {type(model).__name__}")
+    return (*state["statistics"], outputs)
 
 
 # -- reference selection -----------------------------------------------------------------------------------

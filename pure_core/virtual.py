@@ -86,6 +86,20 @@ class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
             model.labels_ = np.asarray(labels, dtype=np.int64)
         return model
 
+    def numbered_by_size(self, labels=None) -> VirtualNeurons:
+        """These virtual neurons renumbered by the size of their clusters in ``labels (n,)`` (default
+        ``labels_``), largest first, ties by first member: "VN 1" is the biggest. The result's ``labels_``
+        are ``labels`` renumbered alike."""
+        check_is_fitted(self, "cluster_centers_")
+        labels = np.asarray(self.labels_ if labels is None else labels, dtype=np.int64)
+        k = len(self.cluster_centers_)
+        sizes = np.bincount(labels, minlength=k)
+        first = np.array([np.flatnonzero(labels == c)[0] if sizes[c] else len(labels) for c in range(k)])
+        order = np.lexsort((first, -sizes))  # new cluster i = old cluster order[i]
+        relabel = np.empty(k, dtype=np.int64)
+        relabel[order] = np.arange(k)
+        return type(self).from_centroids(self.cluster_centers_[order], relabel[labels], self.random_state)
+
     def transform(self, R) -> np.ndarray:
         """Euclidean distances ``(n, n_clusters)`` from each vector of ``R (n, C_lower)`` to each centroid."""
         check_is_fitted(self, "cluster_centers_")

@@ -165,6 +165,7 @@ def _write_small_store(
             "thumbnails": schema.Thumbnails(thumbs),
             "crops": schema.Crops(crops),
             "boxes": schema.CropBoxes(boxes),
+            "predictions": _predictions(rng, [all_concepts.index(c) for c in chosen], len(all_concepts)),
             "oracle": _oracle(chosen, polysemantic_kind(chosen)),
         }
 
@@ -175,7 +176,7 @@ def _write_small_store(
         store.write(schema.ReferenceImage(image), int(index))
     store.mark_stage_done("references", 0.1)
     for stage, kinds in (
-        ("attributions", ("pure", "activation")),
+        ("attributions", ("pure", "activation", "predictions")),
         ("crops", ("thumbnails", "crops", "boxes")),
         ("embeddings", ("embeddings",)),
     ):
@@ -184,17 +185,21 @@ def _write_small_store(
                 for kind in kinds:
                     store.write(data[kind], neuron)
             store.mark_stage_done(stage, 0.1)
+    if "attributions" in stages:
+        store.write(schema.ClassNames(all_concepts))  # the fixture's "model" classifies world concepts
     if "crops" in stages:
         store.write(schema.CropMethod("gradient_x_input"))  # the boxes above are drawn, not from a model
     if "scores" in stages:
         scores = {neuron: _neuron_scores(data) for neuron, data in per_neuron.items()}
+        labels = {neuron: _virtual_neuron_labels(data, scores[neuron]) for neuron, data in per_neuron.items()}
         for neuron, data in per_neuron.items():
             store.write(scores[neuron], neuron)
+            store.write(labels[neuron], neuron)
             store.write(
                 schema.UmapCoordinates(_pca2(_vectors(data["pure"])), _pca2(_vectors(data["activation"]))),
                 neuron,
             )
-        store.write(_summary(references, scores))
+        store.write(_summary(references, scores, labels))
         dense = [n for n in ids if n_rows[n] > 2]
         store.write(_method_comparison([scores[n] for n in dense]))
         store.write(_distance_correlation([per_neuron[n] for n in dense]))
@@ -257,7 +262,36 @@ def _neuron_scores(data: dict) -> schema.NeuronScores:
     )
 
 
-def _summary(references: schema.References, scores: dict[int, schema.NeuronScores]) -> schema.Summary:
+def _predictions(
+    rng: np.random.Generator, concepts: list[int], n_classes: int
+) -> schema.ReferencePredictions:
+    """The "model's" top classes of each reference: its planted concept first (probability 0.5-0.9), then the
+    other concepts in order."""
+    m = min(5, n_classes)
+    classes = np.array([[c] + [o for o in range(n_classes) if o != c][: m - 1] for c in concepts])
+    first = rng.uniform(0.5, 0.9, (len(concepts), 1))
+    rest = (1 - first) * np.linspace(0.5, 0.1, m - 1)[None] / np.linspace(0.5, 0.1, m - 1).sum()
+    return schema.ReferencePredictions(classes, np.concatenate([first, rest], axis=1))
+
+
+def _virtual_neuron_labels(data: dict, scores: schema.NeuronScores) -> schema.VirtualNeuronLabels:
+    """The virtual neurons' labels for each stored k, from their stored centroids (as the app splits)."""
+    from precompute.stages.scores import virtual_neuron_labels
+    from pure_core.virtual import VirtualNeurons
+
+    pure = _vectors(data["pure"])
+    groups = {}
+    for k, centroids in scores.centroids.items():
+        model = VirtualNeurons.from_centroids(centroids.astype(np.float64), random_state=RUN_SEED)
+        groups[k] = model.numbered_by_size(model.predict(pure)).labels_
+    return virtual_neuron_labels(data["predictions"].labels, groups)
+
+
+def _summary(
+    references: schema.References,
+    scores: dict[int, schema.NeuronScores],
+    labels: dict[int, schema.VirtualNeuronLabels],
+) -> schema.Summary:
     return schema.Summary(
         schema.SummaryRow(
             neuron,
@@ -269,6 +303,7 @@ def _summary(references: schema.References, scores: dict[int, schema.NeuronScore
             references.n_ref,
             s.oracle.polysemanticity,
             s.oracle.kind,
+            labels[neuron].first_labels(2),
         )
         for neuron, s in scores.items()
     )

@@ -7,7 +7,9 @@ records of `store.schema`, as precompute writes them, in minutes: reference imag
 are real WEBP images (random crops of the photographs that ship with scikit-image, with the display mask
 drawn by `pure_core.crops`), so their bytes are what real ones weigh; vectors are float16 with planted
 cluster structure; scores, centroids and UMAP coordinates are drawn at random with the right shapes and
-invariants (rho_inter - rho_intra = polysemanticity, centroids per stored k). Nothing is computed by a model.
+invariants (rho_inter - rho_intra = polysemanticity, centroids per stored k); the "model's" top-5 ImageNet
+classes per reference are drawn mostly from two classes per planted circuit, and the virtual neurons'
+labels are computed from them as precompute does. Nothing is computed by a model.
 
     python -m pure_explorer.large_store runs/large --neurons 2048
 """
@@ -22,7 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from precompute.stages.scores import virtual_neuron_labels
 from pure_core.crops import crop_for_display, crop_for_embedding
+from pure_core.models import imagenet_categories
+from pure_core.virtual import VirtualNeurons
 from store import STAGES, RunStore, schema
 from store.codecs import EMBED_QUALITY, THUMB_QUALITY, encode_image
 
@@ -95,6 +100,29 @@ def _neuron_scores(rng: np.random.Generator, pure: np.ndarray, ks: Sequence[int]
         centroids=centroids)
 
 
+def _predictions(rng: np.random.Generator, circuit: np.ndarray,
+                 n_classes: int) -> schema.ReferencePredictions:
+    """Top-5 classes per reference: mostly one of two classes per planted circuit, sometimes another."""
+    by_circuit = rng.choice(n_classes, size=(int(circuit.max()) + 1, 2), replace=False)
+    first = by_circuit[circuit, rng.integers(0, 2, len(circuit))]
+    first = np.where(rng.random(len(circuit)) < 0.8, first, rng.integers(0, n_classes, len(circuit)))
+    others = (first[:, None] + np.arange(1, 5)[None]) % n_classes
+    probabilities = np.sort(rng.dirichlet(np.ones(6), len(circuit))[:, :5], axis=1)[:, ::-1]
+    return schema.ReferencePredictions(np.concatenate([first[:, None], others], axis=1), probabilities)
+
+
+def _virtual_neuron_labels(pure: np.ndarray, scores: schema.NeuronScores,
+                           predictions: schema.ReferencePredictions) -> schema.VirtualNeuronLabels:
+    """The labels of the virtual neurons the app shows: the stored centroids, references assigned and
+    numbered by size."""
+    vectors = pure.astype(np.float64)
+    groups = {}
+    for k, centroids in scores.centroids.items():
+        model = VirtualNeurons.from_centroids(centroids.astype(np.float64))
+        groups[k] = model.numbered_by_size(model.predict(vectors)).labels_
+    return virtual_neuron_labels(predictions.labels, groups)
+
+
 def _config(neurons: list[int], n_ref: int, n_images: int, ks: Sequence[int], seed: int) -> dict:
     return {
         "model": {"name": "resnet50", "weights": "IMAGENET1K_V2", "checkpoint": None},
@@ -143,13 +171,18 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
                 store.write(schema.ReferenceImage(pool_images[int(index) % POOL_SIZE]), int(index))
 
     rows = []
+    n_classes = len(imagenet_categories())
     for row, neuron in enumerate(tqdm(neurons, desc="neurons", unit="neuron", disable=not progress)):
-        pure, activation, embeddings, _ = _neuron_vectors(rng, n_ref, c_lower, c_layer, embed_dim)
+        pure, activation, embeddings, circuit = _neuron_vectors(rng, n_ref, c_lower, c_layer, embed_dim)
         pooled = [int(i) % POOL_SIZE for i in indices[row]]
         scores = _neuron_scores(rng, pure, ks)
+        predictions = _predictions(rng, circuit, n_classes)
+        labels = _virtual_neuron_labels(pure, scores, predictions)
         with store.transaction():
             store.write(schema.PureVectors(pure), neuron)
             store.write(schema.ActivationVectors(activation), neuron)
+            store.write(predictions, neuron)
+            store.write(labels, neuron)
             store.write(schema.Embeddings(embeddings), neuron)
             store.write(schema.CropBoxes(np.tile([16, 16, 208, 208], (n_ref, 1))), neuron)
             store.write(schema.Crops([pool_crops[i] for i in pooled]), neuron)
@@ -158,11 +191,13 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
             store.write(schema.UmapCoordinates(rng.normal(0, 3, (n_ref, 2)), rng.normal(0, 3, (n_ref, 2))),
                         neuron)
         rows.append(schema.SummaryRow(neuron, scores.polysemanticity, scores.rho_intra, scores.rho_inter,
-                                      scores.overall, float(max_activations[row, 0]), n_ref))
+                                      scores.overall, float(max_activations[row, 0]), n_ref,
+                                      labels=labels.first_labels(2)))
     means = {method: {int(k): schema.MethodScore(float(rng.uniform(10, 14)), float(rng.uniform(14, 16)))
                       for k in ks} for method in schema.METHODS}
     with store.transaction():
         store.write(schema.Summary(rows))
+        store.write(schema.ClassNames(imagenet_categories()))
         store.write(schema.CropMethod("lrp"))  # what a ResNet-50 run resolves "auto" to
         store.write(schema.MethodComparison(means, float(np.mean([r.overall for r in rows]))))
         store.write(schema.DistanceCorrelation({"pure": schema.PooledCorrelation(0.38, 0.01),

@@ -428,6 +428,54 @@ class Thumbnails(ReferenceImages):
     KEY: ClassVar[str] = "thumbnails"
 
 
+@dataclass(frozen=True, eq=False)
+class ClassNames(Record):
+    """The analysed model's class names: the vocabulary of `ReferencePredictions` (stage 2; models with
+    categories only)."""
+
+    KEY: ClassVar[str] = "class_names"
+
+    names: tuple[str, ...] = doc("class names in the order of the model's outputs")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+
+    def to_store(self) -> list[str]:
+        return list(self.names)
+
+    @classmethod
+    def from_store(cls, value: Iterable[str]) -> ClassNames:
+        return cls(tuple(value))
+
+
+@dataclass(frozen=True, eq=False)
+class ReferencePredictions(Record):
+    """The analysed model's most probable classes for each reference (stage 2, from the same forward pass as
+    the activation vectors; models with categories only)."""
+
+    KEY: ClassVar[str] = "predictions"
+    INDEX: ClassVar[str] = "neuron"
+
+    classes: np.ndarray = doc("`(n_ref, m)` int32 class ids (`ClassNames`), most probable first")
+    probabilities: np.ndarray = doc("`(n_ref, m)` float16 softmax probabilities of those classes")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", np.asarray(self.classes, dtype=np.int32))
+        object.__setattr__(self, "probabilities", np.asarray(self.probabilities, dtype=np.float16))
+
+    def to_store(self) -> dict[str, np.ndarray]:
+        return {"classes": self.classes, "probabilities": self.probabilities}
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> ReferencePredictions:
+        return cls(value["classes"], value["probabilities"])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """`(n_ref,)` each reference's label: its most probable class."""
+        return self.classes[:, 0]
+
+
 # -- per neuron: scores ----------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class MethodScore(Record):
@@ -605,6 +653,69 @@ class UmapCoordinates(Record):
         return {"pure": self.pure, "activation": self.activation}[method]
 
 
+@dataclass(frozen=True, eq=False)
+class VirtualNeuronLabel(Record):
+    """One label of a virtual neuron (`pure_core.labels.label_shares`)."""
+
+    label: int = doc("class id (`ClassNames`)")
+    count: int = doc("the virtual neuron's references whose label it is")
+    share: float = doc("count / the virtual neuron's labelled references")
+    enrichment: float = doc("share / the label's share among all the neuron's references")
+
+    def to_store(self) -> dict[str, Any]:
+        return {
+            "label": int(self.label),
+            "count": int(self.count),
+            "share": float(self.share),
+            "enrichment": float(self.enrichment),
+        }
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> VirtualNeuronLabel:
+        return cls(value["label"], value["count"], value["share"], value["enrichment"])
+
+
+@dataclass(frozen=True, eq=False)
+class VirtualNeuronLabels(Record):
+    """Labels of each PURE virtual neuron for every k of the run (stage 5; runs with
+    `ReferencePredictions`): the classes over-represented among its references, most frequent first."""
+
+    KEY: ClassVar[str] = "vn_labels"
+    INDEX: ClassVar[str] = "neuron"
+
+    by_k: dict[int, tuple[tuple[VirtualNeuronLabel, ...], ...]] = doc(
+        "`{k: per virtual neuron its labels}`, the virtual neurons numbered by size, largest first (as "
+        "`VirtualNeurons.numbered_by_size` and the app number them); stored as "
+        "`{k: [[VirtualNeuronLabel dict, ...], ...]}` with int k"
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "by_k", {int(k): tuple(tuple(v) for v in groups) for k, groups in self.by_k.items()}
+        )
+
+    def to_store(self) -> dict[int, list[list[dict[str, Any]]]]:
+        return {
+            k: [[label.to_store() for label in group] for group in groups] for k, groups in self.by_k.items()
+        }
+
+    @classmethod
+    def from_store(cls, value: Mapping[Any, Any]) -> VirtualNeuronLabels:
+        return cls(
+            {
+                int(k): tuple(tuple(VirtualNeuronLabel.from_store(v) for v in group) for group in groups)
+                for k, groups in value.items()
+            }
+        )
+
+    def first_labels(self, k: int) -> tuple[int, ...] | None:
+        """The first label of each virtual neuron for ``k`` (-1 where one has none); None without that k
+        (the ranking's `SummaryRow.labels` at k = 2)."""
+        if int(k) not in self.by_k:
+            return None
+        return tuple(group[0].label if group else -1 for group in self.by_k[int(k)])
+
+
 # -- run-wide results ------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class SummaryRow(Record):
@@ -619,6 +730,11 @@ class SummaryRow(Record):
     n_ref: int = doc("reference slots per neuron (`References.n_ref`)")
     oracle_polysemanticity: float | None = doc("`Oracle.polysemanticity` (world runs only)", default=None)
     oracle_kind: str | None = doc("`Oracle.kind` (world runs only)", default=None)
+    labels: tuple[int, ...] | None = doc(
+        "the first label of each virtual neuron at k = 2 (`VirtualNeuronLabels`; -1 for none), runs with "
+        "predictions only",
+        default=None,
+    )
 
     def to_store(self) -> dict[str, Any]:
         value = {
@@ -634,6 +750,8 @@ class SummaryRow(Record):
             value["oracle_polysemanticity"] = float(self.oracle_polysemanticity)
         if self.oracle_kind is not None:
             value["oracle_kind"] = self.oracle_kind
+        if self.labels is not None:
+            value["labels"] = [int(label) for label in self.labels]
         return value
 
     @classmethod
@@ -648,6 +766,7 @@ class SummaryRow(Record):
             value["n_ref"],
             value.get("oracle_polysemanticity"),
             value.get("oracle_kind"),
+            None if value.get("labels") is None else tuple(int(v) for v in value["labels"]),
         )
 
 
@@ -730,6 +849,8 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     ReferenceImage,
     PureVectors,
     ActivationVectors,
+    ClassNames,
+    ReferencePredictions,
     CropMethod,
     CropBoxes,
     Crops,
@@ -737,11 +858,19 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     Embeddings,
     NeuronScores,
     UmapCoordinates,
+    VirtualNeuronLabels,
     Summary,
     MethodComparison,
     DistanceCorrelation,
 )
-PART_RECORDS: tuple[type[Record], ...] = (MethodScore, Correlation, Oracle, SummaryRow, PooledCorrelation)
+PART_RECORDS: tuple[type[Record], ...] = (
+    MethodScore,
+    Correlation,
+    Oracle,
+    VirtualNeuronLabel,
+    SummaryRow,
+    PooledCorrelation,
+)
 KEY_TABLE: dict[str, type[Record]] = {r.KEY: r for r in STORED_RECORDS}  # type: ignore[misc]
 NEURON_RECORDS: dict[str, type[Record]] = {r.KEY: r for r in STORED_RECORDS if r.INDEX == "neuron"}  # type: ignore[misc]
 NEURON_KINDS = tuple(NEURON_RECORDS)

@@ -77,3 +77,51 @@ def test_a_reference_opens_large_with_its_whole_image(small_runs_root):
     big = figures.enlarged(nd.thumbnails[0], neuron_page.ENLARGED_PX)
     assert max(big.size) == neuron_page.ENLARGED_PX
     assert store_access.reference_image(run, int(nd.dataset_indices[0])) is not None
+
+
+def test_each_virtual_neuron_is_labelled_by_the_classes_its_references_are_predicted_as(
+    monkeypatch, small_runs_root
+):
+    """The small store's "model" predicts each reference's planted concept: a virtual neuron's header
+    names the concepts of its own references, with their share and enrichment."""
+    from app import analysis
+
+    run = _run(small_runs_root)
+    names = store_access.class_names(run)
+    for neuron, k in ((3, 2), (12, 3)):
+        nd = store_access.neuron_data(run, neuron)
+        result = analysis.clustering(run, neuron, k, "pure")
+        shares = analysis.cluster_labels(run, neuron, k, "pure")
+        concepts = np.array(nd.planted_concepts)
+        for c in range(k):
+            members = result.labels == c
+            top = shares[c][0]
+            assert names[top.label] == max(set(concepts[members]), key=list(concepts[members]).count)
+            assert top.count == int((concepts[members] == names[top.label]).sum())
+            overall = np.mean(concepts == names[top.label])
+            assert np.isclose(top.enrichment, top.share / overall)
+    at = _page(monkeypatch, small_runs_root, neuron=3, k=2)
+    headers = [m.value for m in at.markdown if "references" in m.value and "model predicts:" in m.value]
+    assert len(headers) == 2
+    assert all(
+        f"`{names[shares_c[0].label]}`" in h
+        for h, shares_c in zip(headers, analysis.cluster_labels(run, 3, 2, "pure"), strict=True)
+    )
+
+
+def test_stored_virtual_neuron_labels_are_the_ones_the_page_shows(small_runs_root):
+    """Precompute's `VirtualNeuronLabels` (for the ranking and search) name the virtual neurons as the page
+    numbers them (largest first)."""
+    from app import analysis
+    from store import RunStore
+    from store.schema import VirtualNeuronLabels
+
+    run = _run(small_runs_root)
+    with RunStore.open(run.directory) as store:
+        stored = store.read(VirtualNeuronLabels, 12)
+
+    def pairs(groups):
+        return [[(s.label, s.count) for s in group] for group in groups]
+
+    for k, groups in stored.by_k.items():
+        assert pairs(groups) == pairs(analysis.cluster_labels(run, 12, k, "pure")), k

@@ -351,3 +351,17 @@ def test_upload_with_a_missing_model_says_how_to_make_it(monkeypatch, missing_mo
     assert not at.exception, [e.value for e in at.exception]
     (error,) = at.error
     assert "could not be loaded" in error.value and "no-such-model.pt" in error.value
+
+
+def test_the_ranking_names_each_neurons_virtual_neurons_and_finds_them_by_label(monkeypatch, small_runs_root):
+    at = _app(monkeypatch, small_runs_root, run="small")
+    table = at.dataframe[0].value
+    assert "labels" in table and "rho_intra" not in table  # the components stay in the CSV download
+    run = store_access.run_ref(next(r for r in list_runs(small_runs_root) if r.directory.name == "small"))
+    names = store_access.class_names(run)
+    some = table["labels"].dropna().iloc[0]
+    assert all(part in names or part == "–" for part in some.split(" | "))
+    concept = some.split(" | ")[0]
+    at.text_input(key="ranking_search").set_value(concept.upper()).run()
+    found = at.dataframe[0].value
+    assert 0 < len(found) <= len(table) and all(concept in labels for labels in found["labels"])

@@ -262,6 +262,47 @@ def test_tiny_run_fills_the_store_as_the_contract_says(tiny_store):
     assert not (tiny_store / "cache.db-wal").exists()
 
 
+def test_the_references_carry_the_models_own_predictions_and_the_virtual_neurons_their_labels(
+    tiny_store, demo_model
+):
+    """Stage 2 stores the classifier's top classes of each reference (as a plain forward pass of the whole
+    model gives them); stage 5 labels each virtual neuron from them, and the ranking row carries k = 2's."""
+    import torch
+
+    from pure_core.labels import label_shares
+    from pure_core.sources import DatasetConfig, open_source
+    from pure_core.virtual import VirtualNeurons
+    from store import schema as sc
+    from synthetic.demo import DEMO_PREPROCESSING
+
+    with RunStore.open(tiny_store) as store:
+        names = store.read(sc.ClassNames).names
+        assert len(names) == demo_model(torch.zeros(1, 3, 64, 64)).shape[1] and " or " in names[0]
+        refs = store.read(sc.References)
+        source = open_source(DatasetConfig(**store.config["dataset"]))
+        summary = {r.neuron: r for r in store.read(sc.Summary).rows}
+        for row, neuron in enumerate(refs.neuron_ids):
+            predicted = store.read(sc.ReferencePredictions, neuron)
+            assert predicted.classes.shape == predicted.probabilities.shape == (refs.n_ref, 5)
+            x = torch.stack([DEMO_PREPROCESSING.to_tensor(source.load(int(i))) for i in refs.indices[row]])
+            with torch.no_grad():
+                expected = torch.softmax(demo_model(x), dim=1)
+            top = torch.sort(expected, dim=1, descending=True, stable=True)
+            assert np.array_equal(predicted.classes, top.indices[:, :5].numpy())
+            assert np.allclose(predicted.probabilities, top.values[:, :5].numpy(), atol=2e-3)
+            labels = store.read(sc.VirtualNeuronLabels, neuron)
+            scores = store.read(sc.NeuronScores, neuron)
+            assert set(labels.by_k) == set(scores.centroids) == {2, 3}
+            pure = store.read(sc.PureVectors, neuron).values.astype(np.float64)
+            for k, groups in labels.by_k.items():
+                model = VirtualNeurons.from_centroids(scores.centroids[k].astype(np.float64))
+                members = model.numbered_by_size(model.predict(pure)).labels_
+                expected_labels = label_shares(predicted.labels, members, k)
+                assert [[(s.label, s.count) for s in g] for g in groups] == \
+                    [[(s.label, s.count) for s in g] for g in expected_labels]
+            assert summary[neuron].labels == labels.first_labels(2)
+
+
 def test_rerunning_a_finished_run_does_nothing_and_says_how_to_open_it(tiny_store, capsys):
     assert main([*TINY, "--out", str(tiny_store)]) == 0
     out = capsys.readouterr().out

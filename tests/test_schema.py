@@ -214,12 +214,14 @@ def test_the_key_table_names_every_stored_value():
     assert NEURON_KINDS == (
         "pure",
         "activation",
+        "predictions",
         "boxes",
         "crops",
         "thumbnails",
         "embeddings",
         "scores",
         "umap",
+        "vn_labels",
     )
     assert s.key(s.NeuronScores, 12) == "scores:12" and s.key(s.Summary) == "summary"
     assert s.key(s.StageStatus, "crops") == "stage:crops" and s.key(s.ReferenceImage, 4031) == "image:4031"

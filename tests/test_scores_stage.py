@@ -16,7 +16,7 @@ def _inputs(seed: int) -> NeuronInputs:
     rng = np.random.default_rng(seed)
     split = (rng.random(24) < 0.5).astype(int)
     vectors = [rng.normal(size=(2, d))[split] + 0.3 * rng.normal(size=(24, d)) for d in (8, 12, 16)]
-    return NeuronInputs(*vectors, truth=None)
+    return NeuronInputs(*vectors, truth=None, labels=rng.integers(0, 4, size=24))
 
 
 def test_worker_processes_give_the_serial_values():
@@ -25,9 +25,9 @@ def test_worker_processes_give_the_serial_values():
     serial = [score_neuron(x, *args) for x in inputs]
     with Parallel(n_jobs=2, backend="loky") as parallel:
         parallel_results = parallel(delayed(score_neuron)(x, *args) for x in inputs)
-    for (scores, coords), (p_scores, p_coords) in zip(serial, parallel_results, strict=True):
-        assert scores == p_scores and coords == p_coords
-    assert serial[0][0] != serial[1][0]  # the comparison can tell neurons apart
+    for ours, theirs in zip(serial, parallel_results, strict=True):
+        assert all(a == b for a, b in zip(ours, theirs, strict=True))  # scores, coordinates, labels
+    assert serial[0][0] != serial[1][0] and serial[0][2] != serial[1][2]  # the comparison tells neurons apart
 
 
 def test_processes_only_where_enough_neurons():

@@ -38,6 +38,22 @@ def planted_summary(nd: NeuronData, members: np.ndarray) -> str:
     return " · planted: " + ", ".join(f"{n} × {code(name)}" for name, n in counts)
 
 
+def predicted_summary(run: RunRef, shares: list | None) -> str:
+    """A cluster's predicted classes, e.g. `` · model predicts: `pagoda` 43 % ×1.9, `vase` 14 % ×2.0``
+    (share of its references, enrichment over the neuron's); empty without predictions."""
+    names = store_access.class_names(run)
+    if not shares or not names:
+        return ""
+    return " · model predicts: " + ", ".join(
+        f"{code(class_name(names, s.label), max_chars=40)} {s.share:.0%} ×{s.enrichment:.1f}" for s in shares
+    )
+
+
+def class_name(names: tuple[str, ...], label: int) -> str:
+    """The name of class ``label`` ("class <label>" where the stored names do not reach it)."""
+    return names[label] if 0 <= label < len(names) else f"class {label}"
+
+
 def report_png(run: RunRef, neuron: int, k: int) -> bytes:
     """The neuron's figures as one PNG: both UMAPs, and per virtual neuron its reference grid and circuit."""
     nd = store_access.neuron_data(run, neuron)
@@ -206,6 +222,7 @@ def virtual_neuron_grids(
     """Per cluster of ``result``: its reference grid (`shown_in_grid`) beside its circuit."""
     meta = store_access.run_details(run).meta
     root = str(store_access.runs_root())
+    labels = analysis.cluster_labels(run, nd.neuron, k, method) or [None] * k
     for c in range(k):
         members = np.flatnonzero(result.labels == c)
         shown, note = shown_in_grid(members, show_all)
@@ -213,8 +230,8 @@ def virtual_neuron_grids(
         with st.container(border=True):
             st.markdown(
                 f"<span style='color:{figures.colour(c, method)}'>■</span> "
-                f"**{figures.cluster_name(c, method)}** · "
-                f"{len(members)} references{note}{rho}{planted_summary(nd, members)}",
+                f"**{figures.cluster_name(c, method)}** · {len(members)} references{note}{rho}"
+                f"{planted_summary(nd, members)}{predicted_summary(run, labels[c])}",
                 unsafe_allow_html=True,
             )
             grid, circuit = st.columns([3, 2])
@@ -281,6 +298,18 @@ def enlarged_reference(run: RunRef, nd: NeuronData, position: int, k: int | None
         result = analysis.clustering(run, nd.neuron, k, method)
         if result is not None:
             facts.append(f"{method}: {figures.cluster_name(int(result.labels[position]), method)}")
+    names = store_access.class_names(run)
+    if nd.predictions is not None and names and position < len(nd.predictions.classes):
+        classes, probabilities = (
+            a[position][:3] for a in (nd.predictions.classes, nd.predictions.probabilities)
+        )
+        facts.append(
+            "model predicts "
+            + ", ".join(
+                f"{code(class_name(names, c), max_chars=40)} {p:.0%}"
+                for c, p in zip(classes, probabilities, strict=True)
+            )
+        )
     st.caption(" · ".join(facts))
     crop, whole = st.columns(2)
     with crop:
@@ -397,6 +426,7 @@ def prefetch_all_k(run: RunRef, nd: NeuronData, method: str) -> None:
             if nd.umap is not None and analysis.clustering(run, nd.neuron, k, name) is not None:
                 _umap_figure(run, nd.neuron, k, name, title)
         analysis.clustering(run, nd.neuron, k, method)
+        analysis.cluster_labels(run, nd.neuron, k, method)
         analysis.k_scores(run, nd.neuron, k)
     warmed.add((run.name, nd.neuron, method))  # last: a run interrupted by a new k warms again
 

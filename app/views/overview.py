@@ -23,9 +23,8 @@ TABLE_COLUMNS = [
     "rank",
     "neuron",
     "references",
+    "labels",
     "polysemanticity",
-    "rho_intra",
-    "rho_inter",
     "overall",
     "top_activation",
     "oracle_kind",
@@ -36,11 +35,14 @@ TABLE_COLUMNS = [
 def filter_ranking(
     table: pd.DataFrame, query: str = "", score_range: tuple[float, float] | None = None
 ) -> pd.DataFrame:
-    """The ranking rows whose neuron ids are typed in ``query`` (any for an empty query) and whose
-    rho_inter - rho_intra lies in ``score_range`` (ends included; any score for None)."""
+    """The ranking rows that match ``query`` (neuron ids typed in it, else its text in the virtual neurons'
+    labels, ignoring case; any row for an empty query) and whose rho_inter - rho_intra lies in
+    ``score_range`` (ends included; any score for None)."""
     wanted = state.parse_neuron_filter(query)
     if wanted is not None:
         table = table[table["neuron"].isin(wanted)]
+    elif query.strip() and "labels" in table:
+        table = table[table["labels"].str.contains(query.strip(), case=False, regex=False, na=False)]
     if score_range is not None:
         table = table[table["polysemanticity"].between(*score_range)]
     return table
@@ -61,8 +63,11 @@ def ranking_filters(table: pd.DataFrame) -> tuple[str, tuple[float, float] | Non
     """The search box (neuron ids) beside the score slider; returns the query and the score range chosen
     (None while the slider spans every score, so rows without a score yet stay listed)."""
     search, scores = st.columns(2)
+    labelled = "labels" in table
     query = search.text_input(
-        "Search by neuron id", placeholder="e.g. 12, or several: 3 7 12", key="ranking_search"
+        "Search by neuron id or label" if labelled else "Search by neuron id",
+        placeholder="e.g. 12, or several: 3 7 12" + (", or a class: dog" if labelled else ""),
+        key="ranking_search",
     )
     bounds = score_bounds(table)
     if bounds is None:
@@ -107,9 +112,13 @@ def ranking_columns() -> dict[str, Any]:
         "rank": st.column_config.NumberColumn("rank", width=52),
         "neuron": st.column_config.NumberColumn("neuron", width=64, format="%d"),
         "references": st.column_config.ImageColumn("top references", width=STRIP_WIDTH_PX),
+        "labels": st.column_config.TextColumn(
+            "VN 1 | VN 2",
+            width=136,
+            help="the model's predicted class most frequent among each virtual neuron's references at k = 2 "
+            "(over-represented classes first); search for a class in the box above",
+        ),
         "polysemanticity": st.column_config.NumberColumn("ρ_inter − ρ_intra", width=104, format="%.3f"),
-        "rho_intra": st.column_config.NumberColumn("ρ_intra", width=68, format="%.3f"),
-        "rho_inter": st.column_config.NumberColumn("ρ_inter", width=68, format="%.3f"),
         "overall": st.column_config.NumberColumn(
             "overall", width=68, format="%.3f", help="mean distance, all pairs"
         ),

@@ -1,4 +1,6 @@
-"""Stage 2, attributions: PURE vectors ``(n_ref, C_lower)`` and activation baselines ``(n_ref, C_L)``.
+"""Stage 2, attributions: PURE vectors ``(n_ref, C_lower)`` and activation baselines ``(n_ref, C_L)``; for
+models with class names, also the model's top classes for each reference (`ReferencePredictions`), from the
+same forward pass as the baselines (the rest of the network past layer L is all they add).
 
 Work is grouped by reference image, in chunks of unique images: when images are shared by several neurons
 (>= `PER_IMAGE_MIN_SHARE` pairs per image on average), one forward per image and the batched VJPs of all
@@ -14,9 +16,10 @@ import torch
 
 from precompute.job import Job, PrecomputeError
 from precompute.runner import ChunkRunner, chunk_ranges
-from pure_core.activations import pooled_activations
+from pure_core.activations import pooled_activations, pooled_activations_and_outputs
 from pure_core.attribution import pure_attributions, pure_attributions_for_pairs
-from store.schema import ActivationVectors, PureVectors, References
+from pure_core.labels import top_classes
+from store.schema import ActivationVectors, ClassNames, PureVectors, ReferencePredictions, References
 
 __all__ = ["PER_IMAGE_MIN_SHARE", "attribution_strategy", "run"]
 
@@ -69,13 +72,29 @@ def attribution_strategy(n_pairs: int, n_images: int, requested: str = "auto") -
     return "per_image" if n_pairs >= PER_IMAGE_MIN_SHARE * max(1, n_images) else "per_pair"
 
 
-def _activation_vectors(job: Job, x: torch.Tensor) -> np.ndarray:
-    """O'Mahony baseline: clamped layer-L activation, mean over space, ``(B, C_L)``."""
-    out = []
+def _activations_and_predictions(job: Job, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """O'Mahony baseline: clamped layer-L activation, mean over space, ``activation (B, C_L)``; with the
+    model's class names also its top classes, ``classes`` and ``probabilities (B, TOP_CLASSES)``."""
+    predict = bool(job.categories)
+    means, classes, probabilities = [], [], []
     for chunk in chunk_ranges(len(x), job.batch_size):
-        _, _, mean = pooled_activations(job.model, x[chunk.start:chunk.stop].to(job.device), job.config.layer)
-        out.append(mean.float().cpu().numpy())
-    return np.concatenate(out, axis=0)
+        batch = x[chunk.start:chunk.stop].to(job.device)
+        if predict:
+            _, _, mean, logits = pooled_activations_and_outputs(job.model, batch, job.config.layer)
+            if logits.ndim != 2 or logits.shape[1] != len(job.categories):
+                raise PrecomputeError(f"the model names {len(job.categories)} classes but returns outputs of "
+                                      f"shape {tuple(logits.shape)}; its predictions cannot be labelled")
+            top, p = top_classes(logits)
+            classes.append(top)
+            probabilities.append(p)
+        else:
+            _, _, mean = pooled_activations(job.model, batch, job.config.layer)
+        means.append(mean.float().cpu().numpy())
+    out = {"activation": np.concatenate(means, axis=0).astype(np.float16)}
+    if predict:
+        out["classes"] = np.concatenate(classes, axis=0).astype(np.int32)
+        out["probabilities"] = np.concatenate(probabilities, axis=0).astype(np.float16)
+    return out
 
 
 def run(job: Job) -> None:
@@ -98,7 +117,7 @@ def run(job: Job) -> None:
             "rows": np.array([row for u in chunk for row, _ in pairs[u]], dtype=np.int64),
             "slots": np.array([slot for u in chunk for _, slot in pairs[u]], dtype=np.int64),
             "pure": pure.astype(np.float16),
-            "activation": _activation_vectors(job, images).astype(np.float16),
+            **_activations_and_predictions(job, images),
         }
         with runner.commit(chunk_id):
             store.put(f"attributions:part:{chunk_id}", part)
@@ -115,6 +134,7 @@ def _assemble(job: Job, neurons: list[int], indices: np.ndarray, n_parts: int) -
     n_neurons, n_ref = indices.shape
     pure_all: np.ndarray | None = None
     activation_of: dict[int, np.ndarray] = {}
+    predictions_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for part_id in range(n_parts):
         part = store.get(f"attributions:part:{part_id}")
         if part is None:
@@ -125,6 +145,8 @@ def _assemble(job: Job, neurons: list[int], indices: np.ndarray, n_parts: int) -
         pure_all[part["rows"], part["slots"]] = part["pure"]
         for i, index in enumerate(part["images"]):
             activation_of[int(index)] = part["activation"][i]
+            if "classes" in part:
+                predictions_of[int(index)] = (part["classes"][i], part["probabilities"][i])
     assert pure_all is not None
     for chunk in chunk_ranges(n_neurons, job.chunk_neurons):
         with store.transaction():
@@ -132,6 +154,11 @@ def _assemble(job: Job, neurons: list[int], indices: np.ndarray, n_parts: int) -
                 store.write(PureVectors(np.ascontiguousarray(pure_all[row])), neurons[row])
                 store.write(ActivationVectors(np.stack([activation_of[int(i)] for i in indices[row]])),
                             neurons[row])
+                if predictions_of:
+                    classes, probs = zip(*(predictions_of[int(i)] for i in indices[row]), strict=True)
+                    store.write(ReferencePredictions(np.stack(classes), np.stack(probs)), neurons[row])
     with store.transaction():
+        if predictions_of:
+            store.write(ClassNames(tuple(job.categories or ())))
         for part_id in range(n_parts):
             store.delete(f"attributions:part:{part_id}")

@@ -1,7 +1,8 @@
 """Stage 5, scores: per neuron the polysemanticity (`pure_core.scores.polysemanticity`), the per-k cluster
 quality of PURE / activation / embedding clusterings (`fit_methods` + `evaluate_fits`), distance
-correlations, PURE centroids per k (the virtual neurons), UMAP coordinates, and the oracle score when the
-source has planted ground truth; then the run-wide ``summary``, ``method_comparison`` and
+correlations, PURE centroids per k (the virtual neurons), the virtual neurons' labels per k where the
+references have predicted classes (`pure_core.labels.label_shares`), UMAP coordinates, and the oracle score
+when the source has planted ground truth; then the run-wide ``summary``, ``method_comparison`` and
 ``distance_correlation``."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from precompute.config import UmapConfig
 from precompute.job import Job
 from precompute.runner import ChunkRunner
 from pure_core import scores as sc
+from pure_core.labels import label_shares
 from pure_core.projection import import_umap, umap_2d
 from pure_core.sources import GroundTruth
 from store.schema import (
@@ -32,13 +34,17 @@ from store.schema import (
     Oracle,
     PooledCorrelation,
     PureVectors,
+    ReferencePredictions,
     References,
     Summary,
     SummaryRow,
     UmapCoordinates,
+    VirtualNeuronLabel,
+    VirtualNeuronLabels,
 )
 
-__all__ = ["MIN_NEURONS_PER_PROCESS", "NeuronInputs", "run", "score_neuron", "score_processes"]
+__all__ = ["MIN_NEURONS_PER_PROCESS", "NeuronInputs", "run", "score_neuron", "score_processes",
+           "virtual_neuron_labels"]
 
 PARTS = ("scores",)
 METHODS = ("pure", "activation", "embedding")
@@ -56,6 +62,7 @@ class NeuronInputs:
     pure: np.ndarray
     activation: np.ndarray
     truth: GroundTruth | None
+    labels: np.ndarray | None = None  # (n_ref,) each reference's predicted class, None without predictions
 
 
 def _inputs(job: Job, references: References, row: int) -> NeuronInputs:
@@ -63,13 +70,14 @@ def _inputs(job: Job, references: References, row: int) -> NeuronInputs:
     embeddings, pure, activation = (np.asarray(job.store.read(record, neuron).values, dtype=np.float64)
                                     for record in (Embeddings, PureVectors, ActivationVectors))
     truth = job.source.ground_truth(references.indices[row], job.store.read(CropBoxes, neuron).values)
-    return NeuronInputs(embeddings, pure, activation, truth)
+    predicted = job.store.read(ReferencePredictions, neuron)
+    return NeuronInputs(embeddings, pure, activation, truth, None if predicted is None else predicted.labels)
 
 
-def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int,
-                 umap_cfg: UmapConfig) -> tuple[NeuronScores, UmapCoordinates]:
-    """One neuron's scores and UMAP coordinates (see `store.schema.NeuronScores`); single-threaded, so a
-    process per neuron gives the values of the serial loop."""
+def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int, umap_cfg: UmapConfig
+                 ) -> tuple[NeuronScores, UmapCoordinates, VirtualNeuronLabels | None]:
+    """One neuron's scores, UMAP coordinates and virtual-neuron labels (None without predictions; see
+    `store.schema`); single-threaded, so a process per neuron gives the values of the serial loop."""
     embeddings, pure, activation = inputs.embeddings, inputs.pure, inputs.activation
     n = len(embeddings)
     with threadpool_limits(1):
@@ -93,7 +101,18 @@ def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int,
             methods=methods, correlation=correlation, centroids=centroids, oracle=oracle)
         coords = UmapCoordinates(*(umap_2d(v, umap_cfg.n_neighbors, umap_cfg.min_dist, umap_cfg.random_state)
                                    for v in (pure, activation)))
-    return scores, coords
+    labels = None if inputs.labels is None else virtual_neuron_labels(
+        inputs.labels, {k: fitted.numbered_by_size().labels_ for k, fitted in fits["pure"].items()})
+    return scores, coords, labels
+
+
+def virtual_neuron_labels(labels: np.ndarray, groups_by_k: dict[int, np.ndarray]) -> VirtualNeuronLabels:
+    """The record of each virtual neuron's labels (`pure_core.labels.label_shares`) for every k, from the
+    references' ``labels (n,)`` and, per k, their virtual neurons ``(n,)`` numbered by size."""
+    return VirtualNeuronLabels({
+        k: tuple(tuple(VirtualNeuronLabel(s.label, s.count, s.share, s.enrichment) for s in group)
+                 for group in label_shares(labels, groups, k))
+        for k, groups in groups_by_k.items()})
 
 
 def score_processes(n_neurons: int, processes_per_node: int = 1) -> int:
@@ -124,9 +143,11 @@ def run(job: Job) -> None:
                 outputs[neurons[row]] = result
                 runner.advance(1)
             with runner.commit(chunk_id):
-                for neuron, (scores, coords) in outputs.items():
+                for neuron, (scores, coords, labels) in outputs.items():
                     store.write(scores, neuron)
                     store.write(coords, neuron)
+                    if labels is not None:
+                        store.write(labels, neuron)
     runner.close()
     if job.group.is_main:  # every rank's neurons are scored now
         with threadpool_limits(1):
@@ -139,12 +160,14 @@ def _aggregate(job: Job, references: References) -> None:
     store, config = job.store, job.config
     neurons = references.neuron_ids
     per_neuron = {neuron: store.read(NeuronScores, neuron) for neuron in neurons}
+    labels = {neuron: store.read(VirtualNeuronLabels, neuron) for neuron in neurons}
     summary = Summary(tuple(
         SummaryRow(neuron=neuron, polysemanticity=scores.polysemanticity, rho_intra=scores.rho_intra,
                    rho_inter=scores.rho_inter, overall=scores.overall,
                    top_activation=float(references.max_activations[row, 0]), n_ref=references.n_ref,
                    oracle_polysemanticity=None if scores.oracle is None else scores.oracle.polysemanticity,
-                   oracle_kind=None if scores.oracle is None else scores.oracle.kind)
+                   oracle_kind=None if scores.oracle is None else scores.oracle.kind,
+                   labels=None if labels[neuron] is None else labels[neuron].first_labels(2))
         for row, (neuron, scores) in enumerate(per_neuron.items())))
     means: dict[str, dict[int, MethodScore]] = {}
     for method in METHODS:
