@@ -1,12 +1,14 @@
 """`python -m precompute inspect DIR [--json]`: what a run store holds, without changing it.
 
-Prints the config, library versions, stage completion (with seconds), the neuron count, and a score
-summary (the most polysemantic neurons). Opens the store read-only, so it works on a read-only mount.
+Prints the config, library versions, stage completion (with seconds), the neuron count, how much of the
+image the crops keep (median box area over all references), and a score summary (the most polysemantic
+neurons). Opens the store read-only, so it works on a read-only mount.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -15,11 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from store import STAGES, RunStore, StoreError
-from store.schema import CropMethod, DistanceCorrelation, MethodComparison, References, ScanReport, Summary
+from store.schema import (
+    CropBoxes,
+    CropMethod,
+    DistanceCorrelation,
+    MethodComparison,
+    ReferenceImage,
+    References,
+    ScanReport,
+    Summary,
+)
 
-__all__ = ["describe", "main"]
+__all__ = ["crop_fraction_median", "describe", "main"]
 
 
 def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
@@ -58,9 +70,25 @@ def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
                 "top": ranked[:top],
             },
             "crop_heatmaps": None if crop_method is None else crop_method.heatmap,
+            "crop_fraction_median": crop_fraction_median(store, references),
             "method_comparison": _stored(store.read(MethodComparison)),
             "distance_correlation": _stored(store.read(DistanceCorrelation)),
         })
+
+
+def crop_fraction_median(store: RunStore, references: References | None) -> float | None:
+    """The median area of the embedding crop boxes as a fraction of the model-input image, over every
+    reference of every neuron; None before the crops stage."""
+    if references is None:
+        return None
+    boxes = [b.values for n in references.neuron_ids if (b := store.read(CropBoxes, n)) is not None]
+    first = store.read(ReferenceImage, int(references.indices[references.indices >= 0][0]))
+    if not boxes or first is None:
+        return None
+    width, height = Image.open(io.BytesIO(first.data)).size
+    boxes = np.concatenate(boxes).astype(np.float64)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return float(np.median(areas) / (width * height))
 
 
 def _stored(record) -> Any:
@@ -100,7 +128,9 @@ def _format(info: dict[str, Any]) -> str:
         + (f", {info['scan']['n_skipped']} unreadable skipped" if info["scan"].get("n_skipped") else "")
         + ")",
         f"  neurons   {info['n_neurons']} x n_ref {config.get('n_ref')}; embedder {config.get('embedder')}; "
-        f"ks {config.get('ks')}; crops from {info['crop_heatmaps'] or 'no'} heatmaps",
+        f"ks {config.get('ks')}; crops from {info['crop_heatmaps'] or 'no'} heatmaps"
+        + ("" if info["crop_fraction_median"] is None
+           else f", median {info['crop_fraction_median']:.0%} of the image"),
         "  versions  " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         "  stages    " + " | ".join(f"{name} {'done' if s['done'] else 'pending'}"
                                     + (f" {s['seconds']:.1f} s" if s["done"] else "")

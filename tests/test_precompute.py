@@ -330,6 +330,14 @@ def test_inspect_prints_the_summary_and_json(tiny_store, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["complete"] and info["n_neurons"] == 4 and len(info["scores"]["top"]) == 4
     assert info["crop_heatmaps"] == "gradient_x_input"
+    from store import schema as sc
+
+    with RunStore.open(tiny_store) as store:  # the median crop area, by hand from the stored boxes (64 px)
+        neurons = store.read(sc.References).neuron_ids
+        boxes = np.concatenate([store.read(sc.CropBoxes, n).values for n in neurons])
+    expected = np.median((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / 64**2)
+    assert info["crop_fraction_median"] == pytest.approx(expected) and 0 < expected <= 1
+    assert f"median {expected:.0%} of the image" in text
     assert main(["inspect", str(tiny_store.parent / "nothing")]) == 2
 
 

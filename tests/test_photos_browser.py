@@ -1,0 +1,99 @@
+"""The photos demo in a real browser: `python -m precompute --preset photos` (reduced to 3 neurons over 240
+images; the same network, layers, LRP crops and judge) opened in Chromium. The overview names the judge and
+raises no shared-weights warning; the most polysemantic neuron's page names each virtual neuron's predicted
+ImageNet classes, as stored, and opens a reference with the model's top classes.
+
+`PURE_TEST_PHOTOS_RUNS=DIR` uses a prebuilt runs root instead (the full preset's run); with
+`PURE_UPDATE_SCREENSHOTS=1` the neuron page becomes the README's `docs/screenshots/photos-neuron.png`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, serve
+from store import RunStore, list_runs
+from store.schema import ClassNames, Summary, VirtualNeuronLabels
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+PHOTOS_ARGS = "--preset photos --neurons 2,6,10 --n-images 240 --no-progress"
+
+
+@pytest.fixture(scope="module")
+def photos_root(tmp_path_factory) -> Path:
+    prebuilt = os.environ.get("PURE_TEST_PHOTOS_RUNS")
+    if prebuilt:
+        return Path(prebuilt).resolve()
+    root = tmp_path_factory.mktemp("photos-runs")
+    command = [sys.executable, "-m", "precompute", *PHOTOS_ARGS.split(), "--out", str(root / "photos")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return root
+
+
+def _idle(page) -> None:
+    page.wait_for_timeout(150)
+    page.wait_for_function(IDLE)
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("PURE_UPDATE_SCREENSHOTS") == "1":
+        image = Image.open(path).convert("RGB")  # as tests/test_browser.py: 70 % size, 256 colours
+        image = image.resize((image.width * 7 // 10, image.height * 7 // 10), Image.Resampling.LANCZOS)
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+            ROOT / "docs" / "screenshots" / f"{name}.png", optimize=True
+        )
+
+
+def test_the_photos_run_in_a_real_browser(photos_root):
+    run = next(info for info in list_runs(photos_root) if info.complete)
+    assert run.config["model"]["name"] == "efficientnet-lite0" and run.config["dataset"]["kind"] == "photos"
+    with RunStore.open(run.directory) as store:
+        names = store.read(ClassNames).names
+        top = max(store.read(Summary).rows, key=lambda r: (r.polysemanticity, -r.neuron)).neuron
+        labels = store.read(VirtualNeuronLabels, top).by_k[2]
+    assert len(names) == 1000 and "Egyptian cat" in names  # ImageNet's classes, from the model's weights
+
+    with serve(photos_root, log=ARTIFACTS / "photos-server.log") as url, chromium() as browser:
+        page = new_page(browser, timeout_ms=120_000)
+        page.goto(f"{url}/?run={run.directory.name}")
+        page.get_by_text("Neurons ranked by polysemanticity").wait_for()
+        page.wait_for_function(ALL_CHARTS_DRAWN)
+        _idle(page)
+        body = page.locator("body").inner_text()
+        assert "efficientnet-lite2" in body and "efficientnet-lite0" in body  # the judge is another network
+        assert "is the analysed network itself" not in body
+        assert page.locator('[data-testid="stException"]').count() == 0
+
+        page.goto(f"{url}/neuron?run={run.directory.name}&neuron={top}&k=2")
+        page.get_by_role("heading", name="2 virtual neurons").wait_for()
+        page.wait_for_function(ALL_CHARTS_DRAWN)
+        page.get_by_text("model predicts:").nth(1).wait_for()
+        _idle(page)
+        headers = [t for t in page.locator('[data-testid="stMarkdownContainer"]').all_inner_texts()
+                   if "model predicts:" in t]
+        assert len(headers) == 2
+        for header, stored in zip(headers, labels, strict=True):
+            assert re.match(r"^\S?\s*VN \d", header.strip())
+            assert names[stored[0].label] in header  # the stored labels are the ones the page shows
+        assert page.locator('[data-testid="stException"]').count() == 0
+        _shot(page, "photos-neuron")
+
+        page.locator(".pure-tile").first.click()  # a reference opens large with the model's top classes
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("model predicts").wait_for()
+        assert any(name in dialog.inner_text() for name in names)
