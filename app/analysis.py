@@ -134,16 +134,24 @@ def clustering(run: RunRef, neuron: int, k: int, method: str = "pure") -> Cluste
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
-def cluster_labels(run: RunRef, neuron: int, k: int, method: str = "pure") -> list[list[LabelShare]] | None:
-    """Per cluster of `clustering` (VN 1, 2, ... or A, B, ...), its predicted classes over-represented among
-    its references (`pure_core.labels.label_shares`); None when the run stored no predictions."""
+def cluster_labels(
+    run: RunRef, neuron: int, k: int, method: str = "pure", source: str = "predicted"
+) -> list[list[LabelShare]] | None:
+    """Per cluster of `clustering` (VN 1, 2, ... or A, B, ...), the labels over-represented among its
+    references (`pure_core.labels.label_shares`) from ``source``: "predicted" (the model's classes) or
+    "data" (the dataset's labels); None when the run stored no such labels."""
     from pure_core.labels import label_shares
 
     data = neuron_data(run, neuron)
     result = clustering(run, neuron, k, method)
-    if data is None or data.predictions is None or result is None:
+    if data is None or result is None:
         return None
-    labels = data.predictions.labels
+    labels = {
+        "predicted": None if data.predictions is None else data.predictions.labels,
+        "data": data.dataset_labels,
+    }[source]
+    if labels is None:
+        return None
     if len(labels) != len(result.labels):
         return None
     return label_shares(labels, result.labels, k)

@@ -25,12 +25,14 @@ from store.schema import (
     ActivationVectors,
     ClassNames,
     CropMethod,
+    DatasetLabelNames,
     DistanceCorrelation,
     Embeddings,
     MethodComparison,
     NeuronScores,
     PureVectors,
     ReferenceArray,
+    ReferenceDatasetLabels,
     ReferenceImage,
     ReferencePredictions,
     References,
@@ -143,9 +145,9 @@ def ranking(run: RunRef) -> pd.DataFrame:
     """The ranking table: one row per neuron, by rho_inter - rho_intra (descending), with ``rank`` 1..N.
 
     Columns: rank and the stored `SummaryRow` fields (neuron, polysemanticity, rho_intra, rho_inter,
-    overall, top_activation, n_ref, oracle_polysemanticity / oracle_kind for synthetic-world runs, and
-    ``labels``, the virtual neurons' labels at k = 2 as text, for runs with predictions). Empty when the
-    scores stage has not run.
+    overall, top_activation, n_ref, oracle_polysemanticity / oracle_kind for synthetic-world runs, and the
+    virtual neurons' labels at k = 2 as text: ``labels`` (the dataset's, else the model's predicted classes)
+    and ``predicted`` (the model's), where the run has them). Empty when the scores stage has not run.
     """
     summary = _open(run).read(Summary)
     if summary is None or not summary.rows:
@@ -153,9 +155,17 @@ def ranking(run: RunRef) -> pd.DataFrame:
             columns=["rank", "neuron", "polysemanticity", "rho_intra", "rho_inter", "overall"]
         )
     table = pd.DataFrame([row.to_store() for row in summary.rows])
-    names = class_names(run)
-    if "labels" in table and names:
-        table["labels"] = [label_text(labels, names) for labels in table["labels"]]
+    # "labels": the virtual neurons' dataset labels at k = 2 where the data has labels, else the model's
+    # predicted classes; "predicted": the predicted ones too (searched, not shown)
+    for column, names in (("labels", class_names(run)), ("data_labels", data_label_names(run))):
+        if column in table and names:
+            table[column] = [label_text(labels, names) for labels in table[column]]
+        elif column in table:
+            table = table.drop(columns=column)
+    if "labels" in table:
+        table["predicted"] = table["labels"]
+    if "data_labels" in table:
+        table["labels"] = table.pop("data_labels")
     table = table.sort_values(["polysemanticity", "neuron"], ascending=[False, True], kind="stable")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table.reset_index(drop=True)
@@ -172,6 +182,13 @@ def label_text(labels: Any, names: Sequence[str]) -> str | None:
 def class_names(run: RunRef) -> tuple[str, ...]:
     """The analysed model's class names (`ClassNames`); empty for models without categories."""
     record = _open(run).read(ClassNames)
+    return () if record is None else record.names
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def data_label_names(run: RunRef) -> tuple[str, ...]:
+    """The dataset's label names (`DatasetLabelNames`); empty for data without labels."""
+    record = _open(run).read(DatasetLabelNames)
     return () if record is None else record.names
 
 
@@ -211,7 +228,8 @@ class NeuronData:
     ``pure (n, C_lower)``, ``activation (n, C_L)``, ``embeddings (n, D)`` as float32 (stored float16) or
     None before their stage; ``thumbnails`` n WEBP byte strings; ``dataset_indices (n,)`` and
     ``max_activations (n,)`` of the references; ``umap``, ``scores`` and ``predictions`` (the model's top
-    classes per reference) the stored records or None.
+    classes per reference) the stored records or None; ``dataset_labels (n,)`` each reference's dataset label
+    (`data_label_names`; -1 for none) or None.
     """
 
     neuron: int
@@ -224,6 +242,7 @@ class NeuronData:
     max_activations: np.ndarray
     scores: NeuronScores | None = None
     predictions: ReferencePredictions | None = None
+    dataset_labels: np.ndarray | None = None
 
     @property
     def n_references(self) -> int:
@@ -243,6 +262,11 @@ def _readonly(array: np.ndarray, dtype: type | None = None) -> np.ndarray:
     array = np.array(array, dtype=dtype) if dtype is not None else array
     array.flags.writeable = False
     return array
+
+
+def _vectors_as_is(record: ReferenceArray | None) -> np.ndarray | None:
+    """A stored array read-only in its stored dtype (None when absent)."""
+    return None if record is None else _readonly(record.values)
 
 
 def _vectors(record: ReferenceArray | None) -> np.ndarray | None:
@@ -281,6 +305,7 @@ def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
         max_activations=_readonly(refs.max_activations[row][valid]),
         scores=store.read(NeuronScores, neuron),
         predictions=store.read(ReferencePredictions, neuron),
+        dataset_labels=_vectors_as_is(store.read(ReferenceDatasetLabels, neuron)),
     )
 
 

@@ -122,6 +122,11 @@ class ImageSource(ABC):
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the images' content (part of the run identity)."""
 
+    def dataset_label(self, index: int) -> str | None:
+        """The dataset's own label of image ``index`` (its class folder, planted concept, ...), None where the
+        source has none (the default)."""
+        return None
+
     def ground_truth(self, indices: Sequence[int], boxes: np.ndarray) -> GroundTruth | None:
         """Planted ground truth of the images ``indices`` seen through crop ``boxes (n, 4)`` (top, left,
         bottom, right), for sources that have it; None (the default) for real data."""
@@ -163,6 +168,12 @@ class FileSource(ImageSource):
             return file.relative_to(self.root).as_posix()
         except ValueError:
             return str(file)
+
+    def dataset_label(self, index: int) -> str | None:
+        """The class folder of an ImageFolder tree: the first folder under the root (None for an image
+        directly in the root)."""
+        parts = self.relative_path(index).split("/")
+        return parts[0] if len(parts) > 1 else None
 
     def fingerprint(self) -> dict[str, Any]:
         digest = hashlib.sha256()

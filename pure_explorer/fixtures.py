@@ -191,15 +191,25 @@ def _write_small_store(
         store.write(schema.CropMethod("gradient_x_input"))  # the boxes above are drawn, not from a model
     if "scores" in stages:
         scores = {neuron: _neuron_scores(data) for neuron, data in per_neuron.items()}
-        labels = {neuron: _virtual_neuron_labels(data, scores[neuron]) for neuron, data in per_neuron.items()}
+        from precompute.stages.scores import virtual_neuron_labels
+
+        names = sorted({c for data in per_neuron.values() for c in data["oracle"].concepts})
+        groups = {neuron: _virtual_neurons(data, scores[neuron]) for neuron, data in per_neuron.items()}
+        labels = {n: virtual_neuron_labels(per_neuron[n]["predictions"].labels, g) for n, g in groups.items()}
+        concept_ids = {n: np.array([names.index(c) for c in per_neuron[n]["oracle"].concepts]) for n in ids}
+        data_labels = {n: virtual_neuron_labels(concept_ids[n], g, schema.VirtualNeuronDataLabels)
+                       for n, g in groups.items()}
+        store.write(schema.DatasetLabelNames(names))  # the planted concepts, as precompute labels them
         for neuron, data in per_neuron.items():
             store.write(scores[neuron], neuron)
             store.write(labels[neuron], neuron)
+            store.write(schema.ReferenceDatasetLabels(concept_ids[neuron]), neuron)
+            store.write(data_labels[neuron], neuron)
             store.write(
                 schema.UmapCoordinates(_pca2(_vectors(data["pure"])), _pca2(_vectors(data["activation"]))),
                 neuron,
             )
-        store.write(_summary(references, scores, labels))
+        store.write(_summary(references, scores, labels, data_labels))
         dense = [n for n in ids if n_rows[n] > 2]
         store.write(_method_comparison([scores[n] for n in dense]))
         store.write(_distance_correlation([per_neuron[n] for n in dense]))
@@ -274,9 +284,8 @@ def _predictions(
     return schema.ReferencePredictions(classes, np.concatenate([first, rest], axis=1))
 
 
-def _virtual_neuron_labels(data: dict, scores: schema.NeuronScores) -> schema.VirtualNeuronLabels:
-    """The virtual neurons' labels for each stored k, from their stored centroids (as the app splits)."""
-    from precompute.stages.scores import virtual_neuron_labels
+def _virtual_neurons(data: dict, scores: schema.NeuronScores) -> dict[int, np.ndarray]:
+    """Each reference's virtual neuron for each stored k, from the stored centroids (as the app splits)."""
     from pure_core.virtual import VirtualNeurons
 
     pure = _vectors(data["pure"])
@@ -284,13 +293,14 @@ def _virtual_neuron_labels(data: dict, scores: schema.NeuronScores) -> schema.Vi
     for k, centroids in scores.centroids.items():
         model = VirtualNeurons.from_centroids(centroids.astype(np.float64), random_state=RUN_SEED)
         groups[k] = model.numbered_by_size(model.predict(pure)).labels_
-    return virtual_neuron_labels(data["predictions"].labels, groups)
+    return groups
 
 
 def _summary(
     references: schema.References,
     scores: dict[int, schema.NeuronScores],
     labels: dict[int, schema.VirtualNeuronLabels],
+    data_labels: dict[int, schema.VirtualNeuronDataLabels],
 ) -> schema.Summary:
     return schema.Summary(
         schema.SummaryRow(
@@ -304,6 +314,7 @@ def _summary(
             s.oracle.polysemanticity,
             s.oracle.kind,
             labels[neuron].first_labels(2),
+            data_labels[neuron].first_labels(2),
         )
         for neuron, s in scores.items()
     )

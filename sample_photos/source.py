@@ -110,6 +110,10 @@ class PhotoSource(ImageSource):
     def describe(self, index: int) -> str:
         return f"photos image {index} (from the {self.photograph(index)} photograph)"
 
+    def dataset_label(self, index: int) -> str:
+        """The photograph the crop was cut from (e.g. "astronaut")."""
+        return self.photograph(index)
+
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": self.kind, "n_images": self.n_images, "seed": self.seed, "size_px": self.size_px,
                 "photographs": self.names, "scales": list(SCALES)}

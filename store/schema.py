@@ -390,6 +390,13 @@ class Embeddings(ReferenceArray):
     KEY: ClassVar[str] = "embeddings"
 
 
+class ReferenceDatasetLabels(ReferenceArray):
+    """`(n_ref,)` int32: each reference's dataset label (`DatasetLabelNames`; -1 for an image without one)."""
+
+    KEY: ClassVar[str] = "data_labels"
+    DTYPE: ClassVar[Any] = np.int32
+
+
 class CropBoxes(ReferenceArray):
     """`(n_ref, 4)` int32: crop boxes (top, left, bottom, right) in model-input pixels."""
 
@@ -429,13 +436,10 @@ class Thumbnails(ReferenceImages):
 
 
 @dataclass(frozen=True, eq=False)
-class ClassNames(Record):
-    """The analysed model's class names: the vocabulary of `ReferencePredictions` (stage 2; models with
-    categories only)."""
+class LabelNames(Record):
+    """Base of the run-wide label vocabularies (stored as a list of names; a label is an index into it)."""
 
-    KEY: ClassVar[str] = "class_names"
-
-    names: tuple[str, ...] = doc("class names in the order of the model's outputs")
+    names: tuple[str, ...] = doc("label names; label i is ``names[i]``")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(str(n) for n in self.names))
@@ -444,8 +448,23 @@ class ClassNames(Record):
         return list(self.names)
 
     @classmethod
-    def from_store(cls, value: Iterable[str]) -> ClassNames:
+    def from_store(cls, value: Iterable[str]) -> Self:
         return cls(tuple(value))
+
+
+class ClassNames(LabelNames):
+    """The analysed model's class names, in the order of its outputs: the vocabulary of
+    `ReferencePredictions` (stage 2; models with categories only)."""
+
+    KEY: ClassVar[str] = "class_names"
+
+
+class DatasetLabelNames(LabelNames):
+    """The dataset's own labels of the references, sorted (class folders of an ImageFolder tree, the
+    synthetic world's planted concepts, the photograph a crop comes from): the vocabulary of
+    `ReferenceDatasetLabels` (stage 5; datasets with labels only)."""
+
+    KEY: ClassVar[str] = "data_label_names"
 
 
 @dataclass(frozen=True, eq=False)
@@ -676,11 +695,10 @@ class VirtualNeuronLabel(Record):
 
 
 @dataclass(frozen=True, eq=False)
-class VirtualNeuronLabels(Record):
-    """Labels of each PURE virtual neuron for every k of the run (stage 5; runs with
-    `ReferencePredictions`): the classes over-represented among its references, most frequent first."""
+class LabelsByK(Record):
+    """Base of the virtual neurons' labels for every k of the run (stage 5): per virtual neuron, the labels
+    over-represented among its references, most frequent first (`pure_core.labels.label_shares`)."""
 
-    KEY: ClassVar[str] = "vn_labels"
     INDEX: ClassVar[str] = "neuron"
 
     by_k: dict[int, tuple[tuple[VirtualNeuronLabel, ...], ...]] = doc(
@@ -700,7 +718,7 @@ class VirtualNeuronLabels(Record):
         }
 
     @classmethod
-    def from_store(cls, value: Mapping[Any, Any]) -> VirtualNeuronLabels:
+    def from_store(cls, value: Mapping[Any, Any]) -> Self:
         return cls(
             {
                 int(k): tuple(tuple(VirtualNeuronLabel.from_store(v) for v in group) for group in groups)
@@ -710,10 +728,22 @@ class VirtualNeuronLabels(Record):
 
     def first_labels(self, k: int) -> tuple[int, ...] | None:
         """The first label of each virtual neuron for ``k`` (-1 where one has none); None without that k
-        (the ranking's `SummaryRow.labels` at k = 2)."""
+        (the ranking's labels at k = 2)."""
         if int(k) not in self.by_k:
             return None
         return tuple(group[0].label if group else -1 for group in self.by_k[int(k)])
+
+
+class VirtualNeuronLabels(LabelsByK):
+    """The virtual neurons' labels from the model's predicted classes (`ReferencePredictions`)."""
+
+    KEY: ClassVar[str] = "vn_labels"
+
+
+class VirtualNeuronDataLabels(LabelsByK):
+    """The virtual neurons' labels from the dataset's labels (`ReferenceDatasetLabels`)."""
+
+    KEY: ClassVar[str] = "vn_data_labels"
 
 
 # -- run-wide results ------------------------------------------------------------------------------------
@@ -735,6 +765,10 @@ class SummaryRow(Record):
         "predictions only",
         default=None,
     )
+    data_labels: tuple[int, ...] | None = doc(
+        "the same from the dataset's labels (`VirtualNeuronDataLabels`), datasets with labels only",
+        default=None,
+    )
 
     def to_store(self) -> dict[str, Any]:
         value = {
@@ -752,6 +786,8 @@ class SummaryRow(Record):
             value["oracle_kind"] = self.oracle_kind
         if self.labels is not None:
             value["labels"] = [int(label) for label in self.labels]
+        if self.data_labels is not None:
+            value["data_labels"] = [int(label) for label in self.data_labels]
         return value
 
     @classmethod
@@ -767,6 +803,7 @@ class SummaryRow(Record):
             value.get("oracle_polysemanticity"),
             value.get("oracle_kind"),
             None if value.get("labels") is None else tuple(int(v) for v in value["labels"]),
+            None if value.get("data_labels") is None else tuple(int(v) for v in value["data_labels"]),
         )
 
 
@@ -851,6 +888,8 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     ActivationVectors,
     ClassNames,
     ReferencePredictions,
+    DatasetLabelNames,
+    ReferenceDatasetLabels,
     CropMethod,
     CropBoxes,
     Crops,
@@ -859,6 +898,7 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     NeuronScores,
     UmapCoordinates,
     VirtualNeuronLabels,
+    VirtualNeuronDataLabels,
     Summary,
     MethodComparison,
     DistanceCorrelation,

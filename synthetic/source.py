@@ -45,6 +45,10 @@ class WorldSource(ImageSource):
         """The full ground truth of image ``index`` (objects, boxes, background, planted concept)."""
         return self.world.annotation(index)
 
+    def dataset_label(self, index: int) -> str:
+        """The planted concept of image ``index`` (e.g. "red circle")."""
+        return self.world.concept_of(index)
+
     def ground_truth(self, indices: Sequence[int], boxes: np.ndarray) -> GroundTruth:
         """The oracle embedding of each crop box (`oracle_embedding`) and each reference's planted concept."""
         annotations = [self.annotation(int(i)) for i in indices]

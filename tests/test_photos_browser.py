@@ -20,7 +20,13 @@ from PIL import Image
 
 from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, serve
 from store import RunStore, list_runs
-from store.schema import ClassNames, Summary, VirtualNeuronLabels
+from store.schema import (
+    ClassNames,
+    DatasetLabelNames,
+    Summary,
+    VirtualNeuronDataLabels,
+    VirtualNeuronLabels,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -66,7 +72,10 @@ def test_the_photos_run_in_a_real_browser(photos_root):
         names = store.read(ClassNames).names
         top = max(store.read(Summary).rows, key=lambda r: (r.polysemanticity, -r.neuron)).neuron
         labels = store.read(VirtualNeuronLabels, top).by_k[2]
+        data_names = store.read(DatasetLabelNames).names
+        data_labels = store.read(VirtualNeuronDataLabels, top).by_k[2]
     assert len(names) == 1000 and "Egyptian cat" in names  # ImageNet's classes, from the model's weights
+    assert "astronaut" in data_names  # the dataset's labels: the photographs
 
     with serve(photos_root, log=ARTIFACTS / "photos-server.log") as url, chromium() as browser:
         page = new_page(browser, timeout_ms=120_000)
@@ -87,9 +96,10 @@ def test_the_photos_run_in_a_real_browser(photos_root):
         headers = [t for t in page.locator('[data-testid="stMarkdownContainer"]').all_inner_texts()
                    if "model predicts:" in t]
         assert len(headers) == 2
-        for header, stored in zip(headers, labels, strict=True):
+        for header, stored, from_data in zip(headers, labels, data_labels, strict=True):
             assert re.match(r"^\S?\s*VN \d", header.strip())
             assert names[stored[0].label] in header  # the stored labels are the ones the page shows
+            assert f"data: {data_names[from_data[0].label]}" in header  # the photograph its crops come from
         assert page.locator('[data-testid="stException"]').count() == 0
         _shot(page, "photos-neuron")
 

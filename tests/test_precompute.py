@@ -169,6 +169,10 @@ def test_folder_source_lists_images_recursively_in_a_stable_order(tmp_path):
     assert listed == ["a/0.PNG", "a/1.jpg", "b/2.png", "c/d/3.webp"]
     assert source.load(1).mode == "RGB"
     assert source.fingerprint() == open_source(DatasetConfig(kind="folder", path=str(tmp_path))).fingerprint()
+    # an ImageFolder tree labels each image by its first folder under the root
+    assert [source.dataset_label(i) for i in range(len(source))] == ["a", "a", "b", "c"]
+    _write_images(tmp_path / "flat", ["1.png"])
+    assert open_source(DatasetConfig(kind="folder", path=str(tmp_path / "flat"))).dataset_label(0) is None
 
 
 def test_list_file_paths_are_relative_to_the_list(tmp_path):
@@ -262,7 +266,7 @@ def test_tiny_run_fills_the_store_as_the_contract_says(tiny_store):
     assert not (tiny_store / "cache.db-wal").exists()
 
 
-def test_the_references_carry_the_models_own_predictions_and_the_virtual_neurons_their_labels(
+def test_the_references_carry_the_models_predictions_and_the_datasets_labels_and_so_do_virtual_neurons(
     tiny_store, demo_model
 ):
     """Stage 2 stores the classifier's top classes of each reference (as a plain forward pass of the whole
@@ -301,6 +305,17 @@ def test_the_references_carry_the_models_own_predictions_and_the_virtual_neurons
                 assert [[(s.label, s.count) for s in g] for g in groups] == \
                     [[(s.label, s.count) for s in g] for g in expected_labels]
             assert summary[neuron].labels == labels.first_labels(2)
+            # the dataset's labels: each reference's planted concept, and the virtual neurons' from them
+            data_names = store.read(sc.DatasetLabelNames).names
+            codes = store.read(sc.ReferenceDatasetLabels, neuron).values
+            assert [data_names[c] for c in codes] == [source.dataset_label(int(i)) for i in refs.indices[row]]
+            data_labels = store.read(sc.VirtualNeuronDataLabels, neuron)
+            for k, groups in data_labels.by_k.items():
+                model = VirtualNeurons.from_centroids(scores.centroids[k].astype(np.float64))
+                expected_labels = label_shares(codes, model.numbered_by_size(model.predict(pure)).labels_, k)
+                assert [[(s.label, s.count) for s in g] for g in groups] == \
+                    [[(s.label, s.count) for s in g] for g in expected_labels]
+            assert summary[neuron].data_labels == data_labels.first_labels(2)
 
 
 def test_rerunning_a_finished_run_does_nothing_and_says_how_to_open_it(tiny_store, capsys):

@@ -27,6 +27,7 @@ def test_an_index_names_one_image_in_any_order_and_the_seed_changes_it():
     assert all(image.shape == (96, 96, 3) for image in forward)
     assert len({image.tobytes() for image in forward}) == 40  # no two crops alike
     assert [source.photograph(i) for i in range(len(PHOTOGRAPHS))] == list(PHOTOGRAPHS)
+    assert source.dataset_label(3) == source.photograph(3)  # a crop's label: the photograph it comes from
 
 
 def test_registered_as_a_dataset_kind_and_batches_in_worker_processes():

@@ -215,6 +215,7 @@ def test_the_key_table_names_every_stored_value():
         "pure",
         "activation",
         "predictions",
+        "data_labels",
         "boxes",
         "crops",
         "thumbnails",
@@ -222,6 +223,7 @@ def test_the_key_table_names_every_stored_value():
         "scores",
         "umap",
         "vn_labels",
+        "vn_data_labels",
     )
     assert s.key(s.NeuronScores, 12) == "scores:12" and s.key(s.Summary) == "summary"
     assert s.key(s.StageStatus, "crops") == "stage:crops" and s.key(s.ReferenceImage, 4031) == "image:4031"

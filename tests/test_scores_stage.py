@@ -16,7 +16,8 @@ def _inputs(seed: int) -> NeuronInputs:
     rng = np.random.default_rng(seed)
     split = (rng.random(24) < 0.5).astype(int)
     vectors = [rng.normal(size=(2, d))[split] + 0.3 * rng.normal(size=(24, d)) for d in (8, 12, 16)]
-    return NeuronInputs(*vectors, truth=None, labels=rng.integers(0, 4, size=24))
+    return NeuronInputs(*vectors, truth=None, labels=rng.integers(0, 4, size=24),
+                        data_labels=rng.integers(-1, 3, size=24))
 
 
 def test_worker_processes_give_the_serial_values():
@@ -26,8 +27,10 @@ def test_worker_processes_give_the_serial_values():
     with Parallel(n_jobs=2, backend="loky") as parallel:
         parallel_results = parallel(delayed(score_neuron)(x, *args) for x in inputs)
     for ours, theirs in zip(serial, parallel_results, strict=True):
-        assert all(a == b for a, b in zip(ours, theirs, strict=True))  # scores, coordinates, labels
-    assert serial[0][0] != serial[1][0] and serial[0][2] != serial[1][2]  # the comparison tells neurons apart
+        assert len(ours.records()) == 5  # scores, coordinates, predicted, dataset and virtual-neuron labels
+        assert all(a == b for a, b in zip(ours.records(), theirs.records(), strict=True))
+    # the comparison can tell neurons apart
+    assert all(a != b for a, b in zip(serial[0].records(), serial[1].records(), strict=True))
 
 
 def test_processes_only_where_enough_neurons():

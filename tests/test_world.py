@@ -74,6 +74,10 @@ def test_label_is_the_class_of_the_planted_concept(world):
         assert labels[i] == annotation["label"] == world[i][1]
         assert all(o["concept"] in DISTRACTOR_CONCEPTS for o in annotation["objects"] if not o["planted"])
     assert set(labels) == set(range(len(CLASSES)))  # 200 images cover all classes
+    from synthetic.source import WorldSource
+
+    source = WorldSource(N, seed=world.seed, size_px=world.size_px)  # the dataset kind labels by concept
+    assert [source.dataset_label(i) for i in range(N)] == [world.concept_of(i) for i in range(N)]
 
 
 def test_boxes_lie_inside_the_image_and_do_not_overlap(world):

@@ -38,13 +38,12 @@ def planted_summary(nd: NeuronData, members: np.ndarray) -> str:
     return " · planted: " + ", ".join(f"{n} × {code(name)}" for name, n in counts)
 
 
-def predicted_summary(run: RunRef, shares: list | None) -> str:
-    """A cluster's predicted classes, e.g. `` · model predicts: `pagoda` 43 % ×1.9, `vase` 14 % ×2.0``
-    (share of its references, enrichment over the neuron's); empty without predictions."""
-    names = store_access.class_names(run)
+def labels_summary(prefix: str, names: tuple[str, ...], shares: list | None) -> str:
+    """A cluster's labels, e.g. `` · model predicts: `pagoda` 43 % ×1.9, `vase` 14 % ×2.0`` (share of its
+    references, enrichment over the neuron's); empty without labels."""
     if not shares or not names:
         return ""
-    return " · model predicts: " + ", ".join(
+    return f" · {prefix}: " + ", ".join(
         f"{code(class_name(names, s.label), max_chars=40)} {s.share:.0%} ×{s.enrichment:.1f}" for s in shares
     )
 
@@ -222,7 +221,9 @@ def virtual_neuron_grids(
     """Per cluster of ``result``: its reference grid (`shown_in_grid`) beside its circuit."""
     meta = store_access.run_details(run).meta
     root = str(store_access.runs_root())
-    labels = analysis.cluster_labels(run, nd.neuron, k, method) or [None] * k
+    predicted = analysis.cluster_labels(run, nd.neuron, k, method) or [None] * k
+    data = analysis.cluster_labels(run, nd.neuron, k, method, source="data") or [None] * k
+    class_names, data_names = store_access.class_names(run), store_access.data_label_names(run)
     for c in range(k):
         members = np.flatnonzero(result.labels == c)
         shown, note = shown_in_grid(members, show_all)
@@ -231,7 +232,9 @@ def virtual_neuron_grids(
             st.markdown(
                 f"<span style='color:{figures.colour(c, method)}'>■</span> "
                 f"**{figures.cluster_name(c, method)}** · {len(members)} references{note}{rho}"
-                f"{planted_summary(nd, members)}{predicted_summary(run, labels[c])}",
+                # the planted ground truth of a world run, else the dataset's labels; then the model's
+                f"{planted_summary(nd, members) or labels_summary('data', data_names, data[c])}"
+                f"{labels_summary('model predicts', class_names, predicted[c])}",
                 unsafe_allow_html=True,
             )
             grid, circuit = st.columns([3, 2])
@@ -427,6 +430,7 @@ def prefetch_all_k(run: RunRef, nd: NeuronData, method: str) -> None:
                 _umap_figure(run, nd.neuron, k, name, title)
         analysis.clustering(run, nd.neuron, k, method)
         analysis.cluster_labels(run, nd.neuron, k, method)
+        analysis.cluster_labels(run, nd.neuron, k, method, source="data")
         analysis.k_scores(run, nd.neuron, k)
     warmed.add((run.name, nd.neuron, method))  # last: a run interrupted by a new k warms again
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -41,8 +42,11 @@ def filter_ranking(
     wanted = state.parse_neuron_filter(query)
     if wanted is not None:
         table = table[table["neuron"].isin(wanted)]
-    elif query.strip() and "labels" in table:
-        table = table[table["labels"].str.contains(query.strip(), case=False, regex=False, na=False)]
+    elif query.strip():
+        columns = [c for c in ("labels", "predicted") if c in table]
+        if columns:
+            hits = [table[c].str.contains(query.strip(), case=False, regex=False, na=False) for c in columns]
+            table = table[np.logical_or.reduce(hits)]
     if score_range is not None:
         table = table[table["polysemanticity"].between(*score_range)]
     return table
@@ -115,8 +119,9 @@ def ranking_columns() -> dict[str, Any]:
         "labels": st.column_config.TextColumn(
             "VN 1 | VN 2",
             width=136,
-            help="the model's predicted class most frequent among each virtual neuron's references at k = 2 "
-            "(over-represented classes first); search for a class in the box above",
+            help="the label most frequent among each virtual neuron's references at k = 2, over-represented "
+            "labels first: the dataset's labels where it has them, else the model's predicted classes; "
+            "the search box above finds both",
         ),
         "polysemanticity": st.column_config.NumberColumn("ρ_inter − ρ_intra", width=104, format="%.3f"),
         "overall": st.column_config.NumberColumn(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -26,25 +26,30 @@ from store.schema import (
     ActivationVectors,
     Correlation,
     CropBoxes,
+    DatasetLabelNames,
     DistanceCorrelation,
     Embeddings,
+    LabelsByK,
     MethodComparison,
     MethodScore,
     NeuronScores,
     Oracle,
     PooledCorrelation,
     PureVectors,
+    Record,
+    ReferenceDatasetLabels,
     ReferencePredictions,
     References,
     Summary,
     SummaryRow,
     UmapCoordinates,
+    VirtualNeuronDataLabels,
     VirtualNeuronLabel,
     VirtualNeuronLabels,
 )
 
-__all__ = ["MIN_NEURONS_PER_PROCESS", "NeuronInputs", "run", "score_neuron", "score_processes",
-           "virtual_neuron_labels"]
+__all__ = ["MIN_NEURONS_PER_PROCESS", "NeuronInputs", "NeuronResults", "dataset_labels", "run",
+           "score_neuron", "score_processes", "virtual_neuron_labels"]
 
 PARTS = ("scores",)
 METHODS = ("pure", "activation", "embedding")
@@ -63,21 +68,52 @@ class NeuronInputs:
     activation: np.ndarray
     truth: GroundTruth | None
     labels: np.ndarray | None = None  # (n_ref,) each reference's predicted class, None without predictions
+    data_labels: np.ndarray | None = None  # (n_ref,) each reference's dataset label, None without any
 
 
-def _inputs(job: Job, references: References, row: int) -> NeuronInputs:
+@dataclass(frozen=True)
+class NeuronResults:
+    """What stage 5 stores for one neuron (labels only where the references have them)."""
+
+    scores: NeuronScores
+    coordinates: UmapCoordinates
+    labels: VirtualNeuronLabels | None = None
+    data_labels: ReferenceDatasetLabels | None = None
+    vn_data_labels: VirtualNeuronDataLabels | None = None
+
+    def records(self) -> list[Record]:
+        """The records to write, in a fixed order."""
+        return [r for r in (self.scores, self.coordinates, self.labels, self.data_labels, self.vn_data_labels)
+                if r is not None]
+
+
+def dataset_labels(job: Job, references: References) -> tuple[tuple[str, ...], np.ndarray] | None:
+    """The dataset's labels of every reference (`ImageSource.dataset_label`): the sorted names and
+    ``(N, n_ref)`` int32 indices into them (-1: none); None when the source labels none of them."""
+    indices = references.indices
+    by_index = {int(i): job.source.dataset_label(int(i)) for i in np.unique(indices[indices >= 0])}
+    names = tuple(sorted({label for label in by_index.values() if label is not None}))
+    if not names:
+        return None
+    code = {name: i for i, name in enumerate(names)}
+    codes = np.array([[code.get(by_index.get(int(i)), -1) if i >= 0 else -1 for i in row] for row in indices],
+                     dtype=np.int32)
+    return names, codes
+
+
+def _inputs(job: Job, references: References, row: int, data_labels: np.ndarray | None) -> NeuronInputs:
     neuron = references.neuron_ids[row]
     embeddings, pure, activation = (np.asarray(job.store.read(record, neuron).values, dtype=np.float64)
                                     for record in (Embeddings, PureVectors, ActivationVectors))
     truth = job.source.ground_truth(references.indices[row], job.store.read(CropBoxes, neuron).values)
     predicted = job.store.read(ReferencePredictions, neuron)
-    return NeuronInputs(embeddings, pure, activation, truth, None if predicted is None else predicted.labels)
+    return NeuronInputs(embeddings, pure, activation, truth, None if predicted is None else predicted.labels,
+                        None if data_labels is None else data_labels[row])
 
 
-def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int, umap_cfg: UmapConfig
-                 ) -> tuple[NeuronScores, UmapCoordinates, VirtualNeuronLabels | None]:
-    """One neuron's scores, UMAP coordinates and virtual-neuron labels (None without predictions; see
-    `store.schema`); single-threaded, so a process per neuron gives the values of the serial loop."""
+def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int, umap_cfg: UmapConfig) -> NeuronResults:
+    """One neuron's scores, UMAP coordinates and virtual-neuron labels (see `store.schema`);
+    single-threaded, so a process per neuron gives the values of the serial loop."""
     embeddings, pure, activation = inputs.embeddings, inputs.pure, inputs.activation
     n = len(embeddings)
     with threadpool_limits(1):
@@ -101,15 +137,22 @@ def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int, umap_cfg: UmapC
             methods=methods, correlation=correlation, centroids=centroids, oracle=oracle)
         coords = UmapCoordinates(*(umap_2d(v, umap_cfg.n_neighbors, umap_cfg.min_dist, umap_cfg.random_state)
                                    for v in (pure, activation)))
-    labels = None if inputs.labels is None else virtual_neuron_labels(
-        inputs.labels, {k: fitted.numbered_by_size().labels_ for k, fitted in fits["pure"].items()})
-    return scores, coords, labels
+    groups = {k: fitted.numbered_by_size().labels_ for k, fitted in fits["pure"].items()}
+    results = NeuronResults(scores, coords)
+    if inputs.labels is not None:
+        results = replace(results, labels=virtual_neuron_labels(inputs.labels, groups))
+    if inputs.data_labels is not None:
+        by_k = virtual_neuron_labels(inputs.data_labels, groups, VirtualNeuronDataLabels)
+        results = replace(results, data_labels=ReferenceDatasetLabels(inputs.data_labels),
+                          vn_data_labels=by_k)
+    return results
 
 
-def virtual_neuron_labels(labels: np.ndarray, groups_by_k: dict[int, np.ndarray]) -> VirtualNeuronLabels:
-    """The record of each virtual neuron's labels (`pure_core.labels.label_shares`) for every k, from the
-    references' ``labels (n,)`` and, per k, their virtual neurons ``(n,)`` numbered by size."""
-    return VirtualNeuronLabels({
+def virtual_neuron_labels(labels: np.ndarray, groups_by_k: dict[int, np.ndarray],
+                          record: type[LabelsByK] = VirtualNeuronLabels) -> LabelsByK:
+    """The ``record`` of each virtual neuron's labels (`pure_core.labels.label_shares`) for every k, from
+    the references' ``labels (n,)`` and, per k, their virtual neurons ``(n,)`` numbered by size."""
+    return record({
         k: tuple(tuple(VirtualNeuronLabel(s.label, s.count, s.share, s.enrichment) for s in group)
                  for group in label_shares(labels, groups, k))
         for k, groups in groups_by_k.items()})
@@ -134,40 +177,43 @@ def run(job: Job) -> None:
     if pending:
         import_umap()  # numba's runtime too; also keeps its import time out of the progress bar's rate
     processes = score_processes(sum(len(chunk) for _, chunk in pending), job.group.local_world)
+    labelled = dataset_labels(job, references)
+    codes = None if labelled is None else labelled[1]
     with Parallel(n_jobs=processes, backend="loky") as parallel:
         for chunk_id, chunk in pending:
-            work = (delayed(score_neuron)(_inputs(job, references, row), config.ks, int(config.seed),
+            work = (delayed(score_neuron)(_inputs(job, references, row, codes), config.ks, int(config.seed),
                                           config.umap) for row in chunk)
             outputs = {}
             for row, result in zip(chunk, parallel(work), strict=True):
                 outputs[neurons[row]] = result
                 runner.advance(1)
             with runner.commit(chunk_id):
-                for neuron, (scores, coords, labels) in outputs.items():
-                    store.write(scores, neuron)
-                    store.write(coords, neuron)
-                    if labels is not None:
-                        store.write(labels, neuron)
+                for neuron, result in outputs.items():
+                    for record in result.records():
+                        store.write(record, neuron)
     runner.close()
     if job.group.is_main:  # every rank's neurons are scored now
         with threadpool_limits(1):
-            _aggregate(job, references)
+            _aggregate(job, references, None if labelled is None else labelled[0])
     job.group.barrier()
 
 
-def _aggregate(job: Job, references: References) -> None:
-    """The run-wide records: the ranking table, Fig. 4's means per method and k, Sec. 4.2's correlations."""
+def _aggregate(job: Job, references: References, data_label_names: tuple[str, ...] | None) -> None:
+    """The run-wide records: the ranking table, Fig. 4's means per method and k, Sec. 4.2's correlations,
+    the dataset labels' names."""
     store, config = job.store, job.config
     neurons = references.neuron_ids
     per_neuron = {neuron: store.read(NeuronScores, neuron) for neuron in neurons}
     labels = {neuron: store.read(VirtualNeuronLabels, neuron) for neuron in neurons}
+    data_labels = {neuron: store.read(VirtualNeuronDataLabels, neuron) for neuron in neurons}
     summary = Summary(tuple(
         SummaryRow(neuron=neuron, polysemanticity=scores.polysemanticity, rho_intra=scores.rho_intra,
                    rho_inter=scores.rho_inter, overall=scores.overall,
                    top_activation=float(references.max_activations[row, 0]), n_ref=references.n_ref,
                    oracle_polysemanticity=None if scores.oracle is None else scores.oracle.polysemanticity,
                    oracle_kind=None if scores.oracle is None else scores.oracle.kind,
-                   labels=None if labels[neuron] is None else labels[neuron].first_labels(2))
+                   labels=None if labels[neuron] is None else labels[neuron].first_labels(2),
+                   data_labels=None if data_labels[neuron] is None else data_labels[neuron].first_labels(2))
         for row, (neuron, scores) in enumerate(per_neuron.items())))
     means: dict[str, dict[int, MethodScore]] = {}
     for method in METHODS:
@@ -190,6 +236,8 @@ def _aggregate(job: Job, references: References) -> None:
                                              n_top=50, n_subsets=30, random_state=int(config.seed))
             pooled[method] = PooledCorrelation(float(result.r), float(result.sem))
     with store.transaction():
+        if data_label_names is not None:
+            store.write(DatasetLabelNames(data_label_names))
         store.write(summary)
         store.write(comparison)
         store.write(DistanceCorrelation(pooled))
