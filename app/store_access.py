@@ -28,6 +28,7 @@ from store.schema import (
     DatasetLabelNames,
     DistanceCorrelation,
     Embeddings,
+    LabelIndex,
     MethodComparison,
     NeuronScores,
     PureVectors,
@@ -190,6 +191,12 @@ def data_label_names(run: RunRef) -> tuple[str, ...]:
     """The dataset's label names (`DatasetLabelNames`); empty for data without labels."""
     record = _open(run).read(DatasetLabelNames)
     return () if record is None else record.names
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def label_index(run: RunRef) -> LabelIndex | None:
+    """Every virtual neuron's labels in one table (`LabelIndex`; read once per run and server)."""
+    return _open(run).read(LabelIndex)
 
 
 def neuron_order(run: RunRef) -> list[int]:

@@ -4,8 +4,10 @@
     python benchmarks/bench_large_store.py --store DIR --neurons 2048 --repeats 3
 
 Reports: the time to write the store (`pure_explorer.large_store`), its bytes per neuron by record kind and
-on disk in all (issue target: <= 2.5 MB per neuron), and the server script time of the overview and of a
-neuron page (`streamlit.testing.v1.AppTest`, first run in this process and reruns; median of --repeats).
+on disk in all (issue target: <= 2.5 MB per neuron), the server script time of the overview and of a
+neuron page (`streamlit.testing.v1.AppTest`, first run in this process and reruns; median of --repeats), and
+of a label search over every virtual neuron (`app.search.label_hits` alone, and the overview rerun with the
+query typed; issue 15's target: < 300 ms).
 Absolute figures depend on the machine's load, which is printed beside them.
 """
 
@@ -76,6 +78,35 @@ def page_times(root: Path, params: dict[str, str], repeats: int) -> dict:
     return {"first_s": round(statistics.median(first), 3), "rerun_s": round(statistics.median(rerun), 3)}
 
 
+def search_times(root: Path, queries: list[str], repeats: int) -> dict:
+    """Label search: `label_hits` alone (index already read) and the overview rerun with each query typed."""
+    from streamlit.testing.v1 import AppTest
+
+    from app.search import label_hits
+
+    os.environ["PURE_RUNS_DIR"] = str(root)
+    directory = next(p for p in root.iterdir() if (p / "cache.db").is_file())
+    with RunStore.open(directory) as store:
+        index = store.read(schema.LabelIndex)
+        names = {"predicted": store.read(schema.ClassNames).names,
+                 "data": (store.read(schema.DatasetLabelNames) or schema.DatasetLabelNames(())).names}
+    function, page, hits = [], [], {}
+    at = AppTest.from_file(str(pages_script()), default_timeout=600)
+    at.run()
+    for query in queries:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            hits[query] = len(label_hits(index, names, query))
+            function.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            at.text_input(key="ranking_search").set_value(query).run()
+            page.append(time.perf_counter() - start)
+            at.text_input(key="ranking_search").set_value("").run()
+    return {"index_rows": int(len(index.label)), "hits": hits,
+            "label_hits_s": round(statistics.median(function), 4),
+            "overview_with_query_s": round(statistics.median(page), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default="/tmp/pure-large/large", help="store (written when missing)")
@@ -92,6 +123,7 @@ def main() -> None:
     report["overview"] = page_times(directory.parent, {}, args.repeats)
     report["neuron_page"] = page_times(directory.parent, {"page": "neuron", "neuron": "7", "k": "2"},
                                        args.repeats)
+    report["label_search"] = search_times(directory.parent, ["cat", "dog", "espresso", "tabby"], args.repeats)
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 

@@ -210,6 +210,7 @@ def _write_small_store(
                 neuron,
             )
         store.write(_summary(references, scores, labels, data_labels))
+        store.write(schema.LabelIndex.of({n: {"data": data_labels[n], "predicted": labels[n]} for n in ids}))
         dense = [n for n in ids if n_rows[n] > 2]
         store.write(_method_comparison([scores[n] for n in dense]))
         store.write(_distance_correlation([per_neuron[n] for n in dense]))

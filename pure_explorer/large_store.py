@@ -170,7 +170,7 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
             for index in unique[start:start + 1024]:
                 store.write(schema.ReferenceImage(pool_images[int(index) % POOL_SIZE]), int(index))
 
-    rows = []
+    rows, labels_by_neuron = [], {}
     n_classes = len(imagenet_categories())
     for row, neuron in enumerate(tqdm(neurons, desc="neurons", unit="neuron", disable=not progress)):
         pure, activation, embeddings, circuit = _neuron_vectors(rng, n_ref, c_lower, c_layer, embed_dim)
@@ -178,6 +178,7 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
         scores = _neuron_scores(rng, pure, ks)
         predictions = _predictions(rng, circuit, n_classes)
         labels = _virtual_neuron_labels(pure, scores, predictions)
+        labels_by_neuron[neuron] = {"predicted": labels}
         with store.transaction():
             store.write(schema.PureVectors(pure), neuron)
             store.write(schema.ActivationVectors(activation), neuron)
@@ -198,6 +199,7 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
     with store.transaction():
         store.write(schema.Summary(rows))
         store.write(schema.ClassNames(imagenet_categories()))
+        store.write(schema.LabelIndex.of(labels_by_neuron))
         store.write(schema.CropMethod("lrp"))  # what a ResNet-50 run resolves "auto" to
         store.write(schema.MethodComparison(means, float(np.mean([r.overall for r in rows]))))
         store.write(schema.DistanceCorrelation({"pure": schema.PooledCorrelation(0.38, 0.01),

@@ -746,6 +746,73 @@ class VirtualNeuronDataLabels(LabelsByK):
     KEY: ClassVar[str] = "vn_data_labels"
 
 
+@dataclass(frozen=True, eq=False)
+class LabelIndex(Record):
+    """Every virtual neuron's labels of the run in one table (stage 5), so that a search over all neurons
+    and every k reads one value: row i says that virtual neuron ``virtual_neuron[i]`` (0-based, numbered by
+    size) of ``neuron[i]`` at ``k[i]`` carries label ``label[i]`` of ``source[i]``."""
+
+    KEY: ClassVar[str] = "label_index"
+    SOURCES: ClassVar[tuple[str, ...]] = (
+        "data",
+        "predicted",
+    )  # `VirtualNeuronDataLabels`, `VirtualNeuronLabels`
+
+    source: np.ndarray = doc("`(R,)` int8 index into `LabelIndex.SOURCES`: 0 dataset labels, 1 predicted")
+    label: np.ndarray = doc("`(R,)` int32 label (`DatasetLabelNames` / `ClassNames`)")
+    neuron: np.ndarray = doc("`(R,)` int32 channel id")
+    k: np.ndarray = doc("`(R,)` int16 number of virtual neurons")
+    virtual_neuron: np.ndarray = doc("`(R,)` int16 virtual neuron, 0-based, largest first")
+    count: np.ndarray = doc("`(R,)` int32 `VirtualNeuronLabel.count`")
+    share: np.ndarray = doc("`(R,)` float32 `VirtualNeuronLabel.share`")
+    enrichment: np.ndarray = doc("`(R,)` float32 `VirtualNeuronLabel.enrichment`")
+
+    DTYPES: ClassVar[dict[str, Any]] = {
+        "source": np.int8,
+        "label": np.int32,
+        "neuron": np.int32,
+        "k": np.int16,
+        "virtual_neuron": np.int16,
+        "count": np.int32,
+        "share": np.float32,
+        "enrichment": np.float32,
+    }
+
+    def __post_init__(self) -> None:
+        for name, dtype in self.DTYPES.items():
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype).reshape(-1))
+
+    def to_store(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.DTYPES}
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> LabelIndex:
+        return cls(**{name: value[name] for name in cls.DTYPES})
+
+    @classmethod
+    def of(cls, labels_by_neuron: Mapping[int, Mapping[str, LabelsByK]]) -> LabelIndex:
+        """The index of ``{neuron: {source: labels record}}`` (sources as in `SOURCES`)."""
+        rows = [
+            (
+                cls.SOURCES.index(source),
+                label.label,
+                neuron,
+                k,
+                vn,
+                label.count,
+                label.share,
+                label.enrichment,
+            )
+            for neuron, by_source in labels_by_neuron.items()
+            for source, record in by_source.items()
+            for k, groups in record.by_k.items()
+            for vn, group in enumerate(groups)
+            for label in group
+        ]
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(cls.DTYPES)
+        return cls(*columns)
+
+
 # -- run-wide results ------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class SummaryRow(Record):
@@ -899,6 +966,7 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     UmapCoordinates,
     VirtualNeuronLabels,
     VirtualNeuronDataLabels,
+    LabelIndex,
     Summary,
     MethodComparison,
     DistanceCorrelation,

@@ -1,7 +1,8 @@
 """The photos demo in a real browser: `python -m precompute --preset photos` (reduced to 3 neurons over 240
 images; the same network, layers, LRP crops and judge) opened in Chromium. The overview names the judge and
-raises no shared-weights warning; the most polysemantic neuron's page names each virtual neuron's predicted
-ImageNet classes, as stored, and opens a reference with the model's top classes.
+raises no shared-weights warning, and a label search opens the virtual neuron most about the label; the most
+polysemantic neuron's page names each virtual neuron's photographs and predicted ImageNet classes, as
+stored, and opens a reference with the model's top classes.
 
 `PURE_TEST_PHOTOS_RUNS=DIR` uses a prebuilt runs root instead (the full preset's run); with
 `PURE_UPDATE_SCREENSHOTS=1` the neuron page becomes the README's `docs/screenshots/photos-neuron.png`.
@@ -18,11 +19,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from app.search import label_hits
 from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, serve
 from store import RunStore, list_runs
 from store.schema import (
     ClassNames,
     DatasetLabelNames,
+    LabelIndex,
     Summary,
     VirtualNeuronDataLabels,
     VirtualNeuronLabels,
@@ -74,6 +77,7 @@ def test_the_photos_run_in_a_real_browser(photos_root):
         labels = store.read(VirtualNeuronLabels, top).by_k[2]
         data_names = store.read(DatasetLabelNames).names
         data_labels = store.read(VirtualNeuronDataLabels, top).by_k[2]
+        index = store.read(LabelIndex)
     assert len(names) == 1000 and "Egyptian cat" in names  # ImageNet's classes, from the model's weights
     assert "astronaut" in data_names  # the dataset's labels: the photographs
 
@@ -87,6 +91,20 @@ def test_the_photos_run_in_a_real_browser(photos_root):
         assert "efficientnet-lite2" in body and "efficientnet-lite0" in body  # the judge is another network
         assert "is the analysed network itself" not in body
         assert page.locator('[data-testid="stException"]').count() == 0
+
+        # a label search lists the virtual neurons about it; its first row opens that neuron at its k
+        search = page.get_by_label("Search by neuron id or label")
+        search.fill("astronaut")
+        search.press("Enter")
+        page.get_by_text("Virtual neurons labelled").wait_for()
+        _idle(page)
+        first = label_hits(index, {"data": data_names, "predicted": names}, "astronaut").iloc[0]
+        grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+        page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 46 / 2)  # row marker of the first row
+        page.wait_for_url("**/neuron?**")
+        page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
+        query = dict(part.split("=") for part in page.url.split("?", 1)[1].split("&"))
+        assert (int(query["neuron"]), int(query["k"])) == (int(first["neuron"]), int(first["k"]))
 
         page.goto(f"{url}/neuron?run={run.directory.name}&neuron={top}&k=2")
         page.get_by_role("heading", name="2 virtual neurons").wait_for()

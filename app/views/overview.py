@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import analysis, figures, sheets, state, store_access, ui
+from app import analysis, figures, search, sheets, state, store_access, ui
 from app.safe_text import code
 from app.store_access import RunRef
 
@@ -104,9 +104,62 @@ def selected_row_neuron(event: Any, view: pd.DataFrame) -> int | None:
     return int(view.iloc[rows[0]]["neuron"])
 
 
-def open_neuron(run: RunRef, neuron: int) -> None:
-    k = st.session_state.get("k", state.DEFAULT_K)
+def open_neuron(run: RunRef, neuron: int, k: int | None = None) -> None:
+    """The neuron page of ``neuron`` at ``k`` (default: the session's k)."""
+    k = st.session_state.get("k", state.DEFAULT_K) if k is None else k
     st.switch_page(ui.PAGES["neuron"], query_params={"run": run.name, "neuron": str(neuron), "k": str(k)})
+
+
+def label_hits_section(run: RunRef, query: str) -> None:
+    """For a text query: the virtual neurons labelled like it over every k and both label sources
+    (`app.search.label_hits`), most about it first; selecting a row opens that neuron at that k."""
+    index = store_access.label_index(run)
+    if index is None or not query.strip() or state.parse_neuron_filter(query) is not None:
+        return
+    names = {"data": store_access.data_label_names(run), "predicted": store_access.class_names(run)}
+    hits = search.label_hits(index, names, query)
+    st.markdown(
+        f"**Virtual neurons labelled {code(query, max_chars=60)}**: {len(hits)} neuron(s), each with its "
+        "virtual neuron (at any k) whose references carry the label most"
+    )
+    if hits.empty:
+        return
+    strips = sheets.thumbnail_strips(run, [int(n) for n in hits["neuron"]])
+    view = hits.assign(references=[strips.get(int(n)) for n in hits["neuron"]])
+    event = st.dataframe(
+        view[
+            ["neuron", "references", "virtual_neuron", "k", "label", "source", "share", "enrichment", "count"]
+        ],
+        key="label_hits",
+        on_select="rerun",
+        selection_mode="single-row",
+        hide_index=True,
+        row_height=40,
+        column_config={
+            "neuron": st.column_config.NumberColumn("neuron", width=64, format="%d"),
+            "references": st.column_config.ImageColumn("top references", width=STRIP_WIDTH_PX),
+            "virtual_neuron": st.column_config.NumberColumn("VN", width=48, format="%d"),
+            "k": st.column_config.NumberColumn("k", width=40, format="%d"),
+            "label": st.column_config.TextColumn("label", width=160),
+            "source": st.column_config.TextColumn(
+                "from", width=80, help="data: the dataset's labels; predicted: the model's classes"
+            ),
+            "share": st.column_config.NumberColumn(
+                "share", width=64, format="percent", help="of the virtual neuron's references"
+            ),
+            "enrichment": st.column_config.NumberColumn(
+                "×",
+                width=56,
+                format="%.1f",
+                help="share / the label's share among all the neuron's references",
+            ),
+            "count": st.column_config.NumberColumn("refs", width=52, format="%d"),
+        },
+    )
+    rows = list(getattr(getattr(event, "selection", None), "rows", None) or [])
+    if rows and 0 <= rows[0] < len(hits):
+        hit = hits.iloc[rows[0]]
+        open_neuron(run, int(hit["neuron"]), int(hit["k"]))
 
 
 def ranking_columns() -> dict[str, Any]:
@@ -152,6 +205,7 @@ def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
         "different things. Click a row to open the neuron; click a column header to sort."
     )
     query, score_range = ranking_filters(table)
+    label_hits_section(run, query)
     view = filter_ranking(table, query, score_range)
     # Strips for the first rows only: a layer of thousands of channels would otherwise send megabytes.
     view = ranking_view(view, sheets.thumbnail_strips(run, [int(n) for n in view["neuron"][:MAX_STRIPS]]))

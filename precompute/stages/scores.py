@@ -29,6 +29,7 @@ from store.schema import (
     DatasetLabelNames,
     DistanceCorrelation,
     Embeddings,
+    LabelIndex,
     LabelsByK,
     MethodComparison,
     MethodScore,
@@ -200,7 +201,7 @@ def run(job: Job) -> None:
 
 def _aggregate(job: Job, references: References, data_label_names: tuple[str, ...] | None) -> None:
     """The run-wide records: the ranking table, Fig. 4's means per method and k, Sec. 4.2's correlations,
-    the dataset labels' names."""
+    the dataset labels' names and the index of every virtual neuron's labels."""
     store, config = job.store, job.config
     neurons = references.neuron_ids
     per_neuron = {neuron: store.read(NeuronScores, neuron) for neuron in neurons}
@@ -235,9 +236,13 @@ def _aggregate(job: Job, references: References, data_label_names: tuple[str, ..
                                              [store.read(record, n).values.astype(np.float32) for n in dense],
                                              n_top=50, n_subsets=30, random_state=int(config.seed))
             pooled[method] = PooledCorrelation(float(result.r), float(result.sem))
+    index = LabelIndex.of({n: {source: record for source, record in (("data", data_labels[n]),
+                                                                    ("predicted", labels[n])) if record}
+                           for n in neurons})
     with store.transaction():
         if data_label_names is not None:
             store.write(DatasetLabelNames(data_label_names))
+        store.write(index)
         store.write(summary)
         store.write(comparison)
         store.write(DistanceCorrelation(pooled))

@@ -1,0 +1,56 @@
+"""Search the virtual neurons of a run by label: every neuron, every k, dataset labels and the model's
+predicted classes (`store.schema.LabelIndex`), ranked so that the virtual neurons most about the query come
+first. Pure functions of the index and the label names: the overview draws the hits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from store.schema import LabelIndex
+
+__all__ = ["HIT_COLUMNS", "label_hits"]
+
+HIT_COLUMNS = ["neuron", "k", "virtual_neuron", "label", "source", "share", "enrichment", "count"]
+
+
+def label_hits(
+    index: LabelIndex, names: Mapping[str, tuple[str, ...]], query: str, limit: int = 50
+) -> pd.DataFrame:
+    """The virtual neurons whose labels contain ``query`` (ignoring case), one row per neuron: its best
+    virtual neuron over every k and both label sources. Best = exact label first, then the largest share of
+    the virtual neuron's references, then the highest enrichment, then the smallest k. ``names``: the label
+    names of each source (`LabelIndex.SOURCES`). Columns `HIT_COLUMNS` (``virtual_neuron`` 1-based)."""
+    text = query.strip().casefold()
+    if not text:
+        return pd.DataFrame(columns=HIT_COLUMNS)
+    matched, exact = np.zeros(len(index.label), dtype=bool), np.zeros(len(index.label), dtype=bool)
+    for code, source in enumerate(LabelIndex.SOURCES):
+        vocabulary = names.get(source, ())
+        hits = [i for i, name in enumerate(vocabulary) if text in name.casefold()]
+        equal = [i for i in hits if vocabulary[i].casefold() == text]
+        rows = index.source == code
+        matched |= rows & np.isin(index.label, hits)
+        exact |= rows & np.isin(index.label, equal)
+    rows = np.flatnonzero(matched)
+    if not len(rows):
+        return pd.DataFrame(columns=HIT_COLUMNS)
+    order = np.lexsort((index.k[rows], -index.enrichment[rows], -index.share[rows], ~exact[rows]))
+    rows = rows[order]
+    _, first = np.unique(index.neuron[rows], return_index=True)  # each neuron's best row
+    rows = rows[np.sort(first)][:limit]
+    sources = [LabelIndex.SOURCES[s] for s in index.source[rows]]
+    return pd.DataFrame(
+        {
+            "neuron": index.neuron[rows].astype(int),
+            "k": index.k[rows].astype(int),
+            "virtual_neuron": index.virtual_neuron[rows].astype(int) + 1,
+            "label": [names[s][label] for s, label in zip(sources, index.label[rows], strict=True)],
+            "source": sources,
+            "share": index.share[rows].astype(float),
+            "enrichment": index.enrichment[rows].astype(float),
+            "count": index.count[rows].astype(int),
+        }
+    )
