@@ -137,4 +137,26 @@ def test_every_listed_neuron_links_to_its_neuron_page(monkeypatch, small_runs_ro
     assert len(table) == 5
     assert all(url.startswith("neuron?run=small&neuron=") for url in table["neuron"])
     assert {url.rsplit("&k=", 1)[1] for url in table["neuron"]} <= {"1", "2"}
-    assert set(table.columns) >= {"percentile of its references", "virtual neuron"}
+    assert set(table.columns) >= {"percentile of its references", "virtual neuron", "distance", "label"}
+
+
+def test_which_circuits_fire_names_each_neurons_virtual_neuron_with_its_distance_and_label(
+    monkeypatch, small_runs_root
+):
+    """Image probing: every listed neuron's row carries its (nearest) virtual neuron's centroid distance and
+    that virtual neuron's dataset label, as the neuron page names it."""
+    from app import analysis, store_access
+    from store import list_runs
+
+    _force(monkeypatch, distances=[0.9, 0.2])  # every neuron fires and VN 2 is nearest
+    at = _upload(_page(monkeypatch, small_runs_root, 3))
+    table = at.dataframe[0].value
+    run = store_access.run_ref(next(r for r in list_runs(small_runs_root) if r.directory.name == "small"))
+    names = store_access.data_label_names(run)
+    assigned = table[table["virtual neuron"] == "VN 2"]
+    assert len(assigned) >= 3  # the neurons with at least 2 references
+    for _, row in assigned.iterrows():
+        neuron, k = int(row["neuron"].split("neuron=")[1].split("&")[0]), int(row["of k"])
+        assert row["distance"] == 0.2
+        first = analysis.cluster_labels(run, neuron, k, "pure", source="data")[1][0]
+        assert row["label"] == f"{names[first.label]} ({first.share:.0%})"

@@ -48,9 +48,24 @@ def verdict_label(assignment: analysis.Assignment | None) -> str:
     return figures.vn_name(assignment.nearest)
 
 
+def virtual_neuron_label(run: RunRef, neuron: int, k: int, virtual_neuron: int) -> str | None:
+    """The first label of a virtual neuron: the dataset's where the run has them, else the model's
+    predicted class; None without labels."""
+    for source, names in (
+        ("data", store_access.data_label_names(run)),
+        ("predicted", store_access.class_names(run)),
+    ):
+        shares = analysis.cluster_labels(run, neuron, k, "pure", source=source)
+        if shares and names and shares[virtual_neuron]:
+            label = shares[virtual_neuron][0]
+            return f"{names[label.label]} ({label.share:.0%})"
+    return None
+
+
 def top_neurons_table(run: RunRef, image_analysis: uploads.UploadAnalysis, k: int) -> pd.DataFrame:
-    """The neurons the image activates most, each with a link to its page, its activation, that activation's
-    percentile among its references and its virtual neuron (or why none)."""
+    """The neurons the image activates most ("which circuits fire"), each with a link to its page, its
+    activation, that activation's percentile among its references, its virtual neuron (or why none), the
+    distance to that virtual neuron's centroid and its label."""
     rows = []
     for neuron in image_analysis.top:
         nd = store_access.neuron_data(run, neuron)
@@ -69,6 +84,10 @@ def top_neurons_table(run: RunRef, image_analysis: uploads.UploadAnalysis, k: in
                 "percentile of its references": analysis.activation_percentile(activation, references),
                 "virtual neuron": verdict_label(assignment),
                 "of k": k_here,
+                "distance": None if assignment is None else float(assignment.distances[assignment.nearest]),
+                "label": None
+                if assignment is None
+                else virtual_neuron_label(run, neuron, k_here, assignment.nearest),
             }
         )
     return pd.DataFrame(rows)
@@ -188,6 +207,13 @@ def show_analysis(
             "percentile of its references": st.column_config.NumberColumn(
                 format="%.0f %%",
                 help="share of the neuron's references that this image activates it at least as much as",
+            ),
+            "distance": st.column_config.NumberColumn(
+                format="%.4f", help="from this image's circuit to the (nearest) virtual neuron's centroid"
+            ),
+            "label": st.column_config.TextColumn(
+                help="the (nearest) virtual neuron's most frequent over-represented label and its share: the "
+                "dataset's labels where the run has them, else the model's predicted classes"
             ),
         },
     )
