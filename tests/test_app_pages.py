@@ -363,5 +363,6 @@ def test_the_ranking_names_each_neurons_virtual_neurons_and_finds_them_by_label(
     assert all(part in names or part == "–" for part in some.split(" | "))
     concept = some.split(" | ")[0]
     at.text_input(key="ranking_search").set_value(concept.upper()).run()
-    found = at.dataframe[0].value
+    found = at.dataframe[-1].value  # the ranking, below the virtual neurons labelled like the query
+    assert "rank" in found
     assert 0 < len(found) <= len(table) and all(concept in labels for labels in found["labels"])
