@@ -96,12 +96,18 @@ def ranking_view(view: pd.DataFrame, strips: Mapping[int, str]) -> pd.DataFrame:
     return view[[c for c in TABLE_COLUMNS if c in view.columns]].reset_index(drop=True)
 
 
-def selected_row_neuron(event: Any, view: pd.DataFrame) -> int | None:
-    """The neuron of the selected table row (selection positions refer to ``view``'s rows)."""
+def selected_row(event: Any, view: pd.DataFrame) -> pd.Series | None:
+    """The selected table row of ``view`` (selection positions refer to its rows), None without one."""
     rows = list(getattr(getattr(event, "selection", None), "rows", None) or [])
     if not rows or not 0 <= rows[0] < len(view):
         return None
-    return int(view.iloc[rows[0]]["neuron"])
+    return view.iloc[rows[0]]
+
+
+def selected_row_neuron(event: Any, view: pd.DataFrame) -> int | None:
+    """The neuron of the selected table row."""
+    row = selected_row(event, view)
+    return None if row is None else int(row["neuron"])
 
 
 def open_neuron(run: RunRef, neuron: int, k: int | None = None) -> None:
@@ -156,9 +162,8 @@ def label_hits_section(run: RunRef, query: str) -> None:
             "count": st.column_config.NumberColumn("refs", width=52, format="%d"),
         },
     )
-    rows = list(getattr(getattr(event, "selection", None), "rows", None) or [])
-    if rows and 0 <= rows[0] < len(hits):
-        hit = hits.iloc[rows[0]]
+    hit = selected_row(event, hits)
+    if hit is not None:
         open_neuron(run, int(hit["neuron"]), int(hit["k"]))
 
 
