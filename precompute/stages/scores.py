@@ -1,9 +1,9 @@
 """Stage 5, scores: per neuron the polysemanticity (`pure_core.scores.polysemanticity`), the per-k cluster
 quality of PURE / activation / embedding clusterings (`fit_methods` + `evaluate_fits`), distance
-correlations, PURE centroids per k (the virtual neurons), the virtual neurons' labels per k where the
-references have predicted classes (`pure_core.labels.label_shares`), UMAP coordinates, and the oracle score
-when the source has planted ground truth; then the run-wide ``summary``, ``method_comparison`` and
-``distance_correlation``."""
+correlations, PURE centroids per k (the virtual neurons), the references' dataset labels and the virtual
+neurons' labels per k from them and from the model's predicted classes (`pure_core.labels.label_shares`),
+UMAP coordinates, and the oracle score when the source has planted ground truth; then the run-wide
+``summary``, ``method_comparison``, ``distance_correlation``, ``data_label_names`` and ``label_index``."""
 
 from __future__ import annotations
 
