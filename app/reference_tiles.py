@@ -42,7 +42,8 @@ export default function (component) {
         button.type = 'button';
         button.className = 'pure-tile';
         button.dataset.reference = String(tile.reference);
-        button.title = 'Open reference ' + tile.caption + ' large';
+        const detail = tile.detail ? ' (' + tile.detail + ')' : '';
+        button.title = 'Open reference ' + tile.caption + ' large' + detail;
         const image = document.createElement('img');
         image.src = tile.src;
         image.alt = 'reference ' + tile.caption;
@@ -60,11 +61,13 @@ _component = st.components.v2.component("pure_explorer.reference_tiles", css=_CS
 
 @dataclass(frozen=True)
 class Tile:
-    """One reference in a grid: its thumbnail as a data URI, its caption and its position (0-based)."""
+    """One reference in a grid: its thumbnail as a data URI, its caption, its position (0-based) and a detail
+    for its tooltip (its labels; set as text, never parsed)."""
 
     src: str
     caption: str
     reference: int
+    detail: str = ""
 
 
 def reference_tiles(tiles: Sequence[Tile], tile_px: int, key: str) -> int | None:

@@ -18,7 +18,7 @@ from PIL import Image
 from app import figures
 from app.analysis import clustering
 from app.reference_tiles import Tile
-from app.store_access import RunRef, neuron_data, thumbnails
+from app.store_access import RunRef, class_names, data_label_names, neuron_data, thumbnails
 
 MAX_TILE_PX = 160  # grids show tiles at the stored thumbnail size, up to this
 
@@ -91,9 +91,39 @@ def tile_px(run: RunRef, neuron: int) -> int:
 
 
 def tiles(run: RunRef, neuron: int, members: Sequence[int]) -> list[Tile]:
-    """Tiles of the references at positions ``members`` (0-based), captioned "#rank · max activation"."""
+    """Tiles of the references at positions ``members`` (0-based), captioned "#rank · max activation", with
+    each reference's labels as the tooltip's detail."""
     data = neuron_data(run, neuron)
     uris = thumbnail_uris(run, neuron)
     members = [int(i) for i in members if i < len(uris)]
     captions = figures.reference_captions(data.max_activations if data is not None else [], members)
-    return [Tile(uris[i], caption, i) for i, caption in zip(members, captions, strict=True)]
+    details = reference_details(run, neuron)
+    return [
+        Tile(uris[i], caption, i, details[i] if i < len(details) else "")
+        for i, caption in zip(members, captions, strict=True)
+    ]
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def reference_details(run: RunRef, neuron: int) -> list[str]:
+    """Each reference's labels as one line: its dataset label, then the model's top class with its
+    probability (e.g. "astronaut; model: football helmet 41 %"); empty strings without labels."""
+    data = neuron_data(run, neuron)
+    if data is None:
+        return []
+    data_names, model_names = data_label_names(run), class_names(run)
+    n = len(data.max_activations)
+    details = []
+    for i in range(n):
+        parts = []
+        if data.dataset_labels is not None and i < len(data.dataset_labels) and data_names:
+            label = int(data.dataset_labels[i])
+            if 0 <= label < len(data_names):
+                parts.append(data_names[label])
+        predictions = data.predictions
+        if predictions is not None and i < len(predictions.classes) and model_names:
+            top, probability = int(predictions.classes[i, 0]), float(predictions.probabilities[i, 0])
+            if 0 <= top < len(model_names):
+                parts.append(f"model: {model_names[top]} {probability:.0%}")
+        details.append("; ".join(parts))
+    return details

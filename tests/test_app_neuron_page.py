@@ -64,6 +64,10 @@ def test_grids_are_tiles_at_the_stored_thumbnail_size(small_runs_root):
     tiles = sheets.tiles(run, 3, [2, 0])
     assert [t.reference for t in tiles] == [2, 0]
     assert tiles[0].caption == f"#3 · {nd.max_activations[2]:.2f}" and tiles[0].src.startswith("data:image/")
+    # the tooltip names the reference's labels: its planted concept (the dataset's) and the model's class
+    concept = nd.planted_concepts[2]
+    top = store_access.class_names(run)[int(nd.predictions.classes[2, 0])]
+    assert tiles[0].detail == f"{concept}; model: {top} {float(nd.predictions.probabilities[2, 0]):.0%}"
 
 
 def test_the_csv_names_activation_clusters_by_letter(small_runs_root):

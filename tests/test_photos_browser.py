@@ -121,6 +121,8 @@ def test_the_photos_run_in_a_real_browser(photos_root):
         assert page.locator('[data-testid="stException"]').count() == 0
         _shot(page, "photos-neuron")
 
+        title = page.locator(".pure-tile").first.get_attribute("title")  # a tile's tooltip names its labels
+        assert "model: " in title and any(f"({name};" in title for name in data_names)
         page.locator(".pure-tile").first.click()  # a reference opens large with the model's top classes
         dialog = page.get_by_role("dialog")
         dialog.get_by_text("model predicts").wait_for()
