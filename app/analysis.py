@@ -71,14 +71,6 @@ def _as_rows(vectors: np.ndarray) -> np.ndarray:
     return np.atleast_2d(np.asarray(vectors, dtype=np.float64))
 
 
-def with_centroids(centers: np.ndarray, seed: int, labels: np.ndarray | None = None) -> VirtualNeurons:
-    """A fitted `VirtualNeurons` with the given centroids ``(k, d)`` (stored or renumbered ones), so that
-    `predict` / `transform` work on them; ``labels (n,)`` of its training vectors when known."""
-    from pure_core.virtual import VirtualNeurons
-
-    return VirtualNeurons.from_centroids(np.asarray(centers, dtype=np.float64), labels, random_state=seed)
-
-
 def fit_virtual_neurons(vectors: np.ndarray, k: int, seed: int) -> VirtualNeurons:
     """k-means (`VirtualNeurons`, ``seed``) on ``vectors (n, d)`` with one thread, numbered by size."""
     from threadpoolctl import threadpool_limits
@@ -88,13 +80,6 @@ def fit_virtual_neurons(vectors: np.ndarray, k: int, seed: int) -> VirtualNeuron
     with threadpool_limits(1):
         fitted = VirtualNeurons(n_clusters=int(k), random_state=seed).fit(_as_rows(vectors))
     return fitted.numbered_by_size()
-
-
-def stored_virtual_neurons(vectors: np.ndarray, centroids: np.ndarray, seed: int) -> VirtualNeurons:
-    """Precompute's virtual neurons: the stored ``centroids (k, d)`` with the references ``vectors (n, d)``
-    assigned by `VirtualNeurons.predict`, numbered by size."""
-    model = with_centroids(centroids, seed)
-    return model.numbered_by_size(model.predict(_as_rows(vectors)))
 
 
 def _vectors(data: NeuronData, method: str) -> np.ndarray | None:
@@ -115,7 +100,9 @@ def clustering(run: RunRef, neuron: int, k: int, method: str = "pure") -> Cluste
     seed = run_details(run).meta.seed
     stored = data.scores.centroids.get(int(k)) if method == "pure" and data.scores is not None else None
     if stored is not None and stored.shape == (k, vectors.shape[1]):
-        model = stored_virtual_neurons(vectors, stored, seed)
+        from pure_core.virtual import VirtualNeurons
+
+        model = VirtualNeurons.from_stored(stored, vectors, random_state=seed)
     else:
         model = fit_virtual_neurons(vectors, k, seed)
     labels = model.labels_

@@ -271,14 +271,10 @@ def _readonly(array: np.ndarray, dtype: type | None = None) -> np.ndarray:
     return array
 
 
-def _vectors_as_is(record: ReferenceArray | None) -> np.ndarray | None:
-    """A stored array read-only in its stored dtype (None when absent)."""
-    return None if record is None else _readonly(record.values)
-
-
-def _vectors(record: ReferenceArray | None) -> np.ndarray | None:
-    """A stored float16 array as read-only float32 (None when absent)."""
-    return None if record is None else _readonly(record.values, np.float32)
+def _vectors(record: ReferenceArray | None, dtype: type | None = np.float32) -> np.ndarray | None:
+    """A stored array read-only, as ``dtype`` (float16 vectors as float32; None: the stored dtype); None
+    when absent."""
+    return None if record is None else _readonly(record.values, dtype)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4096)
@@ -312,7 +308,7 @@ def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
         max_activations=_readonly(refs.max_activations[row][valid]),
         scores=store.read(NeuronScores, neuron),
         predictions=store.read(ReferencePredictions, neuron),
-        dataset_labels=_vectors_as_is(store.read(ReferenceDatasetLabels, neuron)),
+        dataset_labels=_vectors(store.read(ReferenceDatasetLabels, neuron), dtype=None),
     )
 
 

@@ -35,7 +35,7 @@ from bench_stages import photo_folder, precompute_command
 from PIL import Image
 from scipy.stats import pearsonr, spearmanr
 
-from pure_core.crops import crop_box
+from pure_core.crops import box_area_fractions, crop_box
 from pure_core.heatmaps import input_heatmaps_for_pairs
 from pure_core.models import build_model
 from store import RunStore
@@ -74,10 +74,6 @@ def _boxes(out: Path) -> dict[int, np.ndarray]:
         return {n: store.read(CropBoxes, n).values for n in store.read(References).neuron_ids}
 
 
-def _area_fraction(boxes: np.ndarray, side: int) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / side**2
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     top, left = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
     bottom, right = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
@@ -110,7 +106,7 @@ def display_fractions(out: Path, n_pairs: int, side: int) -> dict[str, float]:
     for method in ("gradient_x_input", "lrp"):
         maps = input_heatmaps_for_pairs(loaded.model, x, "blocks.6", neurons, positions, method).numpy()
         boxes = np.array([crop_box(m, 51, 0.01) for m in maps])
-        out_fractions[method] = round(float(np.median(_area_fraction(boxes, side))), 3)
+        out_fractions[method] = round(float(np.median(box_area_fractions(boxes, side, side))), 3)
     return out_fractions
 
 
@@ -149,8 +145,8 @@ def main() -> None:
         "before_and_after_crops_identical": same_crops(work / "before-run", work / "gradient")
         if args.before else None,
         "embedding_box_area_fraction_median": {
-            "gradient_x_input": round(float(np.median(_area_fraction(all_a, side))), 3),
-            "lrp": round(float(np.median(_area_fraction(all_b, side))), 3)},
+            "gradient_x_input": round(float(np.median(box_area_fractions(all_a, side, side))), 3),
+            "lrp": round(float(np.median(box_area_fractions(all_b, side, side))), 3)},
         "display_box_area_fraction_median": display_fractions(work / "gradient", args.display_pairs, side),
         "embedding_box_iou_median": round(float(np.median(_iou(all_a, all_b))), 3),
         "polysemanticity_pearson_r": round(float(pearsonr(sa, sb)[0]), 3),

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pure_core.crops import box_area_fractions
 from store import STAGES, RunStore, StoreError
 from store.schema import (
     CropBoxes,
@@ -86,9 +87,7 @@ def crop_fraction_median(store: RunStore, references: References | None) -> floa
     if not boxes or first is None:
         return None
     width, height = Image.open(io.BytesIO(first.data)).size
-    boxes = np.concatenate(boxes).astype(np.float64)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return float(np.median(areas) / (width * height))
+    return float(np.median(box_area_fractions(np.concatenate(boxes), height, width)))
 
 
 def _stored(record) -> Any:

@@ -36,6 +36,7 @@ from scipy.ndimage import correlate1d
 from skimage.segmentation import find_boundaries
 
 __all__ = [
+    "box_area_fractions",
     "ReferenceCrop",
     "crop_box",
     "crop_for_display",
@@ -147,6 +148,13 @@ def crop_box(heatmap, kernel_size: int = 5, threshold: float = 0.01, square: boo
     all-zero map gives the full image.
     """
     return _box_of(smooth_heatmap(heatmap, kernel_size) > threshold, square)
+
+
+def box_area_fractions(boxes, height: int, width: int) -> np.ndarray:
+    """``(n,)`` area of each box ``(top, left, bottom, right)`` of ``boxes (n, 4)`` as a fraction of an image
+    of ``height x width`` pixels."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (height * width)
 
 
 def _as_rgb(image) -> np.ndarray:

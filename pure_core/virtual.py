@@ -86,6 +86,14 @@ class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
             model.labels_ = np.asarray(labels, dtype=np.int64)
         return model
 
+    @classmethod
+    def from_stored(cls, centers, R, random_state: int | None = 0) -> VirtualNeurons:
+        """Virtual neurons from stored centroids ``(k, C_lower)``, the vectors ``R (n, C_lower)`` they were
+        fitted on assigned by `predict` and numbered by size (`numbered_by_size`): the split precompute
+        stored, as the app shows it."""
+        model = cls.from_centroids(np.asarray(centers, dtype=np.float64), random_state=random_state)
+        return model.numbered_by_size(model.predict(np.atleast_2d(np.asarray(R, dtype=np.float64))))
+
     def numbered_by_size(self, labels=None) -> VirtualNeurons:
         """These virtual neurons renumbered by the size of their clusters in ``labels (n,)`` (default
         ``labels_``), largest first, ties by first member: "VN 1" is the biggest. The result's ``labels_``

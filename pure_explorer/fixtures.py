@@ -290,11 +290,7 @@ def _virtual_neurons(data: dict, scores: schema.NeuronScores) -> dict[int, np.nd
     from pure_core.virtual import VirtualNeurons
 
     pure = _vectors(data["pure"])
-    groups = {}
-    for k, centroids in scores.centroids.items():
-        model = VirtualNeurons.from_centroids(centroids.astype(np.float64), random_state=RUN_SEED)
-        groups[k] = model.numbered_by_size(model.predict(pure)).labels_
-    return groups
+    return {k: VirtualNeurons.from_stored(c, pure, RUN_SEED).labels_ for k, c in scores.centroids.items()}
 
 
 def _summary(

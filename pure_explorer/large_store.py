@@ -115,11 +115,7 @@ def _virtual_neuron_labels(pure: np.ndarray, scores: schema.NeuronScores,
                            predictions: schema.ReferencePredictions) -> schema.VirtualNeuronLabels:
     """The labels of the virtual neurons the app shows: the stored centroids, references assigned and
     numbered by size."""
-    vectors = pure.astype(np.float64)
-    groups = {}
-    for k, centroids in scores.centroids.items():
-        model = VirtualNeurons.from_centroids(centroids.astype(np.float64))
-        groups[k] = model.numbered_by_size(model.predict(vectors)).labels_
+    groups = {k: VirtualNeurons.from_stored(c, pure).labels_ for k, c in scores.centroids.items()}
     return virtual_neuron_labels(predictions.labels, groups)
 
 

@@ -157,6 +157,20 @@ async def async_chromium() -> AsyncIterator[AsyncBrowser]:
             await browser.close()
 
 
+def screenshot(page: Page, path: Path, docs_copy: Path | None = None) -> None:
+    """A full-page screenshot to ``path``; with ``PURE_UPDATE_SCREENSHOTS=1`` also the README's copy at
+    ``docs_copy``: 70 % size, 256 colours (about 5x smaller)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    if docs_copy is not None and os.environ.get("PURE_UPDATE_SCREENSHOTS") == "1":
+        docs_copy.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.open(path).convert("RGB")
+        image = image.resize((image.width * 7 // 10, image.height * 7 // 10), Image.Resampling.LANCZOS)
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(docs_copy, optimize=True)
+
+
 def new_page(browser: Browser, timeout_ms: int = 60_000) -> Page:
     """A tall tab (every chart of the neuron page in view) with a generous default timeout."""
     page = browser.new_page(viewport={"width": 1400, "height": 2400})

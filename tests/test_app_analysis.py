@@ -33,7 +33,7 @@ def test_virtual_neurons_are_numbered_by_size_and_match_kmeans_with_the_seed():
 def test_stored_centroids_assign_through_predict_and_are_renumbered():
     vectors = _blobs()
     fitted = VirtualNeurons(3, random_state=0).fit(vectors)
-    model = analysis.stored_virtual_neurons(vectors, fitted.cluster_centers_.astype(np.float32), seed=0)
+    model = VirtualNeurons.from_stored(fitted.cluster_centers_.astype(np.float32), vectors, random_state=0)
     assert np.bincount(model.labels_).tolist() == [9, 6, 3]
     assert model.predict(vectors[3:4]).tolist() == [0]  # a member of the biggest blob: VN 1
     assert np.argmin(model.transform(vectors[:1])[0]) == 2  # the smallest blob: VN 3

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from PIL import Image
 
 from app.figures import data_uri
-from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, serve
+from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, screenshot, serve
 from store import RunStore, list_runs
 from store.schema import Summary, Thumbnails
 
@@ -48,15 +47,7 @@ def page():
 
 def _shot(page, name: str) -> None:
     """Screenshot to test-artifacts/; also to docs/screenshots/ with PURE_UPDATE_SCREENSHOTS=1."""
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("PURE_UPDATE_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        image = Image.open(path).convert("RGB")  # docs copy: 70 % size, 256 colours (~5x smaller)
-        image = image.resize((image.width * 7 // 10, image.height * 7 // 10), Image.Resampling.LANCZOS)
-        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
-            SCREENSHOTS / f"{name}.png", optimize=True
-        )
+    screenshot(page, ARTIFACTS / f"{name}.png", SCREENSHOTS / f"{name}.png")
 
 
 def _query(page) -> dict[str, str]:

@@ -15,7 +15,15 @@ import pytest
 from PIL import Image
 
 from pure_explorer.large_store import write_large_store
-from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, K_REDRAW_PROBE, chromium, new_page, serve
+from pure_explorer.live_app import (
+    ALL_CHARTS_DRAWN,
+    IDLE,
+    K_REDRAW_PROBE,
+    chromium,
+    new_page,
+    screenshot,
+    serve,
+)
 from pure_explorer.sessions import VN_CAPTIONS
 from store import RunStore
 from store.schema import Summary
@@ -92,7 +100,7 @@ def test_overview_and_a_neuron_page_of_a_2048_neuron_store(large_url):
         page.get_by_role("heading", name=re.compile(r"^3 virtual neurons$")).wait_for()
         _settle(page)
         assert parse_qs(urlparse(page.url).query)["neuron"] == ["1999"]  # the link's neuron, not a default
-        page.screenshot(path=str(ROOT / "test-artifacts" / "large-neuron.png"), full_page=True)
+        screenshot(page, ROOT / "test-artifacts" / "large-neuron.png")
 
         # a k change redraws the UMAPs with 4 virtual neurons and updates the link
         slider = page.locator('[data-testid="stSlider"] input[type="range"]')

@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from app.search import label_hits
-from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, serve
+from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, screenshot, serve
 from store import RunStore, list_runs
 from store.schema import (
     ClassNames,
@@ -57,15 +56,8 @@ def _idle(page) -> None:
 
 
 def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("PURE_UPDATE_SCREENSHOTS") == "1":
-        image = Image.open(path).convert("RGB")  # as tests/test_browser.py: 70 % size, 256 colours
-        image = image.resize((image.width * 7 // 10, image.height * 7 // 10), Image.Resampling.LANCZOS)
-        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
-            ROOT / "docs" / "screenshots" / f"{name}.png", optimize=True
-        )
+    """Screenshot to test-artifacts/; also to docs/screenshots/ with PURE_UPDATE_SCREENSHOTS=1."""
+    screenshot(page, ARTIFACTS / f"{name}.png", ROOT / "docs" / "screenshots" / f"{name}.png")
 
 
 def test_the_photos_run_in_a_real_browser(photos_root):

@@ -299,8 +299,7 @@ def test_the_references_carry_the_models_predictions_and_the_datasets_labels_and
             assert set(labels.by_k) == set(scores.centroids) == {2, 3}
             pure = store.read(sc.PureVectors, neuron).values.astype(np.float64)
             for k, groups in labels.by_k.items():
-                model = VirtualNeurons.from_centroids(scores.centroids[k].astype(np.float64))
-                members = model.numbered_by_size(model.predict(pure)).labels_
+                members = VirtualNeurons.from_stored(scores.centroids[k], pure).labels_
                 expected_labels = label_shares(predicted.labels, members, k)
                 assert [[(s.label, s.count) for s in g] for g in groups] == \
                     [[(s.label, s.count) for s in g] for g in expected_labels]
@@ -311,8 +310,8 @@ def test_the_references_carry_the_models_predictions_and_the_datasets_labels_and
             assert [data_names[c] for c in codes] == [source.dataset_label(int(i)) for i in refs.indices[row]]
             data_labels = store.read(sc.VirtualNeuronDataLabels, neuron)
             for k, groups in data_labels.by_k.items():
-                model = VirtualNeurons.from_centroids(scores.centroids[k].astype(np.float64))
-                expected_labels = label_shares(codes, model.numbered_by_size(model.predict(pure)).labels_, k)
+                members = VirtualNeurons.from_stored(scores.centroids[k], pure).labels_
+                expected_labels = label_shares(codes, members, k)
                 assert [[(s.label, s.count) for s in g] for g in groups] == \
                     [[(s.label, s.count) for s in g] for g in expected_labels]
             assert summary[neuron].data_labels == data_labels.first_labels(2)
