@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--ks", help="cluster counts, e.g. 2..5 (default) or 2,3")
     method.add_argument("--crop-kernel", type=int, help="smoothing kernel of crops for embedding (default 5)")
     method.add_argument("--crop-threshold", type=float,
-                        help="crop threshold for embedding (default 0.01; world presets 0.1)")
+                        help="crop threshold for embedding (default 0.01; world presets 0.3)")
+    method.add_argument("--crop-side", type=int,
+                        help="embedding crops of this many pixels, centred on the relevant part "
+                             "(default: the part's own box; world presets 24)")
     method.add_argument("--display-kernel", type=int,
                         help="smoothing kernel of display crops (default 51; world presets 15)")
     method.add_argument("--display-threshold", type=float, help="display crop threshold (default 0.01)")
@@ -106,6 +109,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.n_images is not None:
         out.setdefault("dataset", {})["n_images"] = args.n_images
     crop_flags = {"embed_kernel": args.crop_kernel, "embed_threshold": args.crop_threshold,
+                  "embed_side": args.crop_side,
                   "display_kernel": args.display_kernel, "display_threshold": args.display_threshold,
                   "thumbnail_px": args.thumbnail_px}
     crop = {key: value for key, value in crop_flags.items() if value is not None}
@@ -122,7 +126,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 IDENTITY_FLAGS = ("model", "weights", "checkpoint", "layer", "lower_layer", "dataset", "n_images", "n_ref",
-                  "neurons", "embedder", "ks", "crop_kernel", "crop_threshold", "display_kernel",
+                  "neurons", "embedder", "ks", "crop_kernel", "crop_threshold", "crop_side", "display_kernel",
                   "display_threshold", "thumbnail_px", "seed")
 
 

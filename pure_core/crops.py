@@ -37,6 +37,7 @@ from skimage.segmentation import find_boundaries
 
 __all__ = [
     "box_area_fractions",
+    "centred_box",
     "ReferenceCrop",
     "crop_box",
     "crop_for_display",
@@ -140,14 +141,28 @@ def _widen(start: int, stop: int, side: int, limit: int) -> tuple[int, int]:
     return start, start + side
 
 
-def crop_box(heatmap, kernel_size: int = 5, threshold: float = 0.01, square: bool = True) -> Box:
+def centred_box(box: Box, side: int, height: int, width: int) -> Box:
+    """A ``side`` x ``side`` square centred on ``box``, shifted to stay inside a ``height x width`` image
+    (never beyond the image's own sides)."""
+    top, left, bottom, right = box
+    rows, cols = min(side, height), min(side, width)
+    top = min(max((top + bottom) // 2 - rows // 2, 0), height - rows)
+    left = min(max((left + right) // 2 - cols // 2, 0), width - cols)
+    return top, left, top + rows, left + cols
+
+
+def crop_box(heatmap, kernel_size: int = 5, threshold: float = 0.01, square: bool = True,
+             side: int | None = None) -> Box:
     """``(top, left, bottom, right)`` (exclusive) of the pixels with smoothed relevance > ``threshold``.
 
     ``heatmap (H, W)`` in the image's resolution. With ``square`` the shorter side is widened to the longer
     one (symmetrically, then shifted to stay inside the image; never beyond the image's own side). An
-    all-zero map gives the full image.
+    all-zero map gives the full image. With ``side`` the box becomes a square of that many pixels centred on
+    it (`centred_box`): every crop then shows the part at one scale, so an embedder compares content, not
+    zoom.
     """
-    return _box_of(smooth_heatmap(heatmap, kernel_size) > threshold, square)
+    box = _box_of(smooth_heatmap(heatmap, kernel_size) > threshold, square)
+    return box if side is None else centred_box(box, side, *np.shape(heatmap)[-2:])
 
 
 def box_area_fractions(boxes, height: int, width: int) -> np.ndarray:
@@ -184,13 +199,15 @@ def _heatmap_for(image: np.ndarray, heatmap) -> np.ndarray:
     return arr
 
 
-def crop_for_embedding(image, heatmap, kernel_size: int = 5, threshold: float = 0.01) -> Image.Image:
-    """The square crop an embedder sees: `crop_box` on ``heatmap``, no mask, no resize.
+def crop_for_embedding(image, heatmap, kernel_size: int = 5, threshold: float = 0.01,
+                       side: int | None = None) -> Image.Image:
+    """The square crop an embedder sees: `crop_box` on ``heatmap`` (of ``side`` pixels when given), no mask,
+    no resize.
 
     ``image``: uint8 ``(H, W, 3)`` or PIL; ``heatmap (h, w)`` (resized to the image if needed).
     """
     rgb = _as_rgb(image)
-    top, left, bottom, right = crop_box(_heatmap_for(rgb, heatmap), kernel_size, threshold, square=True)
+    top, left, bottom, right = crop_box(_heatmap_for(rgb, heatmap), kernel_size, threshold, True, side)
     return Image.fromarray(rgb[top:bottom, left:right])
 
 
@@ -251,7 +268,7 @@ class ReferenceCrop:
 
 def reference_crops(images, heatmaps, embed_kernel: int = 5, embed_threshold: float = 0.01,
                     display_kernel: int = 51, display_threshold: float = 0.01,
-                    size_px: int = 128) -> list[ReferenceCrop]:
+                    size_px: int = 128, embed_side: int | None = None) -> list[ReferenceCrop]:
     """`crop_box`, `crop_for_embedding` and `crop_for_display` of each pair (``images[p]``, ``heatmaps[p]``),
     equal to calling them one by one, with each heatmap smoothed once per kernel for the whole batch.
 
@@ -270,7 +287,10 @@ def reference_crops(images, heatmaps, embed_kernel: int = 5, embed_threshold: fl
     for_display = smooth_heatmaps(maps, display_kernel)
     out = []
     for rgb, embed_map, display_map in zip(rgbs, for_embedding, for_display, strict=True):
-        top, left, bottom, right = box = _box_of(embed_map > embed_threshold, square=True)
+        box = _box_of(embed_map > embed_threshold, square=True)
+        if embed_side is not None:
+            box = centred_box(box, embed_side, *embed_map.shape)
+        top, left, bottom, right = box
         out.append(ReferenceCrop(box, Image.fromarray(rgb[top:bottom, left:right]),
                                  _thumbnail(rgb, display_map, display_threshold, size_px)))
     return out

@@ -130,9 +130,9 @@ class RunMeta(Record):
     config: dict[str, Any] = doc(
         "`model {name, weights, checkpoint}`, `layer`, `lower_layer`, `dataset "
         "{kind, path, n_images, seed}`, `n_ref`, `neurons`, `embedder`, `crop "
-        "{embed_kernel, embed_threshold, display_kernel, display_threshold, "
-        "thumbnail_px, heatmap}` (heatmap: the setting, `auto` resolved in `CropMethod`; absent in older "
-        "stores), `ks`, `attribution`, `umap {n_neighbors, min_dist, "
+        "{embed_kernel, embed_threshold, embed_side, display_kernel, display_threshold, "
+        "thumbnail_px, heatmap}` (heatmap: the setting, `auto` resolved in `CropMethod`; heatmap and "
+        "embed_side absent in older stores), `ks`, `attribution`, `umap {n_neighbors, min_dist, "
         "random_state}`, `seed` (of every k-means), `preset`"
     )
     versions: dict[str, str] = doc("library versions of the writer (python, torch, ..., store_schema)")
@@ -316,7 +316,7 @@ class ReferenceImage(Record):
     KEY: ClassVar[str] = "image"
     INDEX: ClassVar[str] = "dataset index"
 
-    data: bytes = doc("WEBP bytes")
+    data: bytes = doc("WEBP bytes (lossless up to `store.codecs.LOSSLESS_MAX_PIXELS`)")
 
     def to_store(self) -> bytes:
         return self.data

@@ -8,6 +8,7 @@ from skimage.segmentation import find_boundaries
 from torchvision.transforms.functional import gaussian_blur
 
 from pure_core.crops import (
+    centred_box,
     crop_box,
     crop_for_display,
     crop_for_embedding,
@@ -88,6 +89,17 @@ def test_embedding_crop_is_the_unresized_square_box():
     crop = crop_for_embedding(image, _rectangle())
     np.testing.assert_array_equal(np.asarray(crop), image[8:42, 8:42])
     assert np.asarray(crop_for_embedding(Image.fromarray(image), _rectangle())).shape == (34, 34, 3)
+
+
+def test_a_fixed_side_crop_is_centred_on_the_part_and_stays_inside_the_image():
+    assert centred_box((8, 8, 42, 42), 24, 64, 64) == (13, 13, 37, 37)  # shrunk around the centre (25, 25)
+    assert centred_box((20, 30, 24, 34), 24, 64, 64) == (10, 20, 34, 44)  # grown around (22, 32)
+    assert centred_box((0, 60, 4, 64), 24, 64, 64) == (0, 40, 24, 64)  # shifted inside at the corner
+    assert centred_box((0, 0, 10, 10), 24, 16, 30) == (0, 0, 16, 24)  # never beyond the image's sides
+    assert crop_box(_rectangle(), side=24) == (13, 13, 37, 37)
+    image = _image()
+    crop = crop_for_embedding(image, _rectangle(), side=24)
+    np.testing.assert_array_equal(np.asarray(crop), image[13:37, 13:37])
 
 
 def test_a_low_resolution_heatmap_is_resized_to_the_image():
@@ -186,6 +198,9 @@ def test_reference_crops_equal_the_crops_made_one_by_one():
                                           np.asarray(crop_for_embedding(image, heatmap, 5, 0.1)))
             np.testing.assert_array_equal(np.asarray(reference.thumbnail),
                                           np.asarray(crop_for_display(image, heatmap, 15, 0.01, size_px=48)))
+    fixed = reference_crops(images, maps, 5, 0.1, 15, 0.01, size_px=48, embed_side=24)
+    assert [r.box for r in fixed] == [crop_box(heatmap, 5, 0.1, side=24) for heatmap in maps]
+    assert all(np.asarray(r.crop).shape == (24, 24, 3) for r in fixed)
     assert reference_crops([], np.zeros((0, 64, 64))) == []
     with pytest.raises(ValueError, match="images for"):
         reference_crops(images[:2], maps)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from store import RunStore, StoreMismatchError, StoreNotFoundError, list_runs, run_id_for
+from store.codecs import EMBED_QUALITY, LOSSLESS_MAX_PIXELS, decode_image, encode_image, reference_quality
 from store.schema import PureVectors, References
 
 IDENTITY = {"model": {"name": "demo"}, "layer": "block4", "n_ref": 10}
@@ -83,3 +84,16 @@ def test_missing_store_and_listing(tmp_path):
     assert [r.directory.name for r in runs] == ["run"]
     assert not runs[0].complete and runs[0].label == "run — demo block4 · computing"
     assert runs[0].meta.config["n_ref"] == 10
+
+
+def test_small_reference_images_are_stored_exactly_large_ones_at_the_embedding_quality():
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    small = Image.fromarray(pixels)
+    assert reference_quality(small) is None
+    np.testing.assert_array_equal(np.asarray(decode_image(encode_image(small, None))), pixels)
+    lossy = np.asarray(decode_image(encode_image(small, EMBED_QUALITY)))
+    assert lossy.shape == pixels.shape and not np.array_equal(lossy, pixels)
+    side = int(LOSSLESS_MAX_PIXELS**0.5) + 1
+    assert reference_quality(Image.new("RGB", (side, side))) == EMBED_QUALITY

@@ -77,7 +77,8 @@ def run(job: Job) -> None:
             heatmaps = _input_heatmaps(job, method, _model_inputs(job, images), pair_neurons[batch],
                                        pair_positions[batch])
             made = reference_crops(images, heatmaps, crop.embed_kernel, crop.embed_threshold,
-                                   crop.display_kernel, crop.display_threshold, crop.thumbnail_px)
+                                   crop.display_kernel, crop.display_threshold, crop.thumbnail_px,
+                                   crop.embed_side)
             for reference in made:
                 boxes.append(reference.box)
                 crops.append(encode_image(reference.crop, EMBED_QUALITY))

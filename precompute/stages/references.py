@@ -14,7 +14,7 @@ from precompute.job import Job, PrecomputeError
 from precompute.runner import ChunkRunner
 from pure_core.activations import ReferenceScan, TopReferences
 from pure_core.sources import DatasetError, iterate_batches
-from store.codecs import EMBED_QUALITY, encode_image
+from store.codecs import encode_image, reference_quality
 from store.schema import ReferenceImage, References, ScanReport
 
 __all__ = ["IMAGE_CHUNK", "run"]
@@ -118,8 +118,8 @@ def run(job: Job) -> None:
     unique = np.unique(job.store.read(References).indices)
     runner = ChunkRunner(job, "images", len(unique), IMAGE_CHUNK, "1/5 references: images", "img")
     for chunk_id, chunk in runner.pending():
-        encoded = {int(unique[i]): encode_image(job.preprocess.geometric(job.load_reference(unique[i])),
-                                                EMBED_QUALITY) for i in chunk}
+        images = {int(unique[i]): job.preprocess.geometric(job.load_reference(unique[i])) for i in chunk}
+        encoded = {index: encode_image(image, reference_quality(image)) for index, image in images.items()}
         with runner.commit(chunk_id):
             for index, data in encoded.items():
                 job.store.write(ReferenceImage(data), index)
