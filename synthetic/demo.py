@@ -1,21 +1,22 @@
 """The demo model: a small ResNet-style CNN trained on the synthetic world, cached as a checkpoint.
 
-``python -m synthetic`` trains it (about a minute on 2 CPU cores, > 99 % test accuracy) and prints time
+``python -m synthetic`` trains it (a few minutes on 2 CPU cores, about 98 % test accuracy) and prints time
 and accuracy; `load_demo_model` loads it, training first when the checkpoint is missing or outdated. The
 checkpoint lives at ``$PURE_CACHE_DIR/demo_model.pt`` (default ``~/.cache/pure-explorer``).
 
 What makes its channels planted and PURE-separable (measured with ``benchmarks/bench_ground_truth.py``):
 
-- `DEMO_LAYER` (``block4``) has one channel per class and the head is *diagonal* (`ClassScores`): channel c
-  is class c's detector, so a union class puts its two unrelated concepts into one channel. (With a full
-  linear head the classes spread over channels and many channels mixed concepts of different classes,
-  which the activation baseline separates as well as PURE.)
-- Global *max* pooling, an L1 penalty on the block4 maps (``sparsity``) and label smoothing: the channels
-  fire on the object and stay near zero elsewhere (with average pooling they covered the whole image and
-  the relevance of background positions drowned the circuits), and both concepts of a union reach similar
-  top activations, so the top references mix them.
-- `DEMO_LOWER_LAYER` (``block1``): the circuits separate best there; ``block2`` and ``block3`` (directly
-  below) split some unions less cleanly.
+- `DEMO_LAYER` (``block4``) has one *planted* channel per class (channels ``0 .. n_classes - 1``) and
+  `n_free` more. `ClassScores` reads planted channel c one-to-one into logit c (a weight times its global
+  max), so channel c is class c's detector and a union class puts its two concepts into one channel; the
+  free channels reach every logit through an ordinary linear layer on their spatial mean. The layer is
+  wider than the number of classes, so the activation baseline (a reference's vector over all channels)
+  is not starved by construction.
+- Global *max* pooling of the planted channels, an L1 penalty on their maps (``sparsity``) and label
+  smoothing: the channels fire on the object and stay near zero elsewhere, and both concepts of a union
+  reach similar top activations, so the top references mix them.
+- `DEMO_LOWER_LAYER` (``block3``): the two shapes of a union share their fill, so the circuits at the
+  stem and ``block1`` (small receptive fields that see a patch of the fill) mix them; they part deeper.
 """
 
 from __future__ import annotations
@@ -32,22 +33,23 @@ from torch import nn
 
 from pure_core.models import Preprocessing
 from pure_core.paths import cache_dir
-from synthetic.world import SyntheticWorld
+from synthetic.world import CLASSES, SyntheticWorld
 
 DEMO_LAYER = "block4"
-DEMO_LOWER_LAYER = "block1"
+DEMO_LOWER_LAYER = "block3"
 DEMO_SIZE_PX = 64
+DEMO_FREE_CHANNELS = 32
 # Per-channel pixel mean/std of the world in [0, 1] (`synthetic.world.world_mean_std()`, rounded).
-DEMO_MEAN = (0.489, 0.481, 0.471)
-DEMO_STD = (0.202, 0.185, 0.196)
+DEMO_MEAN = (0.442, 0.438, 0.432)
+DEMO_STD = (0.195, 0.187, 0.200)
 # Bump when the world or the net changes so that cached checkpoints are retrained, never silently reused.
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 
 # One world seed per split: independent random streams for training, held-out test and references.
 SPLIT_SEEDS = {"train": 0, "test": 1, "reference": 2}
-SPLIT_SIZES = {"train": 10_000, "test": 2_000, "reference": 3_000}
+SPLIT_SIZES = {"train": 20_000, "test": 2_000, "reference": 3_000}
 
-TRAIN_DEFAULTS = {"epochs": 5, "batch_size": 128, "lr": 4e-3, "weight_decay": 5e-4, "sparsity": 0.5,
+TRAIN_DEFAULTS = {"epochs": 8, "batch_size": 128, "lr": 4e-3, "weight_decay": 5e-4, "sparsity": 0.5,
                   "label_smoothing": 0.1}
 
 
@@ -77,51 +79,55 @@ class BasicBlock(nn.Module):
 
 
 class ClassScores(nn.Module):
-    """A diagonal linear layer: logit_c = weight_c * x_c + bias_c; (B, C) -> (B, C).
+    """Logits from the last block's maps (B, n_classes + n_free, H, W) -> (B, n_classes).
 
-    Keeps channel c of the last block the detector of class c, so a union class plants its two concepts
-    in one channel (a full linear layer would spread classes over channels).
+    Planted channel c feeds logit c alone: ``weight_c * max(maps_c) + bias_c`` (a diagonal layer on the
+    global max), so it stays class c's detector and a union class plants its two concepts in it. The free
+    channels feed every logit through a linear layer on their spatial mean.
     """
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int, n_free: int):
         super().__init__()
+        self.n_classes, self.n_free = n_classes, n_free
         self.weight = nn.Parameter(torch.ones(n_classes))
         self.bias = nn.Parameter(torch.zeros(n_classes))
+        self.free = nn.Linear(n_free, n_classes) if n_free else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weight + self.bias
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        logits = maps[:, :self.n_classes].amax(dim=(2, 3)) * self.weight + self.bias
+        if self.free is not None:
+            logits = logits + self.free(maps[:, self.n_classes:].mean(dim=(2, 3)))
+        return logits
 
 
 class DemoNet(nn.Module):
-    """stem -> block1..block4 -> pool -> fc on (B, 3, 64, 64) inputs; `block4` has `n_classes` channels.
+    """stem -> block1..block4 -> fc on (B, 3, 64, 64) inputs; `block4` has `n_classes + n_free` channels.
 
     Widths (stem, block1, block2, block3) = `widths`; spatial sizes at 64 px: stem 32, block1 16, block2 8,
-    block3 8, block4 8. `pool`: "max" (the demo) or "avg"; `fc` is diagonal (`ClassScores`).
+    block3 8, block4 8. Channels ``0 .. n_classes - 1`` of block4 are the planted class detectors (`fc` is
+    `ClassScores`).
     """
 
-    def __init__(self, n_classes: int = 8, widths: tuple[int, int, int, int] = (16, 32, 64, 64),
-                 pool: str = "max"):
+    def __init__(self, n_classes: int = len(CLASSES), n_free: int = DEMO_FREE_CHANNELS,
+                 widths: tuple[int, int, int, int] = (16, 32, 64, 64)):
         super().__init__()
         w0, w1, w2, w3 = widths
-        self.n_classes = n_classes
+        self.n_classes, self.n_free = n_classes, n_free
         self.widths = tuple(widths)
         self.stem = nn.Sequential(nn.Conv2d(3, w0, 3, 2, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU())
         self.block1 = BasicBlock(w0, w1, stride=2)
         self.block2 = BasicBlock(w1, w2, stride=2)
         self.block3 = BasicBlock(w2, w3, stride=1)
-        # Narrow on purpose: one channel per class, so union classes must share a channel.
-        self.block4 = BasicBlock(w3, n_classes, stride=1)
-        self.pool_kind = pool
-        self.pool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
-        self.fc = ClassScores(n_classes)
+        self.block4 = BasicBlock(w3, n_classes + n_free, stride=1)
+        self.fc = ClassScores(n_classes, n_free)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> block4 maps (B, n_classes, H/8, W/8)."""
+        """(B, 3, H, W) -> block4 maps (B, n_classes + n_free, H/8, W/8)."""
         return self.block4(self.block3(self.block2(self.block1(self.stem(x)))))
 
     def head(self, maps: torch.Tensor) -> torch.Tensor:
         """block4 maps -> logits (B, n_classes)."""
-        return self.fc(torch.flatten(self.pool(maps), 1))
+        return self.fc(maps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -223,8 +229,9 @@ def train_demo_model(path: str | os.PathLike | None = None, seed: int = 0, n_tra
         for step in range(steps_per_epoch):
             idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
             maps = model.features(normalize(x_train[idx]))
-            # L1 on the block4 maps keeps the class channels silent off the object (sparse, local circuits)
-            loss = loss_fn(model.head(maps), y_train[idx]) + cfg["sparsity"] * maps.mean()
+            # L1 on the planted maps keeps the class channels silent off the object (sparse, local circuits)
+            sparsity = maps[:, :model.n_classes].mean()
+            loss = loss_fn(model.head(maps), y_train[idx]) + cfg["sparsity"] * sparsity
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -246,7 +253,7 @@ def train_demo_model(path: str | os.PathLike | None = None, seed: int = 0, n_tra
         "train": {**cfg, "n_train": len(y_train)},
         "world": {"train": train_world.params, "test": test_world.params,
                   "classes": [list(c.concepts) for c in train_world.classes]},
-        "arch": {"n_classes": model.n_classes, "widths": list(model.widths), "pool": model.pool_kind},
+        "arch": {"n_classes": model.n_classes, "n_free": model.n_free, "widths": list(model.widths)},
         "layer": DEMO_LAYER,
         "lower_layer": DEMO_LOWER_LAYER,
         "mean": DEMO_MEAN,
@@ -273,7 +280,7 @@ def _is_current(path: Path) -> bool:
 
 
 def _arch_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
-    return {"n_classes": arch["n_classes"], "widths": tuple(arch["widths"]), "pool": arch.get("pool", "max")}
+    return {"n_classes": arch["n_classes"], "n_free": arch["n_free"], "widths": tuple(arch["widths"])}
 
 
 def load_demo_model(path: str | os.PathLike | None = None, train_if_missing: bool = True,

@@ -1,9 +1,15 @@
 """Ground truth: how well clusterings of a neuron's references recover the world's planted concepts.
 
-`ground_truth_report` ranks references with `pure_core.activations.collect_references`, computes PURE
-circuits (`pure_core.attribution.pure_attributions_for_pairs`) at each requested lower layer and the
-activation baseline, and measures the adjusted Rand index (ARI) of k-means clusters of each against the
-planted concept of every reference.
+`ground_truth_report` ranks references with `pure_core.activations.collect_references` and measures the
+adjusted Rand index (ARI) between the planted concept of every reference and k-means clusters of:
+
+- PURE circuits (`pure_core.attribution.pure_attributions_for_pairs`) at each requested lower layer;
+- the activation baseline (the references' activation vectors of the analysed layer, O'Mahony et al.);
+- the trivial readings of `synthetic.readings` (colour histograms, raw pixels, the patch and the lower-layer
+  activations at the peak cell), which need no explanation method.
+
+A channel's *role* comes from the network: with ``planted_classes``, channel c is class c's detector, a
+``"union"`` (planted polysemantic) or a ``"control"`` (planted monosemantic); other channels are ``"free"``.
 """
 
 from __future__ import annotations
@@ -12,14 +18,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from pure_core.activations import References, collect_references
 from pure_core.attribution import pure_attributions_for_pairs
+from pure_core.hooks import as_maps, run_until
 from pure_core.virtual import VirtualNeurons
-from synthetic.world import SyntheticWorld, polysemantic_kind, world_batches
+from synthetic.readings import activation_at_peak, trivial_readings
+from synthetic.world import SyntheticWorld, WorldClass, polysemantic_kind, world_batches
 
-__all__ = ["CONCEPT_MIN_SHARE", "GroundTruthReport", "NeuronGroundTruth", "count_concepts",
-           "ground_truth_report"]
+__all__ = ["ACTIVATION", "CONCEPT_MIN_SHARE", "GroundTruthReport", "NeuronGroundTruth", "ROLES",
+           "count_concepts", "ground_truth_report", "pure_method"]
+
+ROLES = ("union", "control", "free")
+ACTIVATION = "activation"
+CONCEPT_MIN_SHARE = 0.05
+
+
+def pure_method(lower_layer: str) -> str:
+    """The method name of PURE with circuits at `lower_layer` (a column of the report)."""
+    return f"PURE {lower_layer}"
 
 
 @dataclass
@@ -27,18 +45,21 @@ class NeuronGroundTruth:
     """One neuron's references against the world's ground truth.
 
     ``concepts (n_ref,)``: the planted concept of each reference; ``kind``: `polysemantic_kind` of them;
-    ``n_concepts``: planted concepts that make up at least `CONCEPT_MIN_SHARE` of the references (a stray
-    single reference does not count); ``ari_pure[lower_layer][k]`` and ``ari_activation[k]``: adjusted
-    Rand index between the concepts and k-means (`VirtualNeurons`) clusters of PURE circuits / activation
-    vectors, for each k of the report (``"c"`` = ``max(2, n_concepts)``).
+    ``n_concepts``: planted concepts that make up at least `CONCEPT_MIN_SHARE` of the references; ``role``:
+    one of `ROLES`; ``on_class``: share of references showing a concept of the channel's planted class (None
+    for free channels); ``ari[method][k]``: adjusted Rand index between the concepts and k-means
+    (`VirtualNeurons`) clusters of the method's vectors, for each k of the report (``"c"`` =
+    ``max(2, n_concepts)``). Methods: ``"PURE <lower>"`` (`pure_method`), ``"activation"`` and every
+    trivial reading.
     """
 
     neuron: int
     concepts: list[str]
     kind: str
     n_concepts: int
-    ari_pure: dict[str, dict[int | str, float]] = field(default_factory=dict)
-    ari_activation: dict[int | str, float] = field(default_factory=dict)
+    role: str = "free"
+    on_class: float | None = None
+    ari: dict[str, dict[int | str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,56 +71,55 @@ class GroundTruthReport:
     n_ref: int
     ks: list[int | str]
     neurons: list[NeuronGroundTruth]
+    methods: list[str]
     references: References | None = None
 
-    def rows(self, kind: str | None = None) -> list[NeuronGroundTruth]:
-        return [n for n in self.neurons if kind is None or n.kind == kind]
+    @property
+    def readings(self) -> list[str]:
+        """The trivial readings among `methods`."""
+        pure = {pure_method(low) for low in self.lower_layers}
+        return [m for m in self.methods if m not in pure and m != ACTIVATION]
 
-    def mean_ari(self, method: str, k: int | str = 2, kind: str | None = "polysemantic",
-                 lower_layer: str | None = None) -> float:
-        """Mean ARI of ``method`` ("pure" or "activation") at ``k`` over neurons of ``kind`` (None: all);
-        "pure" needs `lower_layer` (default: the first one). NaN when no neuron is of that kind."""
-        rows = self.rows(kind)
-        if not rows:
-            return float("nan")
-        if method == "pure":
-            lower = lower_layer or self.lower_layers[0]
-            return float(np.mean([r.ari_pure[lower][k] for r in rows]))
-        if method == "activation":
-            return float(np.mean([r.ari_activation[k] for r in rows]))
-        raise ValueError(f"method must be 'pure' or 'activation', not {method!r}")
+    def rows(self, group: str | None = None) -> list[NeuronGroundTruth]:
+        """Neurons whose role (`ROLES`) or kind (`polysemantic_kind`) is ``group``; all for None."""
+        return [n for n in self.neurons if group is None or group in (n.role, n.kind)]
 
-    def format_table(self) -> str:
-        """A plain-text table: one line per neuron, then means over polysemantic neurons and controls."""
-        cols = [f"PURE {low} k={k}" for low in self.lower_layers for k in self.ks] + [
-            f"act k={k}" for k in self.ks]
-        head = f"{'neuron':>6}  {'kind':<12} {'concepts among references':<44} " + " ".join(
-            f"{c:>{max(8, len(c))}}" for c in cols)
-        lines = [head, "-" * len(head)]
+    def mean_ari(self, method: str, k: int | str = 2, group: str | None = "union") -> float:
+        """Mean ARI of ``method`` at ``k`` over the neurons of ``group`` (see `rows`); NaN when none."""
+        if method not in self.methods:
+            raise ValueError(f"unknown method {method!r}; the report has {self.methods}")
+        rows = self.rows(group)
+        return float(np.mean([r.ari[method][k] for r in rows])) if rows else float("nan")
+
+    def best_pure_layer(self, k: int | str = 2, group: str = "union") -> str:
+        """The lower layer at which PURE's mean ARI over ``group`` is highest."""
+        return max(self.lower_layers, key=lambda low: self.mean_ari(pure_method(low), k, group))
+
+    def format_table(self, k: int | str = 2) -> str:
+        """A plain-text table at ``k``: one line per neuron, then means per role and per kind."""
+        cols = self.methods
+        widths = [max(7, len(c)) for c in cols]
+        head = (f"{'neuron':>6}  {'role':<8}{'kind':<13}{'on class':>8}  {'concepts among references':<40} "
+                + " ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True)))
+        lines = [f"ARI at k={k}", head, "-" * len(head)]
 
         def cells(values: list[float]) -> str:
-            return " ".join(f"{v:>{max(8, len(c))}.3f}" for v, c in zip(values, cols, strict=True))
+            return " ".join(f"{v:>{w}.3f}" for v, w in zip(values, widths, strict=True))
 
         for r in self.neurons:
             names, counts = np.unique(np.asarray(r.concepts), return_counts=True)
             order = np.argsort(-counts)
-            mix = ", ".join(f"{counts[j]} {names[j]}" for j in order[:3]) + (" ..." if len(order) > 3 else "")
-            values = [r.ari_pure[low][k] for low in self.lower_layers for k in self.ks] + [
-                r.ari_activation[k] for k in self.ks]
-            lines.append(f"{r.neuron:>6}  {r.kind:<12} {mix[:44]:<44} {cells(values)}")
+            mix = ", ".join(f"{counts[j]} {names[j]}" for j in order[:2]) + (" ..." if len(order) > 2 else "")
+            on_class = "" if r.on_class is None else f"{r.on_class:.2f}"
+            lines.append(f"{r.neuron:>6}  {r.role:<8}{r.kind:<13}{on_class:>8}  {mix[:40]:<40} "
+                         + cells([r.ari[m][k] for m in cols]))
         lines.append("-" * len(head))
-        for kind in ("polysemantic", "monosemantic", "mixed"):
-            rows = self.rows(kind)
-            if not rows:
-                continue
-            values = [self.mean_ari("pure", k, kind, low) for low in self.lower_layers for k in self.ks] + [
-                self.mean_ari("activation", k, kind) for k in self.ks]
-            label = f"mean over {len(rows)} {kind}"
-            lines.append(f"{'':>6}  {label:<57} {cells(values)}")
+        for group in (*ROLES, "polysemantic", "monosemantic"):
+            rows = self.rows(group)
+            if rows:
+                label = f"mean over {len(rows)} {group}"
+                lines.append(f"{'':>6}  {label:<71} " + cells([self.mean_ari(m, k, group) for m in cols]))
         return "\n".join(lines)
-
-
-CONCEPT_MIN_SHARE = 0.05
 
 
 def count_concepts(concepts: Sequence[str], min_share: float = CONCEPT_MIN_SHARE) -> int:
@@ -120,18 +140,27 @@ def _cluster_ari(vectors: np.ndarray, concepts: Sequence[str], k: int | str, n_c
     return float(adjusted_rand_score(concepts, labels))
 
 
+def _role(neuron: int, planted_classes: Sequence[WorldClass]) -> tuple[str, WorldClass | None]:
+    if neuron < len(planted_classes):
+        cls = planted_classes[neuron]
+        return ("union" if cls.polysemantic else "control"), cls
+    return "free", None
+
+
 def ground_truth_report(model, world: SyntheticWorld, layer: str, lower_layers: Sequence[str],
                         preprocessing, n_ref: int = 100, ks: Sequence[int | str] = (2, "c"),
                         neurons: Sequence[int] | None = None, batch_size: int = 256,
-                        progress: bool = False, random_state: int = 0) -> GroundTruthReport:
-    """Measure PURE and the activation baseline against the planted concepts, neuron by neuron.
+                        progress: bool = False, random_state: int = 0,
+                        planted_classes: Sequence[WorldClass] = ()) -> GroundTruthReport:
+    """Measure PURE, the activation baseline and the trivial readings against the planted concepts.
 
     For every channel of `layer` (or `neurons`): its top-`n_ref` references in `world`
     (`collect_references`), the planted concept of each, and the adjusted Rand index between those
-    concepts and k-means clusters (`VirtualNeurons`, `random_state`) of (a) PURE circuits
-    (`pure_attributions_for_pairs`) for each of `lower_layers` and (b) the references' activation vectors
-    (the O'Mahony baseline), for each k in `ks` (``"c"``: the number of planted concepts among the
-    references, each at least `CONCEPT_MIN_SHARE` of them; at least 2). `model` in eval mode;
+    concepts and k-means clusters (`VirtualNeurons`, `random_state`) of (a) PURE circuits at each of
+    `lower_layers`, (b) the references' activation vectors and (c) every `synthetic.readings` reading
+    (the lower-layer activation at the peak cell for each of `lower_layers`), for each k in `ks`
+    (``"c"``: the number of planted concepts among the references, at least 2). `planted_classes[c]` is
+    the class whose detector channel c is (the demo net: ``world.classes``). `model` in eval mode;
     `preprocessing` a `pure_core.models.Preprocessing`.
     """
     refs = collect_references(model, world_batches(world, preprocessing, batch_size), layer, n_ref,
@@ -141,20 +170,35 @@ def ground_truth_report(model, world: SyntheticWorld, layer: str, lower_layers: 
         from tqdm.auto import tqdm
 
         rows = tqdm(rows, desc="ground truth", unit="neuron")
-    results = []
+    layer_hw = _layer_hw(model, next(world_batches(world, preprocessing, 1)), layer)
+    results: list[NeuronGroundTruth] = []
+    methods: list[str] = []
     for row in rows:
         neuron = int(refs.neurons[row])
         indices = refs.indices[row]
         concepts = [world.concept_of(int(i)) for i in indices]
         n_concepts = count_concepts(concepts)
+        role, cls = _role(neuron, planted_classes)
+        on_class = None if cls is None else float(np.mean([c in cls.concepts for c in concepts]))
         inputs = next(world_batches(world, preprocessing, len(indices), indices))
-        result = NeuronGroundTruth(neuron, concepts, polysemantic_kind(concepts), n_concepts)
+        vectors: dict[str, np.ndarray] = {}
         for lower in lower_layers:
             circuits = pure_attributions_for_pairs(model, inputs, layer, lower, [neuron] * len(inputs))
-            circuits = circuits.detach().cpu().numpy().astype(np.float64)
-            result.ari_pure[lower] = {k: _cluster_ari(circuits, concepts, k, n_concepts, random_state)
-                                      for k in ks}
-        baseline = refs.baseline(row).astype(np.float64)
-        result.ari_activation = {k: _cluster_ari(baseline, concepts, k, n_concepts, random_state) for k in ks}
-        results.append(result)
-    return GroundTruthReport(layer, list(lower_layers), refs.n_ref, list(ks), results, refs)
+            vectors[pure_method(lower)] = circuits.detach().cpu().numpy().astype(np.float64)
+        vectors[ACTIVATION] = refs.baseline(row).astype(np.float64)
+        positions = refs.positions[row]
+        at_peak = activation_at_peak(model, inputs, lower_layers, positions, layer_hw)
+        vectors.update(trivial_readings(world.arrays(indices), positions, layer_hw, at_peak))
+        methods = list(vectors)
+        ari = {m: {k: _cluster_ari(v, concepts, k, n_concepts, random_state) for k in ks}
+               for m, v in vectors.items()}
+        results.append(NeuronGroundTruth(neuron, concepts, polysemantic_kind(concepts), n_concepts, role,
+                                         on_class, ari))
+    return GroundTruthReport(layer, list(lower_layers), refs.n_ref, list(ks), results, methods, refs)
+
+
+def _layer_hw(model, x, layer: str) -> tuple[int, int]:
+    """Spatial size of `layer`'s map for inputs like `x`."""
+    with torch.no_grad():
+        maps = as_maps(run_until(model, x, layer))
+    return int(maps.shape[2]), int(maps.shape[3])

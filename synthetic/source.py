@@ -46,7 +46,7 @@ class WorldSource(ImageSource):
         return self.world.annotation(index)
 
     def dataset_label(self, index: int) -> str:
-        """The planted concept of image ``index`` (e.g. "red circle")."""
+        """The planted concept of image ``index`` (e.g. "hstripes circle")."""
         return self.world.concept_of(index)
 
     def ground_truth(self, indices: Sequence[int], boxes: np.ndarray) -> GroundTruth:

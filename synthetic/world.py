@@ -1,16 +1,27 @@
 """The synthetic world: small RGB images with planted polysemantic classes and full ground truth.
 
-Every image shows exactly one *planted* object (a shape x colour concept that decides the label) and 0-2
-*distractor* objects (shape x colour combinations that belong to no class and share neither colour nor
-shape with the concepts of the image's class), all of similar size (14-22 px at 64 px), on a textured
-background (plain, horizontal/vertical stripes, checker, dots, noise). Five classes are the union of two
-unrelated object concepts ("red circle" OR "cyan square"), so a network with one channel per class grows
-channels that are polysemantic by construction; three classes hold a single concept (monosemantic
-controls). Each image is drawn from its own random stream seeded by ``(seed, index)``, so any index is
-reproducible on its own and the world needs no storage (~1 ms per image).
+A *concept* is a shape with a fill pattern ("hstripes circle", "checker tbar"); colour carries no concept
+information. Every image shows one *planted* object (the concept that decides the label) and 1-4
+*distractor* objects packed 1-4 px around it (inside the receptive field of any unit that sees the planted
+object), on a background drawn from one distribution shared by all classes. Each object's colour is drawn
+from `PALETTE` independently of its concept; its fill alternates that colour with a dark shade of it, and
+every fill covers about half of the object, so colour and brightness statistics say nothing about the
+concept.
 
-Boxes are ``(top, left, bottom, right)`` in pixels with bottom/right exclusive, like `pure_core.crops`.
-`synthetic.ground_truth` scores PURE and the activation baseline against the planted concepts.
+Eight classes are *unions* of two concepts that share their fill and differ in shape (an elongated bar vs
+a compact blob: "hstripes tbar | hstripes circle"), so a small window on the object (a patch of the fill)
+is the same for both concepts; only the shape, read in deeper layers, tells them apart. In 70 % of a
+union's images one distractor shows the union's *other* shape in another fill (drawn from the same fills
+whichever concept is planted), so which shapes are present does not tell which concept was planted
+either. Eight classes hold one concept (monosemantic controls).
+Distractors are the unplanted concepts; shapes and fills are reused across classes, so the label needs the
+conjunction of shape and fill. A network with one channel per class therefore grows channels that are
+polysemantic by construction (`synthetic.demo`).
+
+Each image is drawn from its own random stream seeded by ``(seed, index)``, so any index is reproducible on
+its own and the world needs no storage (under 1 ms per image). Boxes are ``(top, left, bottom, right)`` in
+pixels with bottom/right exclusive, like `pure_core.crops`. `synthetic.ground_truth` scores PURE, the
+activation baseline and trivial readings against the planted concepts.
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "diamond", "ring")
-COLOURS: dict[str, tuple[int, int, int]] = {
+FILLS: tuple[str, ...] = ("hstripes", "vstripes", "checker", "dstripes", "astripes", "dots")
+SHAPES: tuple[str, ...] = ("circle", "diamond", "hexagon", "tbar", "tvbar", "square", "triangle", "cross",
+                           "hourglass")
+# Object colours (vivid, any hue), drawn independently of the concept.
+PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 180, 60),
     "blue": (40, 80, 230),
@@ -35,13 +49,18 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (40, 210, 215),
     "orange": (245, 140, 20),
     "white": (240, 240, 240),
+    "violet": (150, 90, 230),
+    "lime": (120, 200, 40),
 }
-TEXTURES: tuple[str, ...] = ("plain", "stripes_h", "stripes_v", "checker", "dots", "noise")
+BACKGROUNDS: tuple[str, ...] = ("plain", "noise", "blobs", "grid")
+# Bump when what an index draws changes: run stores and checkpoints record it, so a store of an older world
+# is never resumed or compared as if it were this one.
+WORLD_VERSION = 2
 
 
 @dataclass(frozen=True)
 class WorldClass:
-    """One label of the world: the union of its planted object concepts ("<colour> <shape>")."""
+    """One label of the world: the union of its planted concepts ("<fill> <shape>")."""
 
     name: str
     concepts: tuple[str, ...]
@@ -51,123 +70,154 @@ class WorldClass:
         return len(self.concepts) > 1
 
 
-# Five classes are unions of two unrelated concepts, three are controls. The two concepts of a union
-# differ in shape and have complementary colours (no RGB channel in common), so their circuits can part.
+def _union(fill: str, bar: str, blob: str) -> WorldClass:
+    a, b = f"{fill} {bar}", f"{fill} {blob}"
+    return WorldClass(f"{a} | {b}", (a, b))
+
+
+def _control(concept: str) -> WorldClass:
+    return WorldClass(concept, (concept,))
+
+
+# Unions pair a bar with a blob of the same fill; controls use the other fills and shapes, and every bar or
+# blob shape keeps at least two unplanted fills for the "other shape" distractor.
 CLASSES: tuple[WorldClass, ...] = (
-    WorldClass("red circle | cyan square", ("red circle", "cyan square")),
-    WorldClass("green triangle | magenta cross", ("green triangle", "magenta cross")),
-    WorldClass("blue diamond | yellow ring", ("blue diamond", "yellow ring")),
-    WorldClass("orange square | blue triangle", ("orange square", "blue triangle")),
-    WorldClass("magenta circle | green diamond", ("magenta circle", "green diamond")),
-    WorldClass("white cross", ("white cross",)),
-    WorldClass("yellow square", ("yellow square",)),
-    WorldClass("red ring", ("red ring",)),
+    _union("hstripes", "tbar", "circle"),
+    _union("hstripes", "tvbar", "diamond"),
+    _union("vstripes", "tbar", "diamond"),
+    _union("vstripes", "tvbar", "hexagon"),
+    _union("checker", "tbar", "hexagon"),
+    _union("checker", "tvbar", "circle"),
+    _union("dstripes", "tbar", "circle"),
+    _union("dstripes", "tvbar", "diamond"),
+    _control("astripes square"),
+    _control("dots diamond"),
+    _control("astripes hexagon"),
+    _control("dots cross"),
+    _control("hstripes square"),
+    _control("vstripes triangle"),
+    _control("checker cross"),
+    _control("dstripes hourglass"),
 )
 
-CONCEPTS: tuple[str, ...] = tuple(f"{colour} {shape}" for shape in SHAPES for colour in COLOURS)
+CONCEPTS: tuple[str, ...] = tuple(f"{fill} {shape}" for shape in SHAPES for fill in FILLS)
 PLANTED_CONCEPTS: tuple[str, ...] = tuple(c for cls in CLASSES for c in cls.concepts)
 DISTRACTOR_CONCEPTS: tuple[str, ...] = tuple(c for c in CONCEPTS if c not in PLANTED_CONCEPTS)
 
 
-def _distractors_for(cls: WorldClass) -> tuple[str, ...]:
-    """Distractors unrelated to `cls`: neither the colour nor the shape of any of its concepts.
+def other_shape_distractors(cls: WorldClass, planted: str) -> tuple[str, ...]:
+    """The "other shape" distractors of a union image: its other concept's shape in every fill in which
+    neither of the union's shapes is planted (empty for controls).
 
-    (A "red diamond" beside a "cyan square" of the class "red circle | cyan square" would show half of the
-    other planted concept and blur which concept the image shows.)
+    The fills are the same whichever concept is planted, so the distractor's fill tells nothing either.
     """
-    colours = {c.split(" ")[0] for c in cls.concepts}
-    shapes = {c.split(" ")[1] for c in cls.concepts}
-    return tuple(c for c in DISTRACTOR_CONCEPTS
-                 if c.split(" ")[0] not in colours and c.split(" ")[1] not in shapes)
+    shapes = [c.split(" ")[1] for c in cls.concepts]
+    fills = [f for f in FILLS if all(f"{f} {s}" in DISTRACTOR_CONCEPTS for s in shapes)]
+    others = [s for c, s in zip(cls.concepts, shapes, strict=True) if c != planted]
+    return tuple(f"{f} {s}" for s in others for f in fills)
 
 
-DISTRACTORS_BY_CLASS: tuple[tuple[str, ...], ...] = tuple(_distractors_for(cls) for cls in CLASSES)
+# Sizes at 64 px, scaled with the image side: objects 20-26 px across, 1-4 px apart, fill period 6 px.
+_DIAMETER_FRACTION = (20 / 64, 26 / 64)
+_GAP_FRACTION = (1 / 64, 4 / 64)
+_FILL_PERIOD_FRACTION = 6 / 64
+_N_DISTRACTORS_P = (0.0, 0.3, 0.4, 0.3)  # P(0, 1, 2, 3 distractors), plus the "other shape" one
+_OTHER_SHAPE_P = 0.7  # a union's image also shows its other shape (in another fill)
+_DARK = 0.3  # off-pattern pixels of an object: its colour * _DARK
+_COLOUR_JITTER = 15  # +- per RGB channel, per object
+_PLACEMENT_TRIES = 40
 
-# Object size (diameter of the shape's bounding square) as a fraction of the image side: 14-22 px at 64 px.
-_DIAMETER_FRACTION = (14 / 64, 22 / 64)
-_DISTRACTOR_COUNT_P = (0.2, 0.4, 0.4)  # P(0, 1, 2 distractors)
-_COLOUR_JITTER = 12  # +- per RGB channel, per object
-_MAX_PLACEMENT_TRIES = 50
 
-
-def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, radius: float) -> np.ndarray:
-    """Boolean mask of `shape` on offsets `dy`, `dx` (pixel centres minus the object's centre)."""
-    r = radius
+@functools.lru_cache(maxsize=256)
+def shape_mask(shape: str, diameter: int) -> np.ndarray:
+    """(d, d) read-only bool mask of `shape` centred in a ``diameter`` square."""
+    offsets = np.arange(diameter) + 0.5 - diameter / 2
+    dy, dx = offsets[:, None], offsets[None, :]
+    r = diameter / 2
     if shape == "circle":
-        return dy**2 + dx**2 <= r**2
-    if shape == "square":
-        half = 0.82 * r  # area close to the circle's
-        return (np.abs(dy) <= half) & (np.abs(dx) <= half)
-    if shape == "triangle":  # apex up, base at the bottom
-        return (dy >= -r) & (dy <= r) & (np.abs(dx) <= (dy + r) / 2)
-    if shape == "cross":
-        arm = r / 3
-        return ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
-    if shape == "diamond":
-        return np.abs(dx) + np.abs(dy) <= r
-    if shape == "ring":
-        d2 = dy**2 + dx**2
-        return (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
-    raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+        mask = dy**2 + dx**2 <= r**2
+    elif shape == "square":
+        mask = (np.abs(dy) <= 0.82 * r) & (np.abs(dx) <= 0.82 * r)
+    elif shape == "triangle":  # apex up
+        mask = (np.abs(dx) <= (dy + r) / 2) & (dy <= r)
+    elif shape == "cross":
+        arm = 0.4 * r
+        mask = ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
+    elif shape == "diamond":
+        mask = np.abs(dx) + np.abs(dy) <= r
+    elif shape == "hourglass":  # two triangles meeting at their tips
+        mask = (np.abs(dy) <= 0.9 * r) & (np.abs(dx) <= 0.15 * r + 0.85 * np.abs(dy))
+    elif shape == "tbar":  # thick horizontal bar
+        mask = (np.abs(dy) <= 0.42 * r) & (np.abs(dx) <= r)
+    elif shape == "tvbar":  # thick vertical bar
+        mask = (np.abs(dx) <= 0.42 * r) & (np.abs(dy) <= r)
+    elif shape == "hexagon":  # flat top and bottom
+        mask = (np.abs(dy) <= 0.866 * r) & (np.abs(dx) + 0.577 * np.abs(dy) <= r)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+    mask.setflags(write=False)
+    return mask
 
 
-def _muted_colour(rng: np.random.Generator) -> np.ndarray:
-    """A low-saturation background colour (never mistaken for an object colour)."""
-    grey = rng.uniform(50, 190)
-    tint = rng.uniform(-25, 25, size=3)
-    return np.clip(grey + tint, 0, 255)
+def fill_pattern(fill: str, diameter: int, phase: tuple[int, int], period: int) -> np.ndarray:
+    """(d, d) bool: where the fill shows the object's colour (about half the pixels; the rest is dark)."""
+    yy, xx = np.mgrid[0:diameter, 0:diameter]
+    yy, xx = yy + phase[0], xx + phase[1]
+    half = period // 2
+    if fill == "hstripes":
+        return (yy % period) < half
+    if fill == "vstripes":
+        return (xx % period) < half
+    if fill == "checker":
+        return ((yy // half) + (xx // half)) % 2 == 0
+    if fill == "dstripes":
+        return ((yy + xx) % period) < half
+    if fill == "astripes":
+        return ((yy - xx) % period) < half
+    if fill == "dots":  # discs on a square lattice covering ~50 %
+        cy, cx = (yy % period) - period / 2 + 0.5, (xx % period) - period / 2 + 0.5
+        return cy**2 + cx**2 <= (0.4 * period) ** 2
+    raise ValueError(f"unknown fill {fill!r}; known: {FILLS}")
 
 
-@functools.lru_cache(maxsize=8)
-def _grid(size_px: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.mgrid[0:size_px, 0:size_px]
-    yy.setflags(write=False)
-    xx.setflags(write=False)
-    return yy, xx
+def _draw_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """A muted (H, W, 3) float background whose kind and tint are independent of the class."""
+    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    base = rng.uniform(60, 170) + rng.uniform(-20, 20, size=3)
+    image = np.broadcast_to(base, (size, size, 3)).astype(np.float32).copy()
+    if kind == "noise":
+        image += rng.normal(0, 18, size=(size, size, 1)).astype(np.float32)
+    elif kind == "blobs":  # smooth low-frequency shading on a 4 x 4 grid of tiles
+        coarse = rng.normal(0, 25, size=(4, 4, 3)).astype(np.float32)
+        tile = -(-size // 4)
+        image += np.kron(coarse, np.ones((tile, tile, 1), dtype=np.float32))[:size, :size]
+    elif kind == "grid":  # thin lines at a period no fill uses
+        period = int(rng.integers(9, 14))
+        yy, xx = np.mgrid[0:size, 0:size]
+        image[(yy % period == 0) | (xx % period == 0)] += rng.choice([-35.0, 35.0])
+    image += rng.normal(0, 4, size=image.shape).astype(np.float32)  # mild sensor noise everywhere
+    return image, {"kind": kind, "tint": tuple(int(v) for v in np.clip(base, 0, 255))}
 
 
-def _draw_background(rng: np.random.Generator, size_px: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """(H, W, 3) float background and its annotation."""
-    texture = TEXTURES[rng.integers(len(TEXTURES))]
-    c0, c1 = _muted_colour(rng), _muted_colour(rng)
-    if np.abs(c0 - c1).max() < 30:  # keep the two texture colours apart so the texture is visible
-        c1 = np.clip(c0 + np.where(c0.mean() > 120, -45, 45), 0, 255)
-    period_px = int(rng.integers(max(3, size_px // 16), max(4, size_px // 6) + 1))
-    yy, xx = _grid(size_px)
-    if texture == "plain":
-        pattern = np.zeros((size_px, size_px), dtype=bool)
-    elif texture == "stripes_h":
-        pattern = (yy // period_px) % 2 == 1
-    elif texture == "stripes_v":
-        pattern = (xx // period_px) % 2 == 1
-    elif texture == "checker":
-        pattern = ((yy // period_px) + (xx // period_px)) % 2 == 1
-    elif texture == "dots":
-        cy = (yy % (2 * period_px)) - period_px + 0.5
-        cx = (xx % (2 * period_px)) - period_px + 0.5
-        pattern = cy**2 + cx**2 <= (0.45 * period_px) ** 2
-    else:  # noise
-        pattern = rng.random((size_px, size_px)) < 0.5
-    image = np.where(pattern[..., None], c1.astype(np.float32), c0.astype(np.float32))
-    image += 4 * rng.standard_normal(image.shape, dtype=np.float32)  # mild sensor noise everywhere
-    background = {
-        "texture": texture,
-        "colours": [tuple(int(v) for v in c0), tuple(int(v) for v in c1)],
-        "period_px": period_px,
-    }
-    return image, background
+def _overlaps(box: tuple[int, int, int, int], taken: list[tuple[int, int, int, int]]) -> bool:
+    top, left, bottom, right = box
+    return any(not (bottom + 1 <= t or b + 1 <= top or right + 1 <= lft or r + 1 <= left)
+               for t, lft, b, r in taken)
 
 
-def _place(rng: np.random.Generator, size_px: int, diameter: int, taken: list[tuple[int, int, int, int]]):
-    """A free (top, left) for a `diameter` square, 1 px away from every taken box; None if none found."""
-    for _ in range(_MAX_PLACEMENT_TRIES):
-        top = int(rng.integers(0, size_px - diameter + 1))
-        left = int(rng.integers(0, size_px - diameter + 1))
-        bottom, right = top + diameter, left + diameter
-        if all(
-            bottom + 1 <= t or b + 1 <= top or right + 1 <= lft or r + 1 <= left
-            for t, lft, b, r in taken
-        ):
+def _place_near(rng: np.random.Generator, size: int, diameter: int, anchor: tuple[int, int, int, int],
+                taken: list[tuple[int, int, int, int]], gap: tuple[int, int]) -> tuple[int, int] | None:
+    """(top, left) of a free `diameter` square `gap` px beside the `anchor` box, inside the image."""
+    t0, l0, b0, r0 = anchor
+    for _ in range(_PLACEMENT_TRIES):
+        side = int(rng.integers(4))
+        g = int(rng.integers(gap[0], gap[1] + 1))
+        along_rows = int(rng.integers(t0 - diameter // 2, b0 - diameter // 2 + 1))
+        along_cols = int(rng.integers(l0 - diameter // 2, r0 - diameter // 2 + 1))
+        top, left = ((t0 - g - diameter, along_cols), (b0 + g, along_cols),
+                     (along_rows, l0 - g - diameter), (along_rows, r0 + g))[side]
+        box = (top, left, top + diameter, left + diameter)
+        if top >= 0 and left >= 0 and box[2] <= size and box[3] <= size and not _overlaps(box, taken):
             return top, left
     return None
 
@@ -186,20 +236,25 @@ class SyntheticWorld(Dataset):
     planted_concepts: tuple[str, ...] = PLANTED_CONCEPTS
     distractor_concepts: tuple[str, ...] = DISTRACTOR_CONCEPTS
     shapes: tuple[str, ...] = SHAPES
-    colours: dict[str, tuple[int, int, int]] = COLOURS
-    textures: tuple[str, ...] = TEXTURES
+    fills: tuple[str, ...] = FILLS
+    palette: dict[str, tuple[int, int, int]] = PALETTE
+    backgrounds: tuple[str, ...] = BACKGROUNDS
 
     def __init__(self, n_images: int, seed: int = 0, size_px: int = 64, transform=None, cache: bool = False):
         if n_images < 0:
             raise ValueError("n_images must be >= 0")
-        if size_px < 24:
-            raise ValueError("size_px must be >= 24 (objects need room)")
+        if size_px < 48:
+            raise ValueError("size_px must be >= 48 (objects and their neighbours need room)")
         self.n_images = int(n_images)
         self.seed = int(seed)
         self.size_px = int(size_px)
         self.transform = transform
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+        scale = self.size_px
+        self._diameter = tuple(round(f * scale) for f in _DIAMETER_FRACTION)
+        self._gap = tuple(max(1, round(f * scale)) for f in _GAP_FRACTION)
+        self._period = max(4, 2 * round(_FILL_PERIOD_FRACTION * scale / 2))
 
     # -- dataset protocol ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -215,7 +270,8 @@ class SyntheticWorld(Dataset):
     @property
     def params(self) -> dict[str, Any]:
         """What identifies this world (for checkpoints and run configs)."""
-        return {"n_images": self.n_images, "seed": self.seed, "size_px": self.size_px}
+        return {"n_images": self.n_images, "seed": self.seed, "size_px": self.size_px,
+                "version": WORLD_VERSION}
 
     @property
     def n_classes(self) -> int:
@@ -244,76 +300,81 @@ class SyntheticWorld(Dataset):
             self._cache[i] = (array.copy(), _copy_annotation(annotation))
         return array, annotation
 
+    def _concepts(self, rng: np.random.Generator, cls: WorldClass) -> list[str]:
+        """The planted concept first, then the distractors of one image."""
+        planted = cls.concepts[int(rng.integers(len(cls.concepts)))]
+        n_distractors = int(rng.choice(len(_N_DISTRACTORS_P), p=_N_DISTRACTORS_P))
+        pool = DISTRACTOR_CONCEPTS
+        concepts = [planted] + [pool[int(k)] for k in rng.integers(len(pool), size=n_distractors)]
+        other = other_shape_distractors(cls, planted)
+        if other and rng.random() < _OTHER_SHAPE_P:
+            concepts.insert(1, other[int(rng.integers(len(other)))])
+        return concepts
+
     def _draw(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
         rng = self._rng(i)
         size = self.size_px
         label = int(rng.integers(self.n_classes))  # first draw: `labels()` reads only this
         cls = self.classes[label]
-        planted = cls.concepts[int(rng.integers(len(cls.concepts)))]
-        n_distractors = int(rng.choice(len(_DISTRACTOR_COUNT_P), p=_DISTRACTOR_COUNT_P))
-        pool = DISTRACTORS_BY_CLASS[label]
-        concepts = [planted] + [pool[int(k)] for k in rng.integers(len(pool), size=n_distractors)]
+        concepts = self._concepts(rng, cls)
         image, background = _draw_background(rng, size)
-        lo, hi = (max(6, round(f * size)) for f in _DIAMETER_FRACTION)
+        colour_names = tuple(PALETTE)
         objects: list[dict[str, Any]] = []
         taken: list[tuple[int, int, int, int]] = []
         for j, concept in enumerate(concepts):
-            diameter = int(rng.integers(lo, hi + 1))
-            spot = _place(rng, size, diameter, taken)
-            if spot is None:  # only distractors can miss (the planted object is placed first)
-                continue
-            top, left = spot
-            colour_name, shape = concept.split(" ")
+            d = int(rng.integers(self._diameter[0], self._diameter[1] + 1))
+            if j == 0:  # the planted object: anywhere, 2 px from the border, so neighbours fit around it
+                top, left = (int(v) for v in rng.integers(2, size - d - 2 + 1, size=2))
+            else:
+                spot = _place_near(rng, size, d, taken[0], taken, self._gap)
+                if spot is None:  # only distractors can miss
+                    continue
+                top, left = spot
+            fill, shape = concept.split(" ")
+            colour_name = colour_names[int(rng.integers(len(colour_names)))]
             jitter = rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3)
-            colour = np.clip(np.array(COLOURS[colour_name]) + jitter, 0, 255)
-            mask = self._object_mask(shape, top, left, diameter)
-            image[top:top + diameter, left:left + diameter][mask] = colour
-            taken.append((top, left, top + diameter, left + diameter))
+            colour = np.clip(np.array(PALETTE[colour_name]) + jitter, 0, 255)
+            phase = (int(rng.integers(self._period)), int(rng.integers(self._period)))
+            mask = shape_mask(shape, d)
+            on = fill_pattern(fill, d, phase, self._period)
+            patch = np.where(on[..., None], colour, colour * _DARK)
+            image[top:top + d, left:left + d][mask] = patch[mask]
+            taken.append((top, left, top + d, left + d))
             objects.append({
                 "concept": concept,
                 "concept_id": CONCEPTS.index(concept),
                 "shape": shape,
+                "fill": fill,
                 "colour": colour_name,
                 "rgb": tuple(int(v) for v in colour),
                 "planted": j == 0,
-                "box": self._tight_box(mask, top, left),
-                "diameter_px": diameter,
+                "box": _tight_box(mask, top, left),
+                "square": (top, left, top + d, left + d),
+                "fill_phase": phase,
             })
         array = np.clip(np.rint(image), 0, 255).astype(np.uint8)
         annotation = {
             "index": i,
             "label": label,
             "class_name": cls.name,
-            "planted_concept": planted,
+            "planted_concept": concepts[0],
             "objects": objects,
             "background": background,
         }
         return array, annotation
 
-    @staticmethod
-    def _object_mask(shape: str, top: int, left: int, diameter: int) -> np.ndarray:
-        """(diameter, diameter) mask of a shape whose bounding square starts at (top, left)."""
-        offsets = np.arange(diameter) + 0.5 - diameter / 2
-        dy, dx = offsets[:, None], offsets[None, :]
-        return _shape_mask(shape, dy, dx, diameter / 2)
-
-    @staticmethod
-    def _tight_box(mask: np.ndarray, top: int, left: int) -> tuple[int, int, int, int]:
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        return (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1)
-
     # -- ground truth -------------------------------------------------------------------------------
     def annotation(self, i: int) -> dict[str, Any]:
         """Ground truth of image ``i``: ``{index, label, class_name, planted_concept, objects, background}``.
 
-        ``objects`` (planted first): ``{concept, concept_id, shape, colour, rgb, planted, box, diameter_px}``
-        with ``box = (top, left, bottom, right)`` the tight box of the drawn pixels.
-        ``background``: ``{texture, colours, period_px}``.
+        ``objects`` (planted first): ``{concept, concept_id, shape, fill, colour, rgb, planted, box, square,
+        fill_phase}`` with ``box = (top, left, bottom, right)`` the tight box of the drawn pixels and
+        ``square`` the object's bounding square. ``background``: ``{kind, tint}``.
         """
         return self.render(i)[1]
 
     def concept_of(self, i: int) -> str:
-        """The planted concept of image ``i`` (e.g. ``"red circle"``)."""
+        """The planted concept of image ``i`` (e.g. ``"hstripes circle"``)."""
         return self.render(i)[1]["planted_concept"]
 
     def masks(self, i: int) -> np.ndarray:
@@ -321,13 +382,8 @@ class SyntheticWorld(Dataset):
         annotation = self.annotation(i)
         out = np.zeros((len(annotation["objects"]), self.size_px, self.size_px), dtype=bool)
         for k, obj in enumerate(annotation["objects"]):
-            top, left, bottom, right = obj["box"]
-            d = obj["diameter_px"]
-            # recover the bounding square from the tight box (shapes are centred in it)
-            mask = self._object_mask(obj["shape"], 0, 0, d)
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            sq_top, sq_left = top - int(rows[0]), left - int(cols[0])
-            out[k, sq_top:sq_top + d, sq_left:sq_left + d] = mask
+            top, left, bottom, right = obj["square"]
+            out[k, top:bottom, left:right] = shape_mask(obj["shape"], bottom - top)
         return out
 
     def labels(self, indices: Sequence[int] | None = None) -> np.ndarray:
@@ -347,6 +403,11 @@ class SyntheticWorld(Dataset):
         if not out:
             return np.zeros((0, self.size_px, self.size_px, 3), dtype=np.uint8)
         return np.stack(out)
+
+
+def _tight_box(mask: np.ndarray, top: int, left: int) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1)
 
 
 def _copy_annotation(annotation: dict[str, Any]) -> dict[str, Any]:

@@ -235,10 +235,15 @@ def test_tiny_run_fills_the_store_as_the_contract_says(tiny_store):
         assert (n, n_ref) == (4, 8) and refs.positions.shape == (4, 8, 2)
         assert np.all(np.diff(refs.max_activations, axis=1) <= 0)  # descending activation
         c_lower, c_layer = config["channels"]["lower_layer"], config["channels"]["layer"]
+        from synthetic.world import SyntheticWorld
+
+        world = SyntheticWorld(config["dataset"]["n_images"], config["dataset"]["seed"])
         for row, neuron in enumerate(refs.neuron_ids):
             for index in refs.indices[row]:
                 image = Image.open(io.BytesIO(store.read(sc.ReferenceImage, int(index)).data))
                 assert image.format == "WEBP" and image.size == (64, 64)
+                # small images are stored exactly: an upload of a stored reference fires as it did
+                np.testing.assert_array_equal(np.asarray(image.convert("RGB")), world.render(int(index))[0])
             pure = store.read(sc.PureVectors, neuron).values
             assert pure.dtype == np.float16 and pure.shape == (n_ref, c_lower)
             assert np.allclose(np.abs(pure.astype(np.float32)).sum(1), 1, atol=1e-2)
@@ -360,7 +365,7 @@ def test_unknown_layer_lists_valid_names(tmp_path, demo_model, capsys):
     assert main([*TINY, "--layer", "block9", "--out", str(tmp_path / "x")]) == 2
     line = _error_line(capsys)
     assert "block9" in line and "block4" in line
-    assert "e.g. 'block4' or 'block4.conv1'" in line  # the hint's examples are this model's own layers
+    assert "e.g. 'fc' or 'fc.free'" in line  # the hint's examples are this model's own layers
     assert not (tmp_path / "x").exists()  # nothing written for a config that cannot run
 
 
@@ -457,7 +462,8 @@ def test_errors_from_the_command_line_have_no_traceback_unless_debug(tmp_path):
 def test_a_real_model_named_without_a_preset_gets_the_library_defaults_not_the_demos():
     demo = resolve_config()
     custom = resolve_config(overrides={"model": {"name": "resnet50"}, "layer": "layer4"})
-    assert (demo.preset, demo.crop.heatmap, demo.crop.embed_threshold) == ("demo", "gradient_x_input", 0.1)
+    assert (demo.preset, demo.crop.heatmap, demo.crop.embed_threshold, demo.crop.embed_side) == (
+        "demo", "gradient_x_input", 0.3, 24)
     assert (custom.preset, custom.crop.heatmap, custom.crop.embed_threshold) == ("custom", "auto", 0.01)
     assert custom.n_ref == 100 and custom.dataset.kind == "folder"
     assert resolve_config(overrides={"model": {"name": "demo"}}).preset == "demo"

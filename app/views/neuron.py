@@ -29,7 +29,7 @@ GRID_TILES = 16
 
 
 def planted_summary(nd: NeuronData, members: np.ndarray) -> str:
-    """Ground truth of a virtual neuron's members, e.g. `` · planted: 7 × red circle, 1 × blue square``
+    """Ground truth of a virtual neuron's members, e.g. `` · planted: 7 × hstripes tbar, 1 × hstripes circle``
     (world runs only; empty string elsewhere)."""
     concepts = nd.planted_concepts
     if concepts is None or len(members) == 0:
