@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 from PIL import Image
 
-from app.store_access import RunRef, crop_heatmap_method, neuron_order, run_details
+from app.store_access import RunRef, crop_heatmap_method, neuron_order, references, run_details
 from app.uploads import UploadAnalysis, analyse_image
 
 
@@ -44,5 +44,7 @@ def analyse_upload(
 ) -> UploadAnalysis:
     """The k-independent part of an upload's analysis (`app.uploads.analyse_image`), cached by image hash."""
     meta = run_details(run).meta
+    refs = references(run)
     return analyse_image(model_for(run), _image, meta.layer, meta.lower_layer, neuron, neuron_order(run),
-                         top_n=top_n, heatmap_method=crop_heatmap_method(run))
+                         top_n=top_n, heatmap_method=crop_heatmap_method(run),
+                         weakest=None if refs is None else refs.weakest_activations())

@@ -4,7 +4,8 @@
     python benchmarks/bench_probing.py --run /tmp/demo-runs/demo --images 500 --k 2
 
 For each image of the world's test split (never seen by precompute), the upload page's analysis
-(`app.uploads.analyse_image`: one forward, the PURE circuits of the neurons the image activates most), then
+(`app.uploads.analyse_image`: one forward, the PURE circuits of the neurons the image activates most relative
+to their weakest references), then
 for each of the top 3 neurons the virtual neuron its circuit is nearest to (`app.analysis.clustering` with the
 run's stored centroids) and that virtual neuron's dataset label (`app.analysis.cluster_labels`, the planted
 concept of most of its references). A hit: the image's planted concept is the label of one of those top-3
@@ -46,13 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     names = store_access.data_label_names(run)
     order = store_access.neuron_order(run)
     loaded = model_cache.model_for(run)
+    weakest = store_access.references(run).weakest_activations()  # the app ranks relative to these
     world = SyntheticWorld(args.images + 1, seed=SPLIT_SEEDS["test"], size_px=DEMO_SIZE_PX)
     load = os.getloadavg()
 
     def probe(index: int) -> list[str | None]:
         image = world.render(index)[0]
         result = analyse_image(loaded, Image.fromarray(image), meta.layer, meta.lower_layer, order[0], order,
-                               top_n=TOP)
+                               top_n=TOP, weakest=weakest)
         labels = []
         for neuron in result.top:
             clusters = analysis.clustering(run, neuron, args.k, "pure")

@@ -282,6 +282,13 @@ class References(Record):
         rows = np.flatnonzero(self.neurons == int(neuron))
         return int(rows[0]) if len(rows) else None
 
+    def weakest_activations(self) -> dict[int, float]:
+        """Each neuron's lowest reference activation (what an image must reach to be one of its references);
+        neurons without references are left out."""
+        valid = self.indices >= 0
+        return {int(n): float(self.max_activations[row][valid[row]].min())
+                for row, n in enumerate(self.neurons) if valid[row].any()}
+
 
 @dataclass(frozen=True, eq=False)
 class ScanReport(Record):

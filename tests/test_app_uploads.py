@@ -189,3 +189,47 @@ def test_the_upload_heatmap_is_made_as_the_runs_crops_are(method):
     expected = input_heatmaps_for_pairs(model, x, "layer4", [7], method=method)[0].numpy()
     np.testing.assert_allclose(analysis.heatmap, expected, rtol=1e-5, atol=1e-7)
     assert analysis.heatmap.shape == (224, 224) and np.abs(analysis.heatmap).sum() > 0
+
+
+def test_the_top_neurons_are_ranked_relative_to_their_weakest_reference():
+    """A channel of large scale does not crowd out one that the image drives past its own references."""
+    import torch
+    from torch import nn
+
+    from app.uploads import analyse_image, relative_activation
+    from pure_core.models import LoadedModel, ModelSpec, Preprocessing
+
+    class TwoScales(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lower = nn.Conv2d(3, 2, 1)
+            self.layer = nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            return self.layer(self.lower(x))
+
+    model = TwoScales().eval()
+    with torch.no_grad():
+        model.lower.weight.fill_(1.0)
+        model.lower.bias.zero_()
+        model.layer.weight.copy_(torch.tensor([[10.0, 0.0], [1.0, 0.0], [0.5, 0.0]])[:, :, None, None])
+        model.layer.bias.zero_()
+    prep = Preprocessing(size=8, resize=8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                         interpolation="bilinear")
+    loaded = LoadedModel(model, prep, None, ModelSpec("two-scales"))
+    image = Image.new("RGB", (8, 8), (255, 255, 255))  # lower = 3 everywhere: activations 30, 3, 1.5
+    weakest = {0: 100.0, 1: 2.5, 2: 1.0}  # channel 0 would need 100 to be a reference
+    raw = analyse_image(loaded, image, "layer", "lower", 0, [0, 1, 2], top_n=3)
+    relative = analyse_image(loaded, image, "layer", "lower", 0, [0, 1, 2], top_n=3, weakest=weakest)
+    assert raw.top == [0, 1, 2]
+    assert relative.top == [2, 1, 0]  # 1.5 / 1 > 3 / 2.5 > 30 / 100
+    assert relative_activation(3.0, 1, weakest) == 1.2 and relative_activation(3.0, 1, None) == 3.0
+    assert relative_activation(3.0, 9, weakest) == float("-inf")  # no references: ranked last
+
+
+def test_weakest_activations_skip_missing_reference_slots():
+    from store.schema import References
+
+    refs = References(np.array([4, 7]), np.array([[3, 5, -1], [-1, -1, -1]]),
+                      np.array([[9.0, 2.0, 0.0], [0.0, 0.0, 0.0]]), np.zeros((2, 3, 2)))
+    assert refs.weakest_activations() == {4: 2.0}

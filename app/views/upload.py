@@ -195,7 +195,10 @@ def show_analysis(
             )
             if sheet is not None:
                 ui.image(sheet, width="content")
-    st.markdown(f"**Neurons this image activates most** (among the run's {len(image_analysis.activations)})")
+    st.markdown(
+        f"**Neurons this image activates most** (among the run's {len(image_analysis.activations)}, "
+        "relative to each neuron's weakest reference)"
+    )
     st.dataframe(
         top_neurons_table(run, image_analysis, k),
         hide_index=True,
