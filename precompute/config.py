@@ -159,12 +159,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "crop": WORLD_CROP,
         "batch_size": 256,
     },
-    # A seconds-long demo run for tests and smoke checks.
+    # A seconds-long demo run for tests and smoke checks: the 16 planted channels and 8 free ones.
     "tiny": {
         "model": {"name": "demo"},
         "dataset": {"kind": "world", "n_images": 300, "seed": 2, "size_px": 64},
         "n_ref": 12,
-        "neurons": "all",
+        "neurons": "0-23",
         "embedder": "efficientnet-lite0",
         "crop": WORLD_CROP,
         "ks": [2, 3],
