@@ -164,6 +164,12 @@ class Preprocessing:
         normalisation every path (precompute, app, training) uses."""
         return (x - self._mean(x)) / self._std(x)
 
+    def from_pixels(self, pixels: np.ndarray) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 images already at the model's geometry (`geometric`) -> ``(B, 3, H, W)``
+        float32, normalised: `to_batch`'s numbers without resizing again."""
+        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32) / 255.0)
+        return self.normalize(x.permute(0, 3, 1, 2).contiguous())
+
     def to_batch(self, images: Sequence[Image.Image | np.ndarray]) -> torch.Tensor:
         """(n, 3, size, size) float32, normalised."""
         if len(images) == 0:

@@ -481,14 +481,11 @@ def world_batches(world: SyntheticWorld, preprocessing, batch_size: int = 256,
     `preprocessing` is a `pure_core.models.Preprocessing`; when it keeps the world's resolution the
     normalisation is applied to whole arrays at once (fast path), else image by image.
     """
-    import torch
-
     indices = list(range(len(world))) if indices is None else [int(i) for i in indices]
     same_size = preprocessing.size == preprocessing.resize == world.size_px
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         if same_size:
-            x = torch.from_numpy(world.arrays(chunk)).permute(0, 3, 1, 2).float() / 255.0
-            yield preprocessing.normalize(x)
+            yield preprocessing.from_pixels(world.arrays(chunk))
         else:
             yield preprocessing.to_batch([Image.fromarray(world.render(i)[0]) for i in chunk])

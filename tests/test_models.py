@@ -302,6 +302,8 @@ def test_to_tensor_and_denormalize_round_trip():
     assert torch.allclose(back.permute(1, 2, 0) * 255, torch.from_numpy(np.array(image)).float(), atol=1e-3)
     batch = prep.to_batch([image, image])
     assert batch.shape == (2, 3, 32, 32) and torch.allclose(prep.denormalize(batch)[1], back)
+    pixels = np.stack([np.asarray(prep.geometric(image))] * 2)  # already at the model's geometry
+    assert torch.equal(prep.from_pixels(pixels), batch)
     flat = Image.new("RGB", (40, 40), color=(int(0.5 * 255), int(0.4 * 255), int(0.3 * 255)))
     assert prep.to_tensor(flat).abs().max() < 0.02  # the mean colour normalises to ~0
 

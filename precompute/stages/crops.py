@@ -38,13 +38,6 @@ def heatmap_method(job: Job) -> str:
     return method
 
 
-def _model_inputs(job: Job, pictures: list[np.ndarray]) -> torch.Tensor:
-    """``(P, 3, H, W)`` normalised model inputs of ``pictures`` already resized and cropped (`geometric`):
-    the numbers of ``preprocess.to_tensor`` without resizing again."""
-    pixels = np.stack(pictures).astype(np.float32) / 255.0
-    return job.preprocess.normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous())
-
-
 def _input_heatmaps(job: Job, method: str, images: torch.Tensor, neurons: np.ndarray,
                     positions: np.ndarray) -> np.ndarray:
     """Input heatmaps ``(P, H, W)`` for pairs (images[p], neurons[p]) started at the argmax ``positions
@@ -74,8 +67,8 @@ def run(job: Job) -> None:
             pictures = {int(i): np.asarray(job.preprocess.geometric(job.load_reference(i)))
                         for i in ref_indices[batch]}  # each image resized once, shared by its pairs
             images = [pictures[int(i)] for i in ref_indices[batch]]
-            heatmaps = _input_heatmaps(job, method, _model_inputs(job, images), pair_neurons[batch],
-                                       pair_positions[batch])
+            inputs = job.preprocess.from_pixels(np.stack(images))
+            heatmaps = _input_heatmaps(job, method, inputs, pair_neurons[batch], pair_positions[batch])
             made = reference_crops(images, heatmaps, crop.embed_kernel, crop.embed_threshold,
                                    crop.display_kernel, crop.display_threshold, crop.thumbnail_px,
                                    crop.embed_side)
