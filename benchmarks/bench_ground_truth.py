@@ -37,7 +37,7 @@ from synthetic.demo import (
     load_demo_model,
 )
 from synthetic.ground_truth import GroundTruthReport, ground_truth_report
-from synthetic.world import CLASSES, SyntheticWorld, oracle_embedding, world_batches
+from synthetic.world import CLASSES, SyntheticWorld, model_inputs, oracle_embedding
 
 LOWER_LAYERS = ["stem", "block1", "block2", "block3"]
 
@@ -51,12 +51,12 @@ def reference_crops(model, world: SyntheticWorld, report: GroundTruthReport, row
     refs = report.references
     indices = refs.indices[row]
     neuron = int(refs.neurons[row])
-    inputs = next(world_batches(world, preprocessing, len(indices), indices))
+    rendered = [world.render(int(index)) for index in indices]  # each image drawn once
+    inputs = model_inputs(np.stack([image for image, _ in rendered]), preprocessing)
     heatmaps = input_attributions_for_pairs(model, inputs, layer, [neuron] * len(indices),
                                             positions=refs.positions[row]).detach().cpu().numpy()
     crops, oracle = [], []
-    for index, heatmap in zip(indices, heatmaps, strict=True):
-        image, annotation = world.render(int(index))
+    for (image, annotation), heatmap in zip(rendered, heatmaps, strict=True):
         crops.append(crop_for_embedding(image, heatmap, kernel, threshold, side))
         oracle.append(oracle_embedding(annotation, crop_box(heatmap, kernel, threshold, side=side)))
     return crops, np.stack(oracle)

@@ -25,7 +25,7 @@ from pure_core.attribution import pure_attributions_for_pairs
 from pure_core.hooks import as_maps, run_until
 from pure_core.virtual import VirtualNeurons
 from synthetic.readings import activation_at_peak, trivial_readings
-from synthetic.world import SyntheticWorld, WorldClass, polysemantic_kind, world_batches
+from synthetic.world import SyntheticWorld, WorldClass, model_inputs, polysemantic_kind, world_batches
 
 __all__ = ["ACTIVATION", "CONCEPT_MIN_SHARE", "GroundTruthReport", "NeuronGroundTruth", "ROLES",
            "count_concepts", "ground_truth_report", "pure_method"]
@@ -180,7 +180,8 @@ def ground_truth_report(model, world: SyntheticWorld, layer: str, lower_layers: 
         n_concepts = count_concepts(concepts)
         role, cls = _role(neuron, planted_classes)
         on_class = None if cls is None else float(np.mean([c in cls.concepts for c in concepts]))
-        inputs = next(world_batches(world, preprocessing, len(indices), indices))
+        images = world.arrays(indices)
+        inputs = model_inputs(images, preprocessing)
         vectors: dict[str, np.ndarray] = {}
         for lower in lower_layers:
             circuits = pure_attributions_for_pairs(model, inputs, layer, lower, [neuron] * len(inputs))
@@ -188,7 +189,7 @@ def ground_truth_report(model, world: SyntheticWorld, layer: str, lower_layers: 
         vectors[ACTIVATION] = refs.baseline(row).astype(np.float64)
         positions = refs.positions[row]
         at_peak = activation_at_peak(model, inputs, lower_layers, positions, layer_hw)
-        vectors.update(trivial_readings(world.arrays(indices), positions, layer_hw, at_peak))
+        vectors.update(trivial_readings(images, positions, layer_hw, at_peak))
         methods = list(vectors)
         ari = {m: {k: _cluster_ari(v, concepts, k, n_concepts, random_state) for k in ks}
                for m, v in vectors.items()}

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -300,9 +301,15 @@ class SyntheticWorld(Dataset):
             self._cache[i] = (array.copy(), _copy_annotation(annotation))
         return array, annotation
 
-    def _concepts(self, rng: np.random.Generator, cls: WorldClass) -> list[str]:
+    def _label_and_planted(self, rng: np.random.Generator) -> tuple[int, str]:
+        """An image's first two draws: its label and its planted concept (`labels` reads the first only,
+        `concept_of` both, neither draws the image)."""
+        label = int(rng.integers(self.n_classes))
+        concepts = self.classes[label].concepts
+        return label, concepts[int(rng.integers(len(concepts)))]
+
+    def _concepts(self, rng: np.random.Generator, cls: WorldClass, planted: str) -> list[str]:
         """The planted concept first, then the distractors of one image."""
-        planted = cls.concepts[int(rng.integers(len(cls.concepts)))]
         n_distractors = int(rng.choice(len(_N_DISTRACTORS_P), p=_N_DISTRACTORS_P))
         pool = DISTRACTOR_CONCEPTS
         concepts = [planted] + [pool[int(k)] for k in rng.integers(len(pool), size=n_distractors)]
@@ -314,9 +321,9 @@ class SyntheticWorld(Dataset):
     def _draw(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
         rng = self._rng(i)
         size = self.size_px
-        label = int(rng.integers(self.n_classes))  # first draw: `labels()` reads only this
+        label, planted = self._label_and_planted(rng)
         cls = self.classes[label]
-        concepts = self._concepts(rng, cls)
+        concepts = self._concepts(rng, cls, planted)
         image, background = _draw_background(rng, size)
         colour_names = tuple(PALETTE)
         objects: list[dict[str, Any]] = []
@@ -374,8 +381,8 @@ class SyntheticWorld(Dataset):
         return self.render(i)[1]
 
     def concept_of(self, i: int) -> str:
-        """The planted concept of image ``i`` (e.g. ``"hstripes circle"``)."""
-        return self.render(i)[1]["planted_concept"]
+        """The planted concept of image ``i`` (e.g. ``"hstripes circle"``), without drawing the image."""
+        return self._label_and_planted(self._rng(self._check_index(i)))[1]
 
     def masks(self, i: int) -> np.ndarray:
         """(n_objects, H, W) bool: the drawn pixels of each annotated object, in `annotation` order."""
@@ -474,18 +481,18 @@ def contact_sheet(world: SyntheticWorld, indices: Sequence[int], scale: int = 2)
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
 
+def model_inputs(arrays: np.ndarray, preprocessing) -> torch.Tensor:
+    """``(n, 3, size, size)`` model inputs of world images ``arrays (n, H, W, 3)`` uint8: normalised as whole
+    arrays when `preprocessing` (a `pure_core.models.Preprocessing`) keeps their size, else image by image."""
+    if preprocessing.size == preprocessing.resize == arrays.shape[1]:
+        return preprocessing.from_pixels(arrays)
+    return preprocessing.to_batch([Image.fromarray(array) for array in arrays])
+
+
 def world_batches(world: SyntheticWorld, preprocessing, batch_size: int = 256,
                   indices: Sequence[int] | None = None):
-    """Consecutive model-input batches ``(B, 3, size, size)`` of `world` (all images, or `indices` in order).
-
-    `preprocessing` is a `pure_core.models.Preprocessing`; when it keeps the world's resolution the
-    normalisation is applied to whole arrays at once (fast path), else image by image.
-    """
+    """Consecutive model-input batches ``(B, 3, size, size)`` of `world` (all images, or `indices` in order;
+    `model_inputs`)."""
     indices = list(range(len(world))) if indices is None else [int(i) for i in indices]
-    same_size = preprocessing.size == preprocessing.resize == world.size_px
     for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
-        if same_size:
-            yield preprocessing.from_pixels(world.arrays(chunk))
-        else:
-            yield preprocessing.to_batch([Image.fromarray(world.render(i)[0]) for i in chunk])
+        yield model_inputs(world.arrays(indices[start:start + batch_size]), preprocessing)

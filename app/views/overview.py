@@ -142,8 +142,7 @@ def label_hits_section(run: RunRef, query: str) -> None:
         hide_index=True,
         row_height=40,
         column_config={
-            "neuron": st.column_config.NumberColumn("neuron", width=64, format="%d"),
-            "references": st.column_config.ImageColumn("top references", width=STRIP_WIDTH_PX),
+            **neuron_columns(),
             "virtual_neuron": st.column_config.NumberColumn("VN", width=48, format="%d"),
             "k": st.column_config.NumberColumn("k", width=40, format="%d"),
             "label": st.column_config.TextColumn("label", width=160),
@@ -167,13 +166,20 @@ def label_hits_section(run: RunRef, query: str) -> None:
         open_neuron(run, int(hit["neuron"]), int(hit["k"]))
 
 
+def neuron_columns() -> dict[str, Any]:
+    """The neuron id and its strip of top references, as both the ranking and the label hits show them."""
+    return {
+        "neuron": st.column_config.NumberColumn("neuron", width=64, format="%d"),
+        "references": st.column_config.ImageColumn("top references", width=STRIP_WIDTH_PX),
+    }
+
+
 def ranking_columns() -> dict[str, Any]:
     """Headers, formats and pixel widths of the ranking table; the widths add up to at most `TABLE_WIDTH_PX`,
     so the last column is not cut off in a 1366-1440 px laptop window."""
     return {
         "rank": st.column_config.NumberColumn("rank", width=52),
-        "neuron": st.column_config.NumberColumn("neuron", width=64, format="%d"),
-        "references": st.column_config.ImageColumn("top references", width=STRIP_WIDTH_PX),
+        **neuron_columns(),
         "labels": st.column_config.TextColumn(
             "VN 1 | VN 2",
             width=136,
