@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--display-threshold", type=float, help="display crop threshold (default 0.01)")
     method.add_argument("--thumbnail-px", type=int, help="thumbnail side in pixels (default 128)")
     method.add_argument("--seed", type=int, help="seed of k-means (default 0)")
+    labels = parser.add_argument_group("labels")
+    labels.add_argument("--clip", metavar="SPEC",
+                        help='open_clip model naming the crops zero-shot, '
+                             '"open_clip:<model>/<tag or checkpoint>" (default open_clip:ViT-B-32/openai; '
+                             'skipped without its weights), or "none"')
+    labels.add_argument("--vocabulary", metavar="FILE",
+                        help="names for the CLIP labels, one per line (default: ImageNet's classes, "
+                             "textures, parts and colours)")
     run = parser.add_argument_group("run")
     run.add_argument("--device", choices=["cpu", "cuda", "auto"], help="default auto (cuda when available)")
     run.add_argument("--batch-size", type=int, help="images per forward pass (demo 256, others 32)")
@@ -122,12 +130,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = value
     if args.ks is not None:
         out["ks"] = parse_ks(args.ks)
+    clip = {key: value for key, value in (("model", args.clip), ("vocabulary", args.vocabulary))
+            if value is not None}
+    if clip:
+        out["clip"] = clip
     return out
 
 
 IDENTITY_FLAGS = ("model", "weights", "checkpoint", "layer", "lower_layer", "dataset", "n_images", "n_ref",
                   "neurons", "embedder", "ks", "crop_kernel", "crop_threshold", "crop_side", "display_kernel",
-                  "display_threshold", "thumbnail_px", "seed")
+                  "display_threshold", "thumbnail_px", "seed", "clip", "vocabulary")
 
 
 def library_versions() -> dict[str, str]:
@@ -221,6 +233,29 @@ def _check_embedder_weights(spec: str) -> None:
         raise ConfigError(f"unknown embedder {spec!r}; options: {', '.join(embed.EMBEDDER_SPECS)}")
 
 
+def _clip_vocabulary_fingerprint(config: RunConfig) -> str | None:
+    """Check the CLIP labels' settings before any data is read (an unknown model or tag, an unreadable
+    vocabulary file fail here; missing weights only skip the stage) and return the vocabulary's fingerprint
+    (None without a CLIP model)."""
+    if config.clip.model is None:
+        return None
+    from precompute.stages.clip_labels import vocabulary
+    from pure_core.clip_labels import check_clip_weights
+    from pure_core.models import MissingWeightsError
+    from pure_core.vocabulary import VocabularyError, vocabulary_fingerprint
+
+    try:
+        check_clip_weights(config.clip.model)
+    except MissingWeightsError:
+        pass  # stage 6 says so in one line and the run goes on
+    except ValueError as error:
+        raise ConfigError(f"clip: {error}") from None
+    try:
+        return vocabulary_fingerprint(vocabulary(config))
+    except VocabularyError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _default_workers(config: RunConfig, source) -> int:
     if config.workers is not None:
         return max(0, int(config.workers))
@@ -250,7 +285,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
 
     from precompute.distributed import init_group
     from precompute.job import Job
-    from precompute.stages import run_stages
+    from precompute.stages import pending_stages, run_stages
     from pure_core.models import ModelSpec, build_model, model_fingerprint
     from store import RunStore, StoreMismatchError, run_id_for
 
@@ -267,12 +302,15 @@ def run(args: argparse.Namespace, log=print) -> Path:
     loaded = build_model(ModelSpec(config.model.name, config.model.weights, config.model.checkpoint),
                          device=str(device))  # missing weights fail here, in well under a second
     _check_embedder_weights(config.embedder)
+    vocabulary_hash = _clip_vocabulary_fingerprint(config)
     model = loaded.model.eval().to(device)
     _default_layers(config, loaded)
     c_layer, c_lower = _layer_shapes(model, loaded.preprocess, config.layer, config.lower_layer, device)
     neurons = parse_neurons(config.neurons, c_layer)
     source = open_source(config.dataset)  # lists the files (an empty folder fails here); reads no image
     fingerprints = {"model": model_fingerprint(model), "dataset": source.fingerprint()}
+    if vocabulary_hash is not None:
+        fingerprints["clip_vocabulary"] = vocabulary_hash
     identity = config.identity(neurons, fingerprints)
     run_id = run_id_for(identity)
     customized = bool(args.config) or any(getattr(args, flag) is not None for flag in IDENTITY_FLAGS)
@@ -299,7 +337,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
     if group.is_main:
         group.barrier()
     try:
-        if store.complete:
+        if not pending_stages(store, config):
             log(f"precompute: {out} already holds this run, complete (run {store.run_id})")
             if group.is_main:
                 store.finalize()

@@ -23,6 +23,7 @@ from pure_core.sources import DatasetConfig, dataset_config_from_string
 __all__ = [
     "PRESETS",
     "ConfigError",
+    "ClipConfig",
     "CropConfig",
     "ModelConfig",
     "RunConfig",
@@ -66,6 +67,18 @@ class CropConfig:
 
 
 @dataclass
+class ClipConfig:
+    """Zero-shot labels of the crops in CLIP's joint space (`pure_core.clip_labels`, stage 6): ``model`` an
+    open_clip spec (``"open_clip:ViT-B-32/openai"``), None for none (a run without its weights skips the
+    stage with one line); ``vocabulary`` a text file of names, one per line (None: the default vocabulary,
+    `pure_core.vocabulary.default_vocabulary`); ``top`` names kept per crop."""
+
+    model: str | None = "open_clip:ViT-B-32/openai"
+    vocabulary: str | None = None
+    top: int = 5
+
+
+@dataclass
 class UmapConfig:
     """UMAP of the PURE and activation vectors, as in the authors' plots."""
 
@@ -89,6 +102,7 @@ class RunConfig:
     ks: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     attribution: str = "gradient_x_activation"
     umap: UmapConfig = field(default_factory=UmapConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
     seed: int = 0
     # -- runtime only (not part of the identity) --
     preset: str = "demo"
@@ -110,6 +124,7 @@ class RunConfig:
         # where files live does not change results; their content does (the fingerprints)
         config["model"] = {k: v for k, v in config["model"].items() if k != "checkpoint"}
         config["dataset"] = {k: v for k, v in config["dataset"].items() if k != "path"}
+        config["clip"] = {k: v for k, v in config["clip"].items() if k != "vocabulary"}
         return {"config": config, "fingerprints": fingerprints}
 
     def store_config(self, neurons: list[int], n_images: int) -> dict[str, Any]:
@@ -129,6 +144,7 @@ class RunConfig:
             "ks": [int(k) for k in self.ks],
             "attribution": self.attribution,
             "umap": data["umap"],
+            "clip": data["clip"],
             "seed": int(self.seed),
             "preset": self.preset,
         }
@@ -305,7 +321,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SECTIONS = {"model": ModelConfig, "crop": CropConfig, "umap": UmapConfig, "dataset": DatasetConfig}
+_SECTIONS = {"model": ModelConfig, "crop": CropConfig, "umap": UmapConfig, "dataset": DatasetConfig,
+             "clip": ClipConfig}
 
 
 def _build(data: dict[str, Any], source: str) -> RunConfig:
@@ -344,6 +361,14 @@ def _build(data: dict[str, Any], source: str) -> RunConfig:
         k = getattr(config.crop, name)
         if not isinstance(k, int) or k < 1 or k % 2 == 0:
             raise ConfigError(f"{source}: crop {name} must be a positive odd integer, got {k!r}")
+    clip = config.clip
+    if isinstance(clip.model, str) and clip.model.strip().lower() in ("", "none", "off"):
+        clip.model = None
+    if clip.model is not None and not str(clip.model).startswith("open_clip:"):
+        raise ConfigError(f"{source}: clip model must be 'open_clip:<model>/<tag or checkpoint>' or none, "
+                          f"got {clip.model!r}")
+    if not isinstance(clip.top, int) or isinstance(clip.top, bool) or clip.top < 1:
+        raise ConfigError(f"{source}: clip top must be a positive integer, got {clip.top!r}")
     side = config.crop.embed_side
     if side is not None and (not isinstance(side, int) or isinstance(side, bool) or side < 1):
         raise ConfigError(f"{source}: crop embed_side must be a positive integer or null, got {side!r}")

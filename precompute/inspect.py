@@ -22,6 +22,7 @@ from PIL import Image
 from pure_core.crops import box_area_fractions
 from store import STAGES, RunStore, StoreError
 from store.schema import (
+    ClipLabelStatus,
     CropBoxes,
     CropMethod,
     DistanceCorrelation,
@@ -45,7 +46,7 @@ def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
         chunks = {}
         if not all(done.values()):
             # how far an unfinished stage got (counted from its chunk markers)
-            for stage in ("references", "images", "attributions", "crops", "embeddings", "scores"):
+            for stage in ("references", "images", *STAGES[1:]):
                 n = 0
                 while store.is_chunk_done(stage, n):
                     n += 1
@@ -71,6 +72,7 @@ def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
                 "top": ranked[:top],
             },
             "crop_heatmaps": None if crop_method is None else crop_method.heatmap,
+            "clip_labels": _stored(store.read(ClipLabelStatus)),
             "crop_fraction_median": crop_fraction_median(store, references),
             "method_comparison": _stored(store.read(MethodComparison)),
             "distance_correlation": _stored(store.read(DistanceCorrelation)),
@@ -135,6 +137,11 @@ def _format(info: dict[str, Any]) -> str:
                                     + (f" {s['seconds']:.1f} s" if s["done"] else "")
                                     for name, s in info["stages"].items()),
     ]
+    clip = info.get("clip_labels")
+    if clip:
+        lines.append("  CLIP      " + {"labelled": f"names of the crops by {clip['model']}",
+                                       "skipped": f"skipped: {clip['reason']}",
+                                       "off": "off (no clip model configured)"}[clip["state"]])
     if info["chunks_done"]:
         lines.append("  progress  " + ", ".join(f"{k}: {v} chunk(s)" for k, v in info["chunks_done"].items()))
     scores = info["scores"]

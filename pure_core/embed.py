@@ -125,8 +125,8 @@ class OpenClipEmbedder(_BatchedTorchEmbedder):
     ``pooling``: ``"tokens"`` (mean over all output tokens before the final LayerNorm and projection, as the
     PURE authors did; ViT towers only), ``"image_features"`` (``encode_image``), or ``"auto"`` (tokens for
     ViTs, else image_features). A tag whose file is not cached fails in well under a second offline with
-    `MissingWeightsError`. ``pretrained=None`` (or ``"none"``) builds random weights: for plumbing tests only,
-    and the ``name`` says so.
+    `MissingWeightsError`. ``pretrained=None`` (or ``"none"``) builds random weights, seeded so that every
+    process builds the same ones: for plumbing tests only, and the ``name`` says so.
     """
 
     def __init__(self, model_name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
@@ -150,9 +150,11 @@ class OpenClipEmbedder(_BatchedTorchEmbedder):
                               image_mean=tag_cfg.get("mean"), image_std=tag_cfg.get("std"),
                               image_interpolation=tag_cfg.get("interpolation"),
                               image_resize_mode=tag_cfg.get("resize_mode"))
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=source, device=device, **kwargs
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # random weights are the same in every process (precompute, the app)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=source, device=device, **kwargs
+            )
         self.model = model.eval()
         self.visual = model.visual
         self.preprocess = preprocess

@@ -215,6 +215,9 @@ def _write_small_store(
         store.write(_method_comparison([scores[n] for n in dense]))
         store.write(_distance_correlation([per_neuron[n] for n in dense]))
         store.mark_stage_done("scores", 0.1)
+    if "clip_labels" in stages:  # no CLIP model here: the run says so, as precompute's stage 6 does
+        store.write(schema.ClipLabelStatus("off", None))
+        store.mark_stage_done("clip_labels", 0.0)
     store.finalize()  # one self-contained cache.db, as precompute leaves it
     store.close()
     return Path(directory)

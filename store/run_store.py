@@ -25,7 +25,7 @@ import diskcache
 
 from store.schema import SCHEMA_VERSION, Record, RunMeta, StageStatus, key
 
-STAGES = ("references", "attributions", "crops", "embeddings", "scores")
+STAGES = ("references", "attributions", "crops", "embeddings", "scores", "clip_labels")
 _DB_NAME = "cache.db"
 R = TypeVar("R", bound=Record)
 
@@ -227,6 +227,11 @@ class RunStore:
 
     def mark_stage_done(self, name: str, seconds: float) -> None:
         self.write(StageStatus(True, seconds, time.time()), name)
+
+    def reopen_stage(self, name: str) -> None:
+        """Mark a finished stage unfinished again (a stage that redoes work it had to skip), so that readers
+        see it change twice: pending while it runs, done when it is marked again."""
+        self.delete(key(StageStatus, name))
 
     @property
     def complete(self) -> bool:

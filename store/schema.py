@@ -482,7 +482,8 @@ class ReferencePredictions(Record):
     KEY: ClassVar[str] = "predictions"
     INDEX: ClassVar[str] = "neuron"
 
-    classes: np.ndarray = doc("`(n_ref, m)` int32 class ids (`ClassNames`), most probable first")
+    classes: np.ndarray = doc("`(n_ref, m)` int32 class ids (`ClassNames`; `ClipLabelNames` for "
+                              "`ReferenceClipLabels`), most probable first")
     probabilities: np.ndarray = doc("`(n_ref, m)` float16 softmax probabilities of those classes")
 
     def __post_init__(self) -> None:
@@ -500,6 +501,49 @@ class ReferencePredictions(Record):
     def labels(self) -> np.ndarray:
         """`(n_ref,)` each reference's label: its most probable class."""
         return self.classes[:, 0]
+
+
+class ClipLabelNames(LabelNames):
+    """The vocabulary of CLIP's zero-shot labels (`pure_core.vocabulary`), in the order `ReferenceClipLabels`
+    indexes it (stage 6; runs with CLIP weights only)."""
+
+    KEY: ClassVar[str] = "clip_label_names"
+
+
+class ReferenceClipLabels(ReferencePredictions):
+    """CLIP's zero-shot labels of each reference's crop: its most similar vocabulary names
+    (`pure_core.clip_labels.zero_shot_labels`; stage 6, runs with CLIP weights only)."""
+
+    KEY: ClassVar[str] = "clip_predictions"
+
+
+@dataclass(frozen=True, eq=False)
+class ClipLabelStatus(Record):
+    """Whether stage 6 named the crops with CLIP: ``labelled``, ``skipped`` (the weights were not on the
+    machine; a later run with them fills the labels in) or ``off`` (no CLIP model configured)."""
+
+    KEY: ClassVar[str] = "clip_status"
+    STATES: ClassVar[tuple[str, ...]] = ("labelled", "skipped", "off")
+
+    state: str = doc("`ClipLabelStatus.STATES`")
+    model: str | None = doc("the open_clip spec that named them (`pure_core.clip_labels.make_clip_probe`)")
+    reason: str = doc("why the stage skipped (empty when labelled)", default="")
+    templates: tuple[str, ...] = doc("the prompt templates of the text features", default=())
+
+    def __post_init__(self) -> None:
+        if self.state not in self.STATES:
+            raise ValueError(f"state must be one of {self.STATES}, got {self.state!r}")
+        object.__setattr__(self, "templates", tuple(self.templates))
+
+    def to_store(self) -> dict[str, Any]:
+        return {"state": self.state, "model": self.model, "reason": self.reason,
+                "templates": list(self.templates)}
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> ClipLabelStatus:
+        return cls(
+            value["state"], value.get("model"), value.get("reason", ""), tuple(value.get("templates", ()))
+        )
 
 
 # -- per neuron: scores ----------------------------------------------------------------------------------
@@ -753,6 +797,74 @@ class VirtualNeuronDataLabels(LabelsByK):
     KEY: ClassVar[str] = "vn_data_labels"
 
 
+class VirtualNeuronClipLabels(LabelsByK):
+    """The virtual neurons' labels from CLIP's zero-shot labels of their crops (`ReferenceClipLabels`;
+    stage 6)."""
+
+    KEY: ClassVar[str] = "vn_clip_labels"
+
+
+@dataclass(frozen=True, eq=False)
+class VirtualNeuronClipCentroids(Record):
+    """Per k, each virtual neuron's direction in CLIP's joint space: the unit-length mean of its crops'
+    image features (`pure_core.clip_labels.centroids`; stage 6), what free text is matched against."""
+
+    KEY: ClassVar[str] = "vn_clip_centroids"
+    INDEX: ClassVar[str] = "neuron"
+
+    by_k: dict[int, np.ndarray] = doc("`{k: (k, D) float16}`, virtual neurons numbered by size")
+
+    def __post_init__(self) -> None:
+        by_k = {int(k): np.asarray(v, dtype=np.float16) for k, v in self.by_k.items()}
+        object.__setattr__(self, "by_k", by_k)
+
+    def to_store(self) -> dict[int, np.ndarray]:
+        return dict(self.by_k)
+
+    @classmethod
+    def from_store(cls, value: Mapping[Any, Any]) -> VirtualNeuronClipCentroids:
+        return cls(dict(value))
+
+
+@dataclass(frozen=True, eq=False)
+class ClipCentroidIndex(Record):
+    """Every virtual neuron's CLIP direction of the run in one table (stage 6), so that a free-text search
+    over all neurons and every k is one matrix product: row i is virtual neuron ``virtual_neuron[i]``
+    (0-based, numbered by size) of ``neuron[i]`` at ``k[i]``."""
+
+    KEY: ClassVar[str] = "clip_centroid_index"
+
+    neuron: np.ndarray = doc("`(R,)` int32 channel id")
+    k: np.ndarray = doc("`(R,)` int16 number of virtual neurons")
+    virtual_neuron: np.ndarray = doc("`(R,)` int16 virtual neuron, 0-based, largest first")
+    vectors: np.ndarray = doc("`(R, D)` float16 unit-length directions (`VirtualNeuronClipCentroids`)")
+
+    def __post_init__(self) -> None:
+        for name, dtype in (("neuron", np.int32), ("k", np.int16), ("virtual_neuron", np.int16)):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype).reshape(-1))
+        vectors = np.asarray(self.vectors, dtype=np.float16)
+        object.__setattr__(self, "vectors", vectors.reshape(len(self.neuron), -1) if vectors.size else
+                           np.zeros((len(self.neuron), 0), np.float16))
+
+    def to_store(self) -> dict[str, np.ndarray]:
+        return {"neuron": self.neuron, "k": self.k, "virtual_neuron": self.virtual_neuron,
+                "vectors": self.vectors}
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> ClipCentroidIndex:
+        return cls(value["neuron"], value["k"], value["virtual_neuron"], value["vectors"])
+
+    @classmethod
+    def of(cls, by_neuron: Mapping[int, VirtualNeuronClipCentroids]) -> ClipCentroidIndex:
+        """The index of ``{neuron: its centroids}``, neurons and k in the mapping's order."""
+        rows = [(neuron, k, vn, vector) for neuron, record in by_neuron.items()
+                for k, vectors in record.by_k.items() for vn, vector in enumerate(vectors)]
+        if not rows:
+            return cls((), (), (), ())
+        neuron, k, vn, vectors = zip(*rows, strict=True)
+        return cls(neuron, k, vn, np.stack(vectors))
+
+
 @dataclass(frozen=True, eq=False)
 class LabelIndex(Record):
     """Every virtual neuron's labels of the run in one table (stage 5), so that a search over all neurons
@@ -763,10 +875,13 @@ class LabelIndex(Record):
     SOURCES: ClassVar[tuple[str, ...]] = (
         "data",
         "predicted",
-    )  # `VirtualNeuronDataLabels`, `VirtualNeuronLabels`
+        "clip",
+    )  # `VirtualNeuronDataLabels`, `VirtualNeuronLabels`, `VirtualNeuronClipLabels`
 
-    source: np.ndarray = doc("`(R,)` int8 index into `LabelIndex.SOURCES`: 0 dataset labels, 1 predicted")
-    label: np.ndarray = doc("`(R,)` int32 label (`DatasetLabelNames` / `ClassNames`)")
+    source: np.ndarray = doc(
+        "`(R,)` int8 index into `LabelIndex.SOURCES`: 0 dataset labels, 1 predicted, 2 CLIP"
+    )
+    label: np.ndarray = doc("`(R,)` int32 label (`DatasetLabelNames` / `ClassNames` / `ClipLabelNames`)")
     neuron: np.ndarray = doc("`(R,)` int32 channel id")
     k: np.ndarray = doc("`(R,)` int16 number of virtual neurons")
     virtual_neuron: np.ndarray = doc("`(R,)` int16 virtual neuron, 0-based, largest first")
@@ -843,6 +958,9 @@ class SummaryRow(Record):
         "the same from the dataset's labels (`VirtualNeuronDataLabels`), datasets with labels only",
         default=None,
     )
+    clip_labels: tuple[int, ...] | None = doc(
+        "the same from CLIP's labels (`VirtualNeuronClipLabels`), runs with CLIP weights only", default=None
+    )
 
     def to_store(self) -> dict[str, Any]:
         value = {
@@ -862,6 +980,8 @@ class SummaryRow(Record):
             value["labels"] = [int(label) for label in self.labels]
         if self.data_labels is not None:
             value["data_labels"] = [int(label) for label in self.data_labels]
+        if self.clip_labels is not None:
+            value["clip_labels"] = [int(label) for label in self.clip_labels]
         return value
 
     @classmethod
@@ -878,6 +998,7 @@ class SummaryRow(Record):
             value.get("oracle_kind"),
             None if value.get("labels") is None else tuple(int(v) for v in value["labels"]),
             None if value.get("data_labels") is None else tuple(int(v) for v in value["data_labels"]),
+            None if value.get("clip_labels") is None else tuple(int(v) for v in value["clip_labels"]),
         )
 
 
@@ -977,6 +1098,12 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     Summary,
     MethodComparison,
     DistanceCorrelation,
+    ClipLabelStatus,
+    ClipLabelNames,
+    ReferenceClipLabels,
+    VirtualNeuronClipLabels,
+    VirtualNeuronClipCentroids,
+    ClipCentroidIndex,
 )
 PART_RECORDS: tuple[type[Record], ...] = (
     MethodScore,

@@ -4,6 +4,7 @@ made by `python -m precompute` with a tiny config."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if chromium_path() is None:
         pytest.skip("no chromium (apt-get install -y chromium)")
     pytest.importorskip("playwright.async_api")
+
+
+TINY_CLIP = "pure-test-tiny-clip"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_config(tmp_path_factory) -> str:
+    """A 2-layer, width-64, 32 px CLIP config (image and text towers, open_clip's own tokenizer) registered
+    with open_clip in this process; builds in milliseconds. Returns its model name."""
+    import open_clip
+
+    directory = tmp_path_factory.mktemp("open_clip_config")
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }
+    (directory / f"{TINY_CLIP}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(directory)
+    return TINY_CLIP
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,6 @@ private helper), and the spec factory. No test touches the network."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -21,24 +19,6 @@ from pure_core.embed import (
 )
 from pure_core.models import MissingWeightsError
 from pure_explorer.testing import network_attempts
-
-TINY = "pure-test-tiny-clip"
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_config(tmp_path_factory) -> str:
-    """A 2-layer, width-64, 32 px CLIP config registered with open_clip (builds in milliseconds)."""
-    import open_clip
-
-    directory = tmp_path_factory.mktemp("open_clip_config")
-    config = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 2},
-    }
-    (directory / f"{TINY}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(directory)
-    return TINY
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from pure_core import scores as sc
 from pure_core.labels import label_shares
 from pure_core.projection import import_umap, umap_2d
 from pure_core.sources import GroundTruth
+from store import RunStore
 from store.schema import (
     ActivationVectors,
     Correlation,
@@ -44,13 +45,14 @@ from store.schema import (
     Summary,
     SummaryRow,
     UmapCoordinates,
+    VirtualNeuronClipLabels,
     VirtualNeuronDataLabels,
     VirtualNeuronLabel,
     VirtualNeuronLabels,
 )
 
-__all__ = ["MIN_NEURONS_PER_PROCESS", "NeuronInputs", "NeuronResults", "dataset_labels", "run",
-           "score_neuron", "score_processes", "virtual_neuron_labels"]
+__all__ = ["LABEL_SOURCES", "MIN_NEURONS_PER_PROCESS", "NeuronInputs", "NeuronResults", "dataset_labels",
+           "label_index", "run", "score_neuron", "score_processes", "virtual_neuron_labels"]
 
 PARTS = ("scores",)
 METHODS = ("pure", "activation", "embedding")
@@ -159,6 +161,20 @@ def virtual_neuron_labels(labels: np.ndarray, groups_by_k: dict[int, np.ndarray]
         for k, groups in groups_by_k.items()})
 
 
+LABEL_SOURCES: dict[str, type[LabelsByK]] = {
+    "data": VirtualNeuronDataLabels, "predicted": VirtualNeuronLabels, "clip": VirtualNeuronClipLabels,
+}
+
+
+def label_index(store: RunStore, neurons: list[int]) -> LabelIndex:
+    """The `LabelIndex` of every stored virtual-neuron label of ``neurons`` (each `LabelIndex.SOURCES`)."""
+    by_neuron = {}
+    for neuron in neurons:
+        records = {source: store.read(record, neuron) for source, record in LABEL_SOURCES.items()}
+        by_neuron[neuron] = {source: record for source, record in records.items() if record}
+    return LabelIndex.of(by_neuron)
+
+
 def score_processes(n_neurons: int, processes_per_node: int = 1) -> int:
     """Processes for scoring ``n_neurons`` on this rank: the node's cores shared among its ranks, and no
     more than one per `MIN_NEURONS_PER_PROCESS` neurons (1: the loop runs in this process)."""
@@ -236,13 +252,10 @@ def _aggregate(job: Job, references: References, data_label_names: tuple[str, ..
                                              [store.read(record, n).values.astype(np.float32) for n in dense],
                                              n_top=50, n_subsets=30, random_state=int(config.seed))
             pooled[method] = PooledCorrelation(float(result.r), float(result.sem))
-    index = LabelIndex.of({n: {source: record for source, record in (("data", data_labels[n]),
-                                                                    ("predicted", labels[n])) if record}
-                           for n in neurons})
     with store.transaction():
         if data_label_names is not None:
             store.write(DatasetLabelNames(data_label_names))
-        store.write(index)
+        store.write(label_index(store, neurons))
         store.write(summary)
         store.write(comparison)
         store.write(DistanceCorrelation(pooled))
