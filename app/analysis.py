@@ -125,8 +125,8 @@ def cluster_labels(
     run: RunRef, neuron: int, k: int, method: str = "pure", source: str = "predicted"
 ) -> list[list[LabelShare]] | None:
     """Per cluster of `clustering` (VN 1, 2, ... or A, B, ...), the labels over-represented among its
-    references (`pure_core.labels.label_shares`) from ``source``: "predicted" (the model's classes) or
-    "data" (the dataset's labels); None when the run stored no such labels."""
+    references (`pure_core.labels.label_shares`) from ``source``: "predicted" (the model's classes), "data"
+    (the dataset's labels) or "clip" (CLIP's names of the crops); None when the run stored no such labels."""
     from pure_core.labels import label_shares
 
     data = neuron_data(run, neuron)
@@ -136,6 +136,7 @@ def cluster_labels(
     labels = {
         "predicted": None if data.predictions is None else data.predictions.labels,
         "data": data.dataset_labels,
+        "clip": None if data.clip_labels is None else data.clip_labels.labels,
     }[source]
     if labels is None:
         return None

@@ -38,6 +38,21 @@ def model_matches_run(run: RunRef) -> bool | None:
     return model_fingerprint(model_for(run).model)[: len(expected)] == expected
 
 
+@st.cache_resource(show_spinner="Loading CLIP…", max_entries=2)
+def clip_probe(spec: str):
+    """The CLIP model that named a run's crops (`pure_core.clip_labels.ClipProbe`), for free-text search;
+    raises `pure_core.models.MissingWeightsError` when its weights are not on this machine."""
+    from pure_core.clip_labels import make_clip_probe
+
+    return make_clip_probe(spec)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def clip_text_vector(spec: str, text: str):
+    """``text``'s unit-length CLIP feature (prompt-ensembled like the vocabulary), cached per query."""
+    return clip_probe(spec).encode_texts([text])[0]
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def analyse_upload(
     run: RunRef, image_sha: str, _image: Image.Image, neuron: int, top_n: int = 5

@@ -1,6 +1,7 @@
-"""Search the virtual neurons of a run by label: every neuron, every k, dataset labels and the model's
-predicted classes (`store.schema.LabelIndex`), ranked so that the virtual neurons most about the query come
-first. Pure functions of the index and the label names: the overview draws the hits."""
+"""Search the virtual neurons of a run: by label (every neuron, every k, the dataset's labels, the model's
+predicted classes and CLIP's names: `store.schema.LabelIndex`), ranked so that the virtual neurons most about
+the query come first; and by free text in CLIP's joint space (`store.schema.ClipCentroidIndex`), ranked by
+cosine similarity. Pure functions of the indexes: the overview draws the hits."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from store.schema import LabelIndex
+from store.schema import ClipCentroidIndex, LabelIndex
 
-__all__ = ["HIT_COLUMNS", "label_hits"]
+__all__ = ["CLIP_HIT_COLUMNS", "HIT_COLUMNS", "clip_hits", "label_hits"]
 
 HIT_COLUMNS = ["neuron", "k", "virtual_neuron", "label", "source", "share", "enrichment", "count"]
+CLIP_HIT_COLUMNS = ["neuron", "k", "virtual_neuron", "similarity"]
+SIMILARITY_ROWS = 16384  # rows of the float16 index converted at a time (bounded memory per query)
 
 
 def label_hits(
@@ -52,5 +55,32 @@ def label_hits(
             "share": index.share[rows].astype(float),
             "enrichment": index.enrichment[rows].astype(float),
             "count": index.count[rows].astype(int),
+        }
+    )
+
+
+def clip_hits(index: ClipCentroidIndex, query: np.ndarray, limit: int = 50) -> pd.DataFrame:
+    """The virtual neurons whose CLIP direction is most similar to ``query (D,)`` (a unit-length text
+    feature, `pure_core.clip_labels.ClipProbe.encode_texts`), one row per neuron: its most similar virtual
+    neuron over every k (ties: the smaller k), by descending cosine similarity. Columns `CLIP_HIT_COLUMNS`
+    (``virtual_neuron`` 1-based)."""
+    query = np.asarray(query, dtype=np.float32).reshape(-1)
+    if not len(index.neuron):
+        return pd.DataFrame(columns=CLIP_HIT_COLUMNS)
+    if index.vectors.shape[1] != len(query):
+        raise ValueError(f"query has {len(query)} dimensions, the index {index.vectors.shape[1]}")
+    similarity = np.empty(len(index.neuron), dtype=np.float32)
+    for start in range(0, len(similarity), SIMILARITY_ROWS):
+        similarity[start:start + SIMILARITY_ROWS] = index.vectors[start:start + SIMILARITY_ROWS].astype(
+            np.float32) @ query
+    rows = np.lexsort((index.k, -similarity))
+    _, first = np.unique(index.neuron[rows], return_index=True)  # each neuron's best row
+    rows = rows[np.sort(first)][:limit]
+    return pd.DataFrame(
+        {
+            "neuron": index.neuron[rows].astype(int),
+            "k": index.k[rows].astype(int),
+            "virtual_neuron": index.virtual_neuron[rows].astype(int) + 1,
+            "similarity": similarity[rows].astype(float),
         }
     )

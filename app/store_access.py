@@ -24,6 +24,9 @@ from store import STAGES, RunInfo, RunStore, StoreError, list_runs
 from store.schema import (
     ActivationVectors,
     ClassNames,
+    ClipCentroidIndex,
+    ClipLabelNames,
+    ClipLabelStatus,
     CropMethod,
     DatasetLabelNames,
     DistanceCorrelation,
@@ -33,6 +36,7 @@ from store.schema import (
     NeuronScores,
     PureVectors,
     ReferenceArray,
+    ReferenceClipLabels,
     ReferenceDatasetLabels,
     ReferenceImage,
     ReferencePredictions,
@@ -134,10 +138,14 @@ def lower_layer_run(root: str, run: RunRef) -> RunRef | None:
 @st.cache_resource(show_spinner=False, max_entries=32)
 def references(run: RunRef) -> References | None:
     """The run's references (shared, read-only); None before the scan is done."""
-    record = _open(run).read(References)
+    return _shared(_open(run).read(References), "neurons", "indices", "max_activations", "positions")
+
+
+def _shared(record: Any, *arrays: str) -> Any:
+    """``record`` (None passes through) with its named arrays flagged read-only: it is shared by sessions."""
     if record is not None:
-        for array in (record.neurons, record.indices, record.max_activations, record.positions):
-            array.flags.writeable = False
+        for name in arrays:
+            getattr(record, name).flags.writeable = False
     return record
 
 
@@ -147,8 +155,9 @@ def ranking(run: RunRef) -> pd.DataFrame:
 
     Columns: rank and the stored `SummaryRow` fields (neuron, polysemanticity, rho_intra, rho_inter,
     overall, top_activation, n_ref, oracle_polysemanticity / oracle_kind for synthetic-world runs, and the
-    virtual neurons' labels at k = 2 as text: ``labels`` (the dataset's, else the model's predicted classes)
-    and ``predicted`` (the model's), where the run has them). Empty when the scores stage has not run.
+    virtual neurons' labels at k = 2 as text: ``labels`` (the dataset's, else the model's predicted classes,
+    else CLIP's), ``predicted`` (the model's) and ``clip`` (CLIP's), where the run has them). Empty when the
+    scores stage has not run.
     """
     summary = _open(run).read(Summary)
     if summary is None or not summary.rows:
@@ -158,15 +167,20 @@ def ranking(run: RunRef) -> pd.DataFrame:
     table = pd.DataFrame([row.to_store() for row in summary.rows])
     # "labels": the virtual neurons' dataset labels at k = 2 where the data has labels, else the model's
     # predicted classes; "predicted": the predicted ones too (searched, not shown)
-    for column, names in (("labels", class_names(run)), ("data_labels", data_label_names(run))):
+    for column, names in (("labels", class_names(run)), ("data_labels", data_label_names(run)),
+                          ("clip_labels", clip_label_names(run))):
         if column in table and names:
             table[column] = [label_text(labels, names) for labels in table[column]]
         elif column in table:
             table = table.drop(columns=column)
     if "labels" in table:
         table["predicted"] = table["labels"]
-    if "data_labels" in table:
-        table["labels"] = table.pop("data_labels")
+    if "clip_labels" in table:
+        table["clip"] = table.pop("clip_labels")
+    for column in ("data_labels", "predicted", "clip"):  # the first source the run has names "labels"
+        if column in table:
+            table["labels"] = table.pop("data_labels") if column == "data_labels" else table[column]
+            break
     table = table.sort_values(["polysemanticity", "neuron"], ascending=[False, True], kind="stable")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table.reset_index(drop=True)
@@ -191,6 +205,25 @@ def data_label_names(run: RunRef) -> tuple[str, ...]:
     """The dataset's label names (`DatasetLabelNames`); empty for data without labels."""
     record = _open(run).read(DatasetLabelNames)
     return () if record is None else record.names
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def clip_label_names(run: RunRef) -> tuple[str, ...]:
+    """The vocabulary of CLIP's labels (`ClipLabelNames`); empty for runs without them."""
+    record = _open(run).read(ClipLabelNames)
+    return () if record is None else record.names
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def clip_status(run: RunRef) -> ClipLabelStatus | None:
+    """Whether and with which model CLIP named the crops (`ClipLabelStatus`); None for older runs."""
+    return _open(run).read(ClipLabelStatus)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def clip_centroid_index(run: RunRef) -> ClipCentroidIndex | None:
+    """Every virtual neuron's CLIP direction in one table (read once per run and server, read-only)."""
+    return _shared(_open(run).read(ClipCentroidIndex), "neuron", "k", "virtual_neuron", "vectors")
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -234,9 +267,9 @@ class NeuronData:
 
     ``pure (n, C_lower)``, ``activation (n, C_L)``, ``embeddings (n, D)`` as float32 (stored float16) or
     None before their stage; ``thumbnails`` n WEBP byte strings; ``dataset_indices (n,)`` and
-    ``max_activations (n,)`` of the references; ``umap``, ``scores`` and ``predictions`` (the model's top
-    classes per reference) the stored records or None; ``dataset_labels (n,)`` each reference's dataset label
-    (`data_label_names`; -1 for none) or None.
+    ``max_activations (n,)`` of the references; ``umap``, ``scores``, ``predictions`` (the model's top
+    classes per reference) and ``clip_labels`` (CLIP's names per crop) the stored records or None;
+    ``dataset_labels (n,)`` each reference's dataset label (`data_label_names`; -1 for none) or None.
     """
 
     neuron: int
@@ -250,6 +283,7 @@ class NeuronData:
     scores: NeuronScores | None = None
     predictions: ReferencePredictions | None = None
     dataset_labels: np.ndarray | None = None
+    clip_labels: ReferenceClipLabels | None = None
 
     @property
     def n_references(self) -> int:
@@ -309,6 +343,7 @@ def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
         scores=store.read(NeuronScores, neuron),
         predictions=store.read(ReferencePredictions, neuron),
         dataset_labels=_vectors(store.read(ReferenceDatasetLabels, neuron), dtype=None),
+        clip_labels=store.read(ReferenceClipLabels, neuron),
     )
 
 

@@ -7,7 +7,9 @@ Reports: the time to write the store (`pure_explorer.large_store`), its bytes pe
 on disk in all (issue target: <= 2.5 MB per neuron), the server script time of the overview and of a
 neuron page (`streamlit.testing.v1.AppTest`, first run in this process and reruns; median of --repeats), and
 of a label search over every virtual neuron (`app.search.label_hits` alone, and the overview rerun with the
-query typed; issue 15's target: < 300 ms).
+query typed; issue 15's target: < 300 ms), and of a free-text CLIP search: `app.search.clip_hits` over every
+virtual neuron's CLIP direction, and the query's text features from ViT-B-32 (random weights: the same
+computation as the OpenAI weights the store names, which cannot be downloaded here).
 Absolute figures depend on the machine's load, which is printed beside them.
 """
 
@@ -26,7 +28,8 @@ from pure_explorer.large_store import write_large_store
 from store import RunStore, schema
 
 KINDS = (schema.PureVectors, schema.ActivationVectors, schema.Embeddings, schema.CropBoxes, schema.Crops,
-         schema.Thumbnails, schema.NeuronScores, schema.UmapCoordinates)
+         schema.Thumbnails, schema.NeuronScores, schema.UmapCoordinates, schema.ReferenceClipLabels,
+         schema.VirtualNeuronClipCentroids)
 
 
 def _bytes(record) -> int:
@@ -89,7 +92,8 @@ def search_times(root: Path, queries: list[str], repeats: int) -> dict:
     with RunStore.open(directory) as store:
         index = store.read(schema.LabelIndex)
         names = {"predicted": store.read(schema.ClassNames).names,
-                 "data": (store.read(schema.DatasetLabelNames) or schema.DatasetLabelNames(())).names}
+                 "data": (store.read(schema.DatasetLabelNames) or schema.DatasetLabelNames(())).names,
+                 "clip": (store.read(schema.ClipLabelNames) or schema.ClipLabelNames(())).names}
     function, page, hits = [], [], {}
     at = AppTest.from_file(str(pages_script()), default_timeout=600)
     at.run()
@@ -105,6 +109,35 @@ def search_times(root: Path, queries: list[str], repeats: int) -> dict:
     return {"index_rows": int(len(index.label)), "hits": hits,
             "label_hits_s": round(statistics.median(function), 4),
             "overview_with_query_s": round(statistics.median(page), 3)}
+
+
+def clip_search_times(directory: Path, queries: list[str], repeats: int) -> dict:
+    """Free-text search: the query's CLIP text features (ViT-B-32, random weights, CPU) and `clip_hits`
+    over the run's `ClipCentroidIndex` (read once, as the app caches it)."""
+    import numpy as np
+
+    from app.search import clip_hits
+    from pure_core.clip_labels import make_clip_probe
+
+    with RunStore.open(directory) as store:
+        start = time.perf_counter()
+        index = store.read(schema.ClipCentroidIndex)
+        read_s = time.perf_counter() - start
+    probe = make_clip_probe("open_clip:ViT-B-32/none")
+    probe.encode_texts(["warm-up"])
+    text, search = [], []
+    for query in queries:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            vector = probe.encode_texts([query])[0]
+            text.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            hits = clip_hits(index, vector)
+            search.append(time.perf_counter() - start)
+            assert len(hits) == 50 and np.all(np.diff(hits["similarity"]) <= 0)
+    return {"index_rows": int(len(index.neuron)), "index_mb": round(index.vectors.nbytes / 1e6, 1),
+            "index_read_s": round(read_s, 3), "text_features_s": round(statistics.median(text), 4),
+            "clip_hits_s": round(statistics.median(search), 4)}
 
 
 def main() -> None:
@@ -123,7 +156,10 @@ def main() -> None:
     report["overview"] = page_times(directory.parent, {}, args.repeats)
     report["neuron_page"] = page_times(directory.parent, {"page": "neuron", "neuron": "7", "k": "2"},
                                        args.repeats)
-    report["label_search"] = search_times(directory.parent, ["cat", "dog", "espresso", "tabby"], args.repeats)
+    report["label_search"] = search_times(directory.parent, ["cat", "dog", "espresso", "tabby", "striped"],
+                                          args.repeats)
+    report["clip_search"] = clip_search_times(directory, ["dog snout", "striped fur", "a red wheel"],
+                                              args.repeats)
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 

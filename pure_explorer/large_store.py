@@ -8,8 +8,9 @@ are real WEBP images (random crops of the photographs that ship with scikit-imag
 drawn by `pure_core.crops`), so their bytes are what real ones weigh; vectors are float16 with planted
 cluster structure; scores, centroids and UMAP coordinates are drawn at random with the right shapes and
 invariants (rho_inter - rho_intra = polysemanticity, centroids per stored k); the "model's" top-5 ImageNet
-classes per reference are drawn mostly from two classes per planted circuit, and the virtual neurons'
-labels are computed from them as precompute does. Nothing is computed by a model.
+classes per reference are drawn mostly from two classes per planted circuit (CLIP's names of the crops
+likewise, from the default vocabulary, and 512-d CLIP directions around one per circuit), and the virtual
+neurons' labels and CLIP centroids are computed from them as precompute does. Nothing is computed by a model.
 
     python -m pure_explorer.large_store runs/large --neurons 2048
 """
@@ -25,9 +26,11 @@ import numpy as np
 from PIL import Image
 
 from precompute.stages.scores import virtual_neuron_labels
+from pure_core.clip_labels import CROP_TEMPLATES, centroids
 from pure_core.crops import crop_for_display, crop_for_embedding
 from pure_core.models import imagenet_categories
 from pure_core.virtual import VirtualNeurons
+from pure_core.vocabulary import default_vocabulary
 from store import STAGES, RunStore, schema
 from store.codecs import EMBED_QUALITY, THUMB_QUALITY, encode_image
 
@@ -36,6 +39,7 @@ __all__ = ["LARGE_CONFIG", "main", "photo_crops", "write_large_store"]
 # The shape of the paper's setting: ResNet-50 layer4 (2048 channels) with circuits in layer3 (1024).
 LARGE_CONFIG = {"n_neurons": 2048, "n_ref": 100, "c_lower": 1024, "c_layer": 2048, "embed_dim": 768,
                 "ks": tuple(range(2, 9)), "n_images": 50_000, "image_px": 224, "thumbnail_px": 128}
+CLIP_MODEL, CLIP_DIM = "open_clip:ViT-B-32/openai", 512  # the paper's CLIP, as a real run would record it
 POOL_SIZE = 512  # distinct images, crops and thumbnails drawn once and reused across neurons
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
@@ -111,12 +115,16 @@ def _predictions(rng: np.random.Generator, circuit: np.ndarray,
     return schema.ReferencePredictions(np.concatenate([first[:, None], others], axis=1), probabilities)
 
 
-def _virtual_neuron_labels(pure: np.ndarray, scores: schema.NeuronScores,
-                           predictions: schema.ReferencePredictions) -> schema.VirtualNeuronLabels:
-    """The labels of the virtual neurons the app shows: the stored centroids, references assigned and
-    numbered by size."""
-    groups = {k: VirtualNeurons.from_stored(c, pure).labels_ for k, c in scores.centroids.items()}
-    return virtual_neuron_labels(predictions.labels, groups)
+def _groups(pure: np.ndarray, scores: schema.NeuronScores) -> dict[int, np.ndarray]:
+    """The virtual neurons the app shows: the stored centroids, references assigned and numbered by size."""
+    return {k: VirtualNeurons.from_stored(c, pure).labels_ for k, c in scores.centroids.items()}
+
+
+def _clip_features(rng: np.random.Generator, circuit: np.ndarray, dim: int) -> np.ndarray:
+    """Unit-length "CLIP features" of the crops: one direction per planted circuit, plus noise."""
+    directions = rng.normal(size=(int(circuit.max()) + 1, dim))
+    features = directions[circuit] + 0.8 * rng.normal(size=(len(circuit), dim))
+    return (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _config(neurons: list[int], n_ref: int, n_images: int, ks: Sequence[int], seed: int) -> dict:
@@ -166,20 +174,31 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
             for index in unique[start:start + 1024]:
                 store.write(schema.ReferenceImage(pool_images[int(index) % POOL_SIZE]), int(index))
 
-    rows, labels_by_neuron = [], {}
+    rows, labels_by_neuron, clip_centroids = [], {}, {}
     n_classes = len(imagenet_categories())
+    vocabulary = default_vocabulary()
     for row, neuron in enumerate(tqdm(neurons, desc="neurons", unit="neuron", disable=not progress)):
         pure, activation, embeddings, circuit = _neuron_vectors(rng, n_ref, c_lower, c_layer, embed_dim)
         pooled = [int(i) % POOL_SIZE for i in indices[row]]
         scores = _neuron_scores(rng, pure, ks)
         predictions = _predictions(rng, circuit, n_classes)
-        labels = _virtual_neuron_labels(pure, scores, predictions)
-        labels_by_neuron[neuron] = {"predicted": labels}
+        groups = _groups(pure, scores)
+        labels = virtual_neuron_labels(predictions.labels, groups)
+        clip_predictions = schema.ReferenceClipLabels(*_predictions(rng, circuit, len(vocabulary)).to_store()
+                                                      .values())
+        clip_labels = virtual_neuron_labels(clip_predictions.labels, groups, schema.VirtualNeuronClipLabels)
+        features = _clip_features(rng, circuit, CLIP_DIM)
+        clip_centroids[neuron] = schema.VirtualNeuronClipCentroids(
+            {k: centroids(features, g, k) for k, g in groups.items()})
+        labels_by_neuron[neuron] = {"predicted": labels, "clip": clip_labels}
         with store.transaction():
             store.write(schema.PureVectors(pure), neuron)
             store.write(schema.ActivationVectors(activation), neuron)
             store.write(predictions, neuron)
             store.write(labels, neuron)
+            store.write(clip_predictions, neuron)
+            store.write(clip_labels, neuron)
+            store.write(clip_centroids[neuron], neuron)
             store.write(schema.Embeddings(embeddings), neuron)
             store.write(schema.CropBoxes(np.tile([16, 16, 208, 208], (n_ref, 1))), neuron)
             store.write(schema.Crops([pool_crops[i] for i in pooled]), neuron)
@@ -189,13 +208,16 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
                         neuron)
         rows.append(schema.SummaryRow(neuron, scores.polysemanticity, scores.rho_intra, scores.rho_inter,
                                       scores.overall, float(max_activations[row, 0]), n_ref,
-                                      labels=labels.first_labels(2)))
+                                      labels=labels.first_labels(2), clip_labels=clip_labels.first_labels(2)))
     means = {method: {int(k): schema.MethodScore(float(rng.uniform(10, 14)), float(rng.uniform(14, 16)))
                       for k in ks} for method in schema.METHODS}
     with store.transaction():
         store.write(schema.Summary(rows))
         store.write(schema.ClassNames(imagenet_categories()))
         store.write(schema.LabelIndex.of(labels_by_neuron))
+        store.write(schema.ClipLabelNames(vocabulary))
+        store.write(schema.ClipCentroidIndex.of(clip_centroids))
+        store.write(schema.ClipLabelStatus("labelled", CLIP_MODEL, "", CROP_TEMPLATES))
         store.write(schema.CropMethod("lrp"))  # what a ResNet-50 run resolves "auto" to
         store.write(schema.MethodComparison(means, float(np.mean([r.overall for r in rows]))))
         store.write(schema.DistanceCorrelation({"pure": schema.PooledCorrelation(0.38, 0.01),

@@ -44,7 +44,14 @@ def test_every_record_of_a_run_is_written_with_its_shape_and_dtype(large_root):
             assert np.isclose(scores.polysemanticity, scores.rho_inter - scores.rho_intra)
             assert {k: c.shape for k, c in scores.centroids.items()} == {2: (2, 16), 3: (3, 16), 4: (4, 16)}
             assert store.read(schema.UmapCoordinates, neuron).pure.shape == (12, 2)
+            assert store.read(schema.ReferenceClipLabels, neuron).classes.shape == (12, 5)
+            centroids = store.read(schema.VirtualNeuronClipCentroids, neuron).by_k
+            assert {k: c.shape for k, c in centroids.items()} == {2: (2, 512), 3: (3, 512), 4: (4, 512)}
         assert [r.neuron for r in store.read(schema.Summary).rows] == [0, 1, 2, 3, 4]
+        index = store.read(schema.ClipCentroidIndex)
+        assert index.vectors.shape == (5 * (2 + 3 + 4), 512) and store.read(schema.ClipLabelStatus).state == \
+            "labelled"
+        assert np.allclose(np.linalg.norm(index.vectors.astype(np.float32), axis=1), 1, atol=1e-2)
         assert "fixture" in store.config  # says it is a fixture, not a result
 
 

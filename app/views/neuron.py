@@ -223,7 +223,9 @@ def virtual_neuron_grids(
     root = str(store_access.runs_root())
     predicted = analysis.cluster_labels(run, nd.neuron, k, method) or [None] * k
     data = analysis.cluster_labels(run, nd.neuron, k, method, source="data") or [None] * k
+    clip = analysis.cluster_labels(run, nd.neuron, k, method, source="clip") or [None] * k
     class_names, data_names = store_access.class_names(run), store_access.data_label_names(run)
+    clip_names = store_access.clip_label_names(run)
     for c in range(k):
         members = np.flatnonzero(result.labels == c)
         shown, note = shown_in_grid(members, show_all)
@@ -234,7 +236,8 @@ def virtual_neuron_grids(
                 f"**{figures.cluster_name(c, method)}** · {len(members)} references{note}{rho}"
                 # the planted ground truth of a world run, else the dataset's labels; then the model's
                 f"{planted_summary(nd, members) or labels_summary('data', data_names, data[c])}"
-                f"{labels_summary('model predicts', class_names, predicted[c])}",
+                f"{labels_summary('model predicts', class_names, predicted[c])}"
+                f"{labels_summary('CLIP', clip_names, clip[c])}",
                 unsafe_allow_html=True,
             )
             grid, circuit = st.columns([3, 2])
@@ -431,6 +434,7 @@ def prefetch_all_k(run: RunRef, nd: NeuronData, method: str) -> None:
         analysis.clustering(run, nd.neuron, k, method)
         analysis.cluster_labels(run, nd.neuron, k, method)
         analysis.cluster_labels(run, nd.neuron, k, method, source="data")
+        analysis.cluster_labels(run, nd.neuron, k, method, source="clip")
         analysis.k_scores(run, nd.neuron, k)
     warmed.add((run.name, nd.neuron, method))  # last: a run interrupted by a new k warms again
 

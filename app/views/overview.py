@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import analysis, figures, search, sheets, state, store_access, ui
+from app import analysis, figures, model_cache, search, sheets, state, store_access, ui
 from app.safe_text import code
 from app.store_access import RunRef
 
@@ -43,7 +43,7 @@ def filter_ranking(
     if wanted is not None:
         table = table[table["neuron"].isin(wanted)]
     elif query.strip():
-        columns = [c for c in ("labels", "predicted") if c in table]
+        columns = [c for c in ("labels", "predicted", "clip") if c in table]
         if columns:
             hits = [table[c].str.contains(query.strip(), case=False, regex=False, na=False) for c in columns]
             table = table[np.logical_or.reduce(hits)]
@@ -116,27 +116,19 @@ def open_neuron(run: RunRef, neuron: int, k: int | None = None) -> None:
     st.switch_page(ui.PAGES["neuron"], query_params={"run": run.name, "neuron": str(neuron), "k": str(k)})
 
 
-def label_hits_section(run: RunRef, query: str) -> None:
-    """For a text query: the virtual neurons labelled like it over every k and both label sources
-    (`app.search.label_hits`), most about it first; selecting a row opens that neuron at that k."""
-    index = store_access.label_index(run)
-    if index is None or not query.strip() or state.parse_neuron_filter(query) is not None:
-        return
-    names = {"data": store_access.data_label_names(run), "predicted": store_access.class_names(run)}
-    hits = search.label_hits(index, names, query)
-    st.markdown(
-        f"**Virtual neurons labelled {code(query, max_chars=60)}**: {len(hits)} neuron(s), each with its "
-        "virtual neuron (at any k) whose references carry the label most"
-    )
-    if hits.empty:
-        return
+def is_text_query(query: str) -> bool:
+    """A query that is text to search for, not neuron ids."""
+    return bool(query.strip()) and state.parse_neuron_filter(query) is None
+
+
+def hits_table(run: RunRef, hits: pd.DataFrame, key: str, column_config: dict[str, Any]) -> None:
+    """Search hits (one row per neuron, with its virtual neuron and k) with the neuron's strip of top
+    references; selecting a row opens that neuron at that k."""
     strips = sheets.thumbnail_strips(run, [int(n) for n in hits["neuron"]])
     view = hits.assign(references=[strips.get(int(n)) for n in hits["neuron"]])
     event = st.dataframe(
-        view[
-            ["neuron", "references", "virtual_neuron", "k", "label", "source", "share", "enrichment", "count"]
-        ],
-        key="label_hits",
+        view[["neuron", "references", "virtual_neuron", "k", *column_config]],
+        key=key,
         on_select="rerun",
         selection_mode="single-row",
         hide_index=True,
@@ -145,9 +137,40 @@ def label_hits_section(run: RunRef, query: str) -> None:
             **neuron_columns(),
             "virtual_neuron": st.column_config.NumberColumn("VN", width=48, format="%d"),
             "k": st.column_config.NumberColumn("k", width=40, format="%d"),
+            **column_config,
+        },
+    )
+    hit = selected_row(event, hits)
+    if hit is not None:
+        open_neuron(run, int(hit["neuron"]), int(hit["k"]))
+
+
+def label_hits_section(run: RunRef, query: str) -> None:
+    """For a text query: the virtual neurons labelled like it over every k and every label source
+    (`app.search.label_hits`), most about it first; selecting a row opens that neuron at that k."""
+    index = store_access.label_index(run)
+    if index is None or not is_text_query(query):
+        return
+    names = {"data": store_access.data_label_names(run), "predicted": store_access.class_names(run),
+             "clip": store_access.clip_label_names(run)}
+    hits = search.label_hits(index, names, query)
+    st.markdown(
+        f"**Virtual neurons labelled {code(query, max_chars=60)}**: {len(hits)} neuron(s), each with its "
+        "virtual neuron (at any k) whose references carry the label most"
+    )
+    if hits.empty:
+        return
+    hits_table(
+        run,
+        hits,
+        "label_hits",
+        {
             "label": st.column_config.TextColumn("label", width=160),
             "source": st.column_config.TextColumn(
-                "from", width=80, help="data: the dataset's labels; predicted: the model's classes"
+                "from",
+                width=80,
+                help="data: the dataset's labels; predicted: the model's classes; clip: CLIP's names of the "
+                "crops",
             ),
             "share": st.column_config.NumberColumn(
                 "share", width=64, format="percent", help="of the virtual neuron's references"
@@ -161,9 +184,40 @@ def label_hits_section(run: RunRef, query: str) -> None:
             "count": st.column_config.NumberColumn("refs", width=52, format="%d"),
         },
     )
-    hit = selected_row(event, hits)
-    if hit is not None:
-        open_neuron(run, int(hit["neuron"]), int(hit["k"]))
+
+
+def clip_hits_section(run: RunRef, query: str) -> None:
+    """For a text query on a run that CLIP labelled: the virtual neurons whose crops look most like the
+    text in CLIP's joint space (`app.search.clip_hits`), any words, not only the vocabulary's."""
+    status = store_access.clip_status(run)
+    index = store_access.clip_centroid_index(run)
+    if not is_text_query(query) or status is None or status.state != "labelled" or index is None:
+        return
+    from pure_core.models import MissingWeightsError
+
+    try:
+        vector = model_cache.clip_text_vector(status.model, query.strip()[:200])
+    except MissingWeightsError as error:
+        ui.notice(f"Free-text search needs the CLIP weights that labelled this run ({status.model}), and "
+                  f"they are not on this server: {str(error).splitlines()[0]}")
+        return
+    hits = search.clip_hits(index, vector, limit=20)
+    st.markdown(
+        f"**Virtual neurons that look like {code(query, max_chars=60)}** (CLIP, any words): each neuron's "
+        "virtual neuron (at any k) whose crops are closest to the text"
+    )
+    hits_table(
+        run,
+        hits,
+        "clip_hits",
+        {
+            "similarity": st.column_config.NumberColumn(
+                "cos", width=60, format="%.3f",
+                help="cosine similarity of the text's CLIP feature and the mean CLIP feature of the "
+                "virtual neuron's crops",
+            ),
+        },
+    )
 
 
 def neuron_columns() -> dict[str, Any]:
@@ -184,8 +238,8 @@ def ranking_columns() -> dict[str, Any]:
             "VN 1 | VN 2",
             width=136,
             help="the label most frequent among each virtual neuron's references at k = 2, over-represented "
-            "labels first: the dataset's labels where it has them, else the model's predicted classes; "
-            "the search box above finds both",
+            "labels first: the dataset's labels where it has them, else the model's predicted classes, "
+            "else CLIP's names of the crops; the search box above finds them all",
         ),
         "polysemanticity": st.column_config.NumberColumn("ρ_inter − ρ_intra", width=104, format="%.3f"),
         "overall": st.column_config.NumberColumn(
@@ -217,6 +271,7 @@ def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
     )
     query, score_range = ranking_filters(table)
     label_hits_section(run, query)
+    clip_hits_section(run, query)
     view = filter_ranking(table, query, score_range)
     # Strips for the first rows only: a layer of thousands of channels would otherwise send megabytes.
     view = ranking_view(view, sheets.thumbnail_strips(run, [int(n) for n in view["neuron"][:MAX_STRIPS]]))

@@ -50,10 +50,11 @@ def verdict_label(assignment: analysis.Assignment | None) -> str:
 
 def virtual_neuron_label(run: RunRef, neuron: int, k: int, virtual_neuron: int) -> str | None:
     """The first label of a virtual neuron: the dataset's where the run has them, else the model's
-    predicted class; None without labels."""
+    predicted class, else CLIP's name of its crops; None without labels."""
     for source, names in (
         ("data", store_access.data_label_names(run)),
         ("predicted", store_access.class_names(run)),
+        ("clip", store_access.clip_label_names(run)),
     ):
         shares = analysis.cluster_labels(run, neuron, k, "pure", source=source)
         if shares and names and shares[virtual_neuron]:
@@ -216,7 +217,8 @@ def show_analysis(
             ),
             "label": st.column_config.TextColumn(
                 help="the (nearest) virtual neuron's most frequent over-represented label and its share: the "
-                "dataset's labels where the run has them, else the model's predicted classes"
+                "dataset's labels where the run has them, else the model's predicted classes, else CLIP's "
+                "names"
             ),
         },
     )
