@@ -5,6 +5,7 @@ cosine similarity. Pure functions of the indexes: the overview draws the hits.""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,7 +17,6 @@ __all__ = ["CLIP_HIT_COLUMNS", "HIT_COLUMNS", "clip_hits", "label_hits"]
 
 HIT_COLUMNS = ["neuron", "k", "virtual_neuron", "label", "source", "share", "enrichment", "count"]
 CLIP_HIT_COLUMNS = ["neuron", "k", "virtual_neuron", "similarity"]
-SIMILARITY_ROWS = 16384  # rows of the float16 index converted at a time (bounded memory per query)
 
 
 def label_hits(
@@ -69,10 +69,13 @@ def clip_hits(index: ClipCentroidIndex, query: np.ndarray, limit: int = 50) -> p
         return pd.DataFrame(columns=CLIP_HIT_COLUMNS)
     if index.vectors.shape[1] != len(query):
         raise ValueError(f"query has {len(query)} dimensions, the index {index.vectors.shape[1]}")
-    similarity = np.empty(len(index.neuron), dtype=np.float32)
-    for start in range(0, len(similarity), SIMILARITY_ROWS):
-        similarity[start:start + SIMILARITY_ROWS] = index.vectors[start:start + SIMILARITY_ROWS].astype(
-            np.float32) @ query
+    import torch  # its float16 matrix-vector product accumulates in float32 without a float32 copy: 4 ms for
+    # 2048 neurons x k = 2..8 x 512-d on 2 cores, against 80 ms converting to float32 in numpy
+
+    with warnings.catch_warnings():  # the app's shared index is read-only; the product only reads it
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        vectors = torch.from_numpy(index.vectors)
+    similarity = (vectors @ torch.from_numpy(query).to(vectors.dtype)).float().numpy()
     rows = np.lexsort((index.k, -similarity))
     _, first = np.unique(index.neuron[rows], return_index=True)  # each neuron's best row
     rows = rows[np.sort(first)][:limit]

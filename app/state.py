@@ -97,9 +97,12 @@ def parse_run(raw: str | Sequence[str] | None, run_names: Sequence[str]) -> tupl
 
 
 def parse_neuron_filter(text: str) -> set[int] | None:
-    """Neuron ids typed into the search box (``"3, 12 20"`` -> {3, 12, 20}); None when nothing usable."""
-    ids = {int(part) for part in text.replace(",", " ").split() if part.strip().isdigit()}
-    return ids or None
+    """Neuron ids typed into the search box (``"3, 12 20"`` -> {3, 12, 20}); None when it is not a list of
+    ids (empty, or text such as ``"4 legs"``, which is searched for as text)."""
+    parts = text.replace(",", " ").split()
+    if not parts or not all(part.isdigit() for part in parts):
+        return None
+    return {int(part) for part in parts}
 
 
 def clamp_k(k: int, n_references: int) -> int:

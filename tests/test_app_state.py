@@ -55,6 +55,7 @@ def test_unknown_run_is_ignored():
 def test_neuron_search_box():
     assert state.parse_neuron_filter("3, 12 20") == {3, 12, 20}
     assert state.parse_neuron_filter("abc") is None
+    assert state.parse_neuron_filter("4 legs") is None and state.parse_neuron_filter("dog 12") is None  # text
     assert state.parse_neuron_filter("") is None
 
 

@@ -163,3 +163,28 @@ def test_the_neuron_page_names_each_virtual_neuron_by_clip_beside_the_datas_labe
         first = store.read(sc.VirtualNeuronClipLabels, 0).by_k[2][0][0]
     headers = [m.value for m in at.markdown if "**VN 1**" in m.value]
     assert headers and " · CLIP: " in headers[0] and f"`{WORDS[first.label]}` {first.share:.0%}" in headers[0]
+
+
+def test_clip_settings_resolve_from_flags_and_files_and_bad_ones_are_refused(tmp_path):
+    from precompute.config import ConfigError, resolve_config
+
+    assert resolve_config("tiny").clip.model == "open_clip:ViT-B-32/openai"  # on by default, skipped offline
+    assert resolve_config("tiny", overrides={"clip": {"model": "none"}}).clip.model is None
+    config = tmp_path / "run.yaml"
+    config.write_text("clip:\n  model: open_clip:ViT-B-16/openai\n  vocabulary: words.txt\n  top: 3\n")
+    clip = resolve_config(config_file=config).clip
+    assert (clip.model, clip.vocabulary, clip.top) == ("open_clip:ViT-B-16/openai", "words.txt", 3)
+    for bad in ({"model": "efficientnet-lite0"}, {"top": 0}):
+        with pytest.raises(ConfigError, match="clip"):
+            resolve_config("tiny", overrides={"clip": bad})
+    # a vocabulary file's location is not part of the run; its content is (a fingerprint, see main)
+    a = resolve_config("tiny", overrides={"clip": {"vocabulary": "/a/words.txt"}})
+    b = resolve_config("tiny", overrides={"clip": {"vocabulary": "/b/words.txt"}})
+    assert a.identity([0], {}) == b.identity([0], {})
+
+
+def test_an_unreadable_vocabulary_or_unknown_clip_model_fails_before_any_data_is_read(tmp_path, capsys):
+    assert main([*ARGS, "--vocabulary", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "a")]) != 0
+    assert "vocabulary file" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*ARGS, "--clip", "open_clip:No-Such-Model/openai", "--out", str(tmp_path / "b")]) != 0
+    assert "unknown open_clip model" in capsys.readouterr().err and not (tmp_path / "b").exists()

@@ -41,6 +41,16 @@ def test_unlabelled_references_count_nowhere_and_empty_groups_get_no_labels():
         label_shares(labels, groups[:3], 3)
 
 
+def test_a_stray_reference_never_names_a_group_even_when_over_represented():
+    # a control channel: label 1 everywhere but for one stray 2 in group 0, and group 0 holds a bit less 1
+    # than the neuron as a whole (enrichment < 1); the stray 2 is over-represented but 1 of 20 (5 %)
+    labels = np.array([1] * 19 + [2] + [1] * 20)
+    groups = np.array([0] * 20 + [1] * 20)
+    first, second = label_shares(labels, groups, 2)
+    assert rows(first)[0][:2] == (1, 19) and rows(first)[1][:2] == (2, 1)
+    assert rows(second) == [(1, 20, 1.0, round(1 / (39 / 40), 12))]
+
+
 def test_a_monosemantic_neuron_names_each_group_by_its_one_label():
     labels = np.full(12, 9)
     assert [rows(g) for g in label_shares(labels, np.arange(12) % 2, 2)] == [[(9, 6, 1.0, 1.0)]] * 2
