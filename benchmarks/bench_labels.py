@@ -41,8 +41,8 @@ def label_quality(directory: Path, k: int) -> dict:
             rows.append({"channel": channel, "planted": planted.name, "labels": labels, "correct": correct})
     unions = sum(planted.polysemantic for c, planted in enumerate(CLASSES) if c in analysed)
     return {"k": k, "virtual_neurons_labelled_with_a_planted_concept": f"{hits}/{total}",
-            "rate": round(hits / max(1, total), 4), "unions_split_into_their_two_concepts": f"{split_unions}/{unions}",
-            "channels": rows}
+            "rate": round(hits / max(1, total), 4),
+            "unions_split_into_their_two_concepts": f"{split_unions}/{unions}", "channels": rows}
 
 
 def main(argv: list[str] | None = None) -> None:
