@@ -63,3 +63,23 @@ def test_the_dashboard_opens_the_large_store(monkeypatch, large_root):
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         assert not at.error, [e.value for e in at.error]
+
+
+def test_free_text_without_the_clip_weights_says_so_and_the_label_search_still_answers(monkeypatch, large_root):
+    from pure_core.clip_labels import check_clip_weights
+    from pure_core.models import MissingWeightsError
+
+    monkeypatch.setenv("PURE_RUNS_DIR", str(large_root))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.text_input(key="ranking_search").set_value("striped <b>fur</b>").run()
+    assert not at.exception and not at.error
+    text = " ".join(m.value for m in at.markdown)
+    assert "Virtual neurons labelled `striped <b>fur</b>`" in text  # the query shown as code, never as HTML
+    try:
+        check_clip_weights("open_clip:ViT-B-32/openai")
+    except MissingWeightsError:  # this machine: one clear notice where the CLIP hits would be
+        notices = [i.value for i in at.info if "Free-text search needs the CLIP weights" in i.value]
+        assert len(notices) == 1 and "`open_clip:ViT-B-32/openai`" in notices[0]
+    else:  # a machine with the weights: the CLIP hits
+        assert "Virtual neurons that look like" in text

@@ -6,6 +6,8 @@ most, each with its virtual neuron and label, and the concept is among those lab
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -30,11 +32,18 @@ HEADER_PX, ROW_PX = 35, 46  # the glide grid's header and a row of 40 px thumbna
 
 
 @pytest.fixture(scope="module")
-def app(demo_runs_root):
+def browser():
+    """One Chromium for the module (Playwright's sync API drives one at a time)."""
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def app(demo_runs_root, browser):
     root, _ = demo_runs_root
     ARTIFACTS.mkdir(exist_ok=True)
     run = next(info for info in list_runs(root) if info.complete)
-    with serve(root, log=ARTIFACTS / "streamlit-search-server.log") as url, chromium() as browser:
+    with serve(root, log=ARTIFACTS / "streamlit-search-server.log") as url:
         yield url, root / run.directory.name, run.directory.name, new_page(browser)
 
 
@@ -101,3 +110,46 @@ def test_uploading_an_image_of_a_concept_lists_the_circuits_it_fires_with_that_c
     assert f"{neuron}" in cells  # the neuron whose top reference it is, linked by its id
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     page.screenshot(path=str(ARTIFACTS / "upload-probing.png"), full_page=True)
+
+
+# -- free text through CLIP, with a CLIP the server builds itself ----------------------------------------------
+CLIP_WORDS = ["striped", "chequered", "dotted", "grid", "zigzagged", "red", "blue", "green", "bar", "circle",
+              "diamond", "hexagon", "square", "cross", "triangle", "hourglass"]
+
+
+@pytest.fixture(scope="module")
+def clip_app(tmp_path_factory, browser):
+    """A tiny demo run named by ViT-S-32-alt with seeded random weights (the server builds the same model:
+    the plumbing end to end, not CLIP's quality), served, and a page."""
+    root = tmp_path_factory.mktemp("clip-runs")
+    words = root / "words.txt"
+    words.write_text("\n".join(CLIP_WORDS), encoding="utf-8")
+    command = [sys.executable, "-m", "precompute", "--preset", "tiny", "--neurons", "0-5", "--no-progress",
+               "--clip", "open_clip:ViT-S-32-alt/none", "--vocabulary", str(words), "--out", str(root / "clip")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    with serve(root, log=ARTIFACTS / "streamlit-clip-server.log") as url:
+        yield url, root / "clip", new_page(browser)
+
+
+def test_free_text_lists_the_virtual_neurons_that_look_like_it_and_a_hit_opens_the_neuron(clip_app):
+    url, store_dir, page = clip_app
+    page.goto(f"{url}/?run=clip")
+    box = page.get_by_label("Search by neuron id or label")
+    box.fill("a striped red bar")  # in no vocabulary: only CLIP's joint space can answer
+    box.press("Enter")
+    page.get_by_text(re.compile(r"^Virtual neurons that look like")).wait_for(timeout=120_000)
+    _idle(page)
+    hits = page.locator('[data-testid="stDataFrame"]').first  # no label hits: the CLIP hits come first
+    cells = _grid_cells(hits)
+    rows = [cells[i:i + 5] for i in range(0, len(cells), 5)]  # neuron, references, VN, k, cosine
+    assert len(rows) == 6 and {int(row[0]) for row in rows} == set(range(6)), cells  # every neuron once
+    cosines = [float(row[4]) for row in rows]
+    assert cosines == sorted(cosines, reverse=True) and all(-1 <= c <= 1 for c in cosines)
+    grid = hits.bounding_box()
+    page.mouse.click(grid["x"] + 18, grid["y"] + HEADER_PX + ROW_PX / 2)
+    page.wait_for_url("**/neuron?**")
+    page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
+    _idle(page)
+    assert page.get_by_text(re.compile(r"· CLIP: ")).count() >= 1  # each virtual neuron's CLIP names
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0

@@ -198,8 +198,8 @@ def clip_hits_section(run: RunRef, query: str) -> None:
     try:
         vector = model_cache.clip_text_vector(status.model, query.strip()[:200])
     except MissingWeightsError as error:
-        ui.notice(f"Free-text search needs the CLIP weights that labelled this run ({status.model}), and "
-                  f"they are not on this server: {str(error).splitlines()[0]}")
+        ui.notice(f"Free-text search needs the CLIP weights that labelled this run, {code(status.model)}, "
+                  f"and they are not on this server: {code(str(error).splitlines()[0])}")
         return
     hits = search.clip_hits(index, vector, limit=20)
     st.markdown(
