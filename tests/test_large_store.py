@@ -65,7 +65,9 @@ def test_the_dashboard_opens_the_large_store(monkeypatch, large_root):
         assert not at.error, [e.value for e in at.error]
 
 
-def test_free_text_without_the_clip_weights_says_so_and_the_label_search_still_answers(monkeypatch, large_root):
+def test_free_text_without_the_clip_weights_says_so_and_the_label_search_still_answers(
+    monkeypatch, large_root
+):
     from pure_core.clip_labels import check_clip_weights
     from pure_core.models import MissingWeightsError
 

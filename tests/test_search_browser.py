@@ -112,7 +112,7 @@ def test_uploading_an_image_of_a_concept_lists_the_circuits_it_fires_with_that_c
     page.screenshot(path=str(ARTIFACTS / "upload-probing.png"), full_page=True)
 
 
-# -- free text through CLIP, with a CLIP the server builds itself ----------------------------------------------
+# -- free text through CLIP, with a CLIP the server builds itself ------------------------------------------
 CLIP_WORDS = ["striped", "chequered", "dotted", "grid", "zigzagged", "red", "blue", "green", "bar", "circle",
               "diamond", "hexagon", "square", "cross", "triangle", "hourglass"]
 
@@ -125,7 +125,8 @@ def clip_app(tmp_path_factory, browser):
     words = root / "words.txt"
     words.write_text("\n".join(CLIP_WORDS), encoding="utf-8")
     command = [sys.executable, "-m", "precompute", "--preset", "tiny", "--neurons", "0-5", "--no-progress",
-               "--clip", "open_clip:ViT-S-32-alt/none", "--vocabulary", str(words), "--out", str(root / "clip")]
+               "--clip", "open_clip:ViT-S-32-alt/none", "--vocabulary", str(words),
+               "--out", str(root / "clip")]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     with serve(root, log=ARTIFACTS / "streamlit-clip-server.log") as url:
