@@ -114,3 +114,75 @@ def demo_runs_root(tmp_path_factory) -> tuple[Path, str]:
     if result.returncode != 0:
         pytest.fail(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     return root, "precompute"
+
+
+# -- databases for the annotations: SQLite always, PostgreSQL on a throwaway local server --------------------
+def _postgres_binaries() -> Path | None:
+    """The directory of Debian's (or any) PostgreSQL server binaries, None when not installed."""
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(versions[-1]).parent if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for this test session on a Unix socket (no TCP): ``$PURE_TEST_POSTGRES_URL``
+    when set, else a throwaway cluster (initdb + pg_ctl, as the ``postgres`` user when run as root). CI must
+    exercise it: there a missing server fails instead of skipping. Yields a URL to its ``postgres`` db."""
+    import pwd
+    import shutil
+    import tempfile
+
+    given = os.environ.get("PURE_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    binaries = _postgres_binaries()
+    if binaries is None:
+        message = "PostgreSQL is not installed (apt-get install -y postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    directory = Path(tempfile.mkdtemp(prefix="pure-postgres-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(directory, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, port = directory / "data", 5400 + os.getpid() % 500
+
+    def command(*args: str) -> None:
+        subprocess.run([*run_as, *args], check=True, capture_output=True, text=True, timeout=120)
+
+    command(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    command(str(binaries / "pg_ctl"), "-D", str(data), "-w", "-l", str(directory / "log"), "-o",
+            f"-k {directory} -p {port} -c listen_addresses='' -c fsync=off", "start")
+    try:
+        yield f"postgresql+psycopg://postgres@/postgres?host={directory}&port={port}"
+    finally:
+        subprocess.run([*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """An empty database of each kind: a SQLite file, or a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'annotations.sqlite'}"
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(request.getfixturevalue("postgres_server"))
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=server.query["host"], port=server.query["port"], user="postgres",
+                         dbname="postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return server.set(database=name).render_as_string(hide_password=False)

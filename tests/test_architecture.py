@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pure_core", "synthetic", "sample_photos", "precompute", "store", "app", "pure_explorer")
+PACKAGES = ("pure_core", "synthetic", "sample_photos", "precompute", "store", "annotations_db", "app",
+            "pure_explorer")
 # What each package may import from the project (itself always).
 ALLOWED = {
     "pure_core": set(),
     "store": set(),
+    "annotations_db": set(),  # the collaborators' database: written by the app, never by precompute
     "synthetic": {"pure_core"},
     "sample_photos": {"pure_core"},
     "precompute": {"pure_core", "store"},
-    "app": {"pure_core", "store"},
+    "app": {"pure_core", "store", "annotations_db"},
     "pure_explorer": {"pure_core", "store", "precompute", "app", "synthetic"},
 }
 
