@@ -5,6 +5,7 @@ Configured in `.streamlit/secrets.toml` (never in the URL):
     [access]
     mode = "oidc"                       # or "password"; absent section = open (local use)
     allowed_emails = ["ada@lab.org", "@lab.org"]   # exact addresses or whole domains; empty = any
+    editors = ["ada@lab.org"]           # who may annotate (same forms); empty = everyone let in
     password = "..."                    # password mode only
     cookie_secret = "..."               # password mode: signs the login cookie (absent: login per tab)
     session_hours = 12                  # password mode: how long that cookie keeps a browser logged in
@@ -59,6 +60,7 @@ class AccessPolicy:
     cookie_secret: str | None = None
     session_s: float = DEFAULT_SESSION_HOURS * 3600
     behind_proxy: bool = False
+    editors: frozenset[str] = frozenset()
 
     @classmethod
     def from_secrets(cls, secrets: Mapping[str, Any]) -> AccessPolicy:
@@ -72,7 +74,7 @@ class AccessPolicy:
             raise ValueError(
                 "[access] mode = 'oidc' needs an [auth] section (st.login settings) in secrets.toml"
             )
-        emails = frozenset(str(e).strip().lower() for e in access.get("allowed_emails", []) if str(e).strip())
+        emails = _email_list(access.get("allowed_emails", []))
         hours = access.get("session_hours", DEFAULT_SESSION_HOURS)
         if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= 24 * 366:
             raise ValueError(f"[access] session_hours must be a number of hours above 0, not {hours!r}")
@@ -83,17 +85,19 @@ class AccessPolicy:
             cookie_secret=access.get("cookie_secret") or None,
             session_s=float(hours) * 3600,
             behind_proxy=bool(access.get("behind_proxy", False)),
+            editors=_email_list(access.get("editors", [])),
         )
 
     def email_allowed(self, email: str | None) -> bool:
         """True when `email` is listed (or its `@domain` is), or when no allow-list is configured."""
-        if not self.allowed_emails:
+        return _listed(email, self.allowed_emails)
+
+    def may_edit(self, email: str | None) -> bool:
+        """Whether an admitted visitor may annotate: on a protected instance, those on ``editors`` (everyone
+        let in when it is empty); on an open instance, everyone (`app.annotations` may switch it off)."""
+        if self.mode == "open":
             return True
-        if not email:
-            return False
-        email = email.strip().lower()
-        domain = "@" + email.rsplit("@", 1)[-1]
-        return email in self.allowed_emails or domain in self.allowed_emails
+        return self.email_allowed(email) and _listed(email, self.editors)
 
     def password_matches(self, attempt: str) -> bool:
         """Constant-time comparison (of digests, so that not even the password's length leaks)."""
@@ -180,7 +184,38 @@ class AttemptLimiter:
 LOGIN_ATTEMPTS = AttemptLimiter()
 
 
-def _secrets() -> Mapping[str, Any]:
+def _email_list(values: Any) -> frozenset[str]:
+    """An allow-list from secrets.toml: exact addresses and ``@domain`` entries, lower-case."""
+    if isinstance(values, str):
+        values = [values]
+    return frozenset(str(e).strip().lower() for e in values or [] if str(e).strip())
+
+
+def _listed(email: str | None, listed: frozenset[str]) -> bool:
+    """``email`` (or its ``@domain``) is in ``listed``; any e-mail when ``listed`` is empty."""
+    if not listed:
+        return True
+    if not email:
+        return False
+    email = email.strip().lower()
+    return email in listed or "@" + email.rsplit("@", 1)[-1] in listed
+
+
+def visitor() -> tuple[str, bool]:
+    """(who the admitted visitor is, whether they may annotate): the OIDC e-mail or the name given at the
+    password login, ``"local"`` on an open instance; call after `require_access`."""
+    try:
+        policy = AccessPolicy.from_secrets(instance_secrets())
+    except ValueError:
+        return "", False
+    email = _admitted_email(policy)
+    if email is None:
+        return "", False
+    return (email or "local"), policy.may_edit(email)
+
+
+def instance_secrets() -> Mapping[str, Any]:
+    """The instance's `.streamlit/secrets.toml` as a dict (empty without one)."""
     try:
         return st.secrets.to_dict()
     except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):
@@ -231,7 +266,7 @@ def _write_pending_cookie(policy: AccessPolicy) -> None:
 def is_admitted() -> bool:
     """Whether this visitor may see the app now; renders nothing (`require_access` shows the login)."""
     try:
-        return _admitted_email(AccessPolicy.from_secrets(_secrets())) is not None
+        return _admitted_email(AccessPolicy.from_secrets(instance_secrets())) is not None
     except ValueError:
         return False
 
@@ -239,7 +274,7 @@ def is_admitted() -> bool:
 def require_access() -> None:
     """Render the login for protected instances and stop the script until the visitor is allowed in."""
     try:
-        policy = AccessPolicy.from_secrets(_secrets())
+        policy = AccessPolicy.from_secrets(instance_secrets())
     except ValueError as error:
         st.error(f"This instance's access control is misconfigured: {error}")
         st.stop()

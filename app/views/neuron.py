@@ -11,7 +11,8 @@ from urllib.parse import quote
 import numpy as np
 import streamlit as st
 
-from app import analysis, figures, sheets, state, store_access, ui
+from annotations_db import AnnotationKey
+from app import analysis, figures, sheets, state, store_access, team_notes, ui
 from app.analysis import Clustering
 from app.hover_thumbnails import hover_thumbnails
 from app.reference_tiles import reference_tiles
@@ -262,6 +263,8 @@ def virtual_neuron_grids(
                     )
                 else:
                     st.caption("Activation clusters have no circuit; switch to PURE to see one.")
+            if method == "pure":
+                team_notes.panel(AnnotationKey(run.run_id, nd.neuron, k, c + 1), f"Team notes on VN {c + 1}")
 
 
 def how_to_read(run: RunRef) -> None:
@@ -334,6 +337,7 @@ def render_neuron(run: RunRef, neuron: int, nd: NeuronData) -> None:
     changes."""
     how_to_read(run)
     header(run, neuron, nd)
+    team_notes.panel(AnnotationKey(run.run_id, neuron), f"Team notes on neuron {neuron}")
     if nd.n_references < 2:
         ui.write_params(run=run.name, neuron=neuron, k=ui.choose_k(nd.n_references))
         st.warning(

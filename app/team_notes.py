@@ -1,0 +1,194 @@
+"""The team's annotations in the dashboard: the database (`annotations_db`), who may write, and the panel
+that shows and edits one annotation.
+
+Configured in `.streamlit/secrets.toml`:
+
+    [annotations]
+    url = "postgresql+psycopg://explorer:...@db.lab.org/explorer"   # absent: SQLite beside the runs
+    editing = true                      # false: an open instance shows annotations but takes none
+
+Who may write on a protected instance: ``[access] editors`` (`app.auth`). Everything a visitor typed is shown
+as code or plain text, never as markdown or HTML. A database that is down or read-only leaves the pages
+browsable: the panel says so in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from annotations_db import (
+    MAX_LABEL_CHARS,
+    MAX_NOTE_CHARS,
+    Annotation,
+    AnnotationError,
+    AnnotationKey,
+    AnnotationStore,
+    EditConflict,
+    Verdict,
+    default_url,
+)
+from app import auth, store_access
+from app.safe_text import code
+
+__all__ = ["Editor", "annotation_store", "database_url", "editor", "panel", "summary", "verdict_name"]
+
+VERDICT_NAMES = {
+    Verdict.UNREVIEWED: "unreviewed",
+    Verdict.POLYSEMANTIC: "polysemantic, confirmed",
+    Verdict.MONOSEMANTIC: "monosemantic",
+    Verdict.UNCLEAR: "unclear",
+}
+
+
+@dataclass(frozen=True)
+class Editor:
+    """The visitor as an author: ``name`` (e-mail, password-login name or "local") and whether and why not
+    they may write."""
+
+    name: str
+    may_edit: bool
+    why_not: str = ""
+
+
+def verdict_name(verdict: Verdict) -> str:
+    return VERDICT_NAMES[Verdict(verdict)]
+
+
+def _settings() -> dict[str, Any]:
+    return dict(auth.instance_secrets().get("annotations", {}) or {})
+
+
+def database_url() -> str:
+    """The configured database (``[annotations] url``), else the SQLite file beside the runs."""
+    return str(_settings().get("url") or default_url(store_access.runs_root()))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _open_store(url: str) -> AnnotationStore:
+    return AnnotationStore(url)
+
+
+def annotation_store() -> AnnotationStore:
+    """The instance's annotation store (opened and migrated once per server; a failed open is retried on
+    the next call). Raises `annotations_db.DatabaseUnavailable` when the database cannot be reached."""
+    return _open_store(database_url())
+
+
+def editor() -> Editor:
+    """Who the visitor is and whether they may annotate here."""
+    name, allowed = auth.visitor()
+    if not allowed:
+        return Editor(name, False, "your login may view annotations but not write them")
+    if auth.AccessPolicy.from_secrets(auth.instance_secrets()).mode == "open" and \
+            _settings().get("editing", True) is False:
+        return Editor(name, False, "editing is switched off on this instance")
+    return Editor(name, True)
+
+
+def summary(annotation: Annotation) -> str:
+    """One line of markdown: label, verdict, author, time, version; typed values as code."""
+    label = code(annotation.label, max_chars=MAX_LABEL_CHARS) if annotation.label else "(no label)"
+    when = annotation.updated_at.strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{label} · {verdict_name(annotation.verdict)} · by {code(annotation.author, max_chars=80)}, "
+            f"{when} (version {annotation.version})")
+
+
+def _widget_keys(key: AnnotationKey) -> dict[str, str]:
+    base = f"annotation:{key.run_id}:{key.neuron}:{key.k}:{key.virtual_neuron}"
+    return {name: f"{base}:{name}" for name in ("label", "note", "verdict", "version", "loaded", "message")}
+
+
+def _form_values(keys: dict[str, str]) -> tuple[Any, ...]:
+    state = st.session_state
+    return state.get(keys["label"], ""), state.get(keys["note"], ""), state.get(keys["verdict"])
+
+
+def _load_into_form(keys: dict[str, str], annotation: Annotation | None) -> None:
+    st.session_state[keys["label"]] = "" if annotation is None else annotation.label
+    st.session_state[keys["note"]] = "" if annotation is None else annotation.note
+    st.session_state[keys["verdict"]] = Verdict.UNREVIEWED if annotation is None else annotation.verdict
+    st.session_state[keys["version"]] = None if annotation is None else annotation.version
+    st.session_state[keys["loaded"]] = _form_values(keys)
+
+
+def _refresh_form(keys: dict[str, str], current: Annotation | None) -> None:
+    """Load the stored version into a form opened for the first time, or into one left untouched while a
+    collaborator saved a newer version; a form with the visitor's edits keeps them (a save then conflicts)."""
+    state = st.session_state
+    version = None if current is None else current.version
+    first = keys["version"] not in state
+    untouched = state.get(keys["loaded"]) == _form_values(keys)
+    if first or (state.get(keys["version"]) != version and untouched):
+        _load_into_form(keys, current)
+
+
+def _save(key: AnnotationKey, keys: dict[str, str], author: str) -> None:
+    """The form's submit callback: save from the version the form was loaded with; on a conflict, load
+    theirs into the form and keep the visitor's own text in the message, so nothing is lost."""
+    state = st.session_state
+    label, note = state.get(keys["label"], ""), state.get(keys["note"], "")
+    verdict = state.get(keys["verdict"], Verdict.UNREVIEWED)
+    try:
+        saved = annotation_store().save(key, label=label, note=note, verdict=verdict, author=author,
+                                        expected_version=state.get(keys["version"]))
+    except EditConflict as conflict:
+        _load_into_form(keys, conflict.theirs)
+        state[keys["message"]] = ("conflict", conflict.theirs, label, note)
+        return
+    except (AnnotationError, ValueError) as error:
+        state[keys["message"]] = ("error", str(error))
+        return
+    _load_into_form(keys, saved)
+    state[keys["message"]] = ("saved", saved.version)
+
+
+def _message(keys: dict[str, str]) -> None:
+    message = st.session_state.pop(keys["message"], None)
+    if message is None:
+        return
+    if message[0] == "saved":
+        st.success(f"Saved (version {message[1]}).", icon=":material/check:")
+    elif message[0] == "error":
+        st.error(f"Not saved: {code(message[1], max_chars=300)}")
+    else:
+        _, theirs, label, note = message
+        who = "someone" if theirs is None else code(theirs.author, max_chars=80)
+        st.warning(f"Changed meanwhile by {who}: the form now holds theirs. Yours was not saved; it was:",
+                   icon=":material/merge:")
+        st.text(f"label: {label}\nnote: {note}")
+
+
+def panel(key: AnnotationKey, title: str) -> None:
+    """The team's annotation of ``key``: the current version (and its history), and a form for those who may
+    write. Reads the database on every run, so a collaborator's save shows on the next interaction."""
+    try:
+        store = annotation_store()
+        current = store.get(key)
+    except AnnotationError as error:
+        st.caption(f"Annotations unavailable: {code(str(error), max_chars=200)}")
+        return
+    keys = _widget_keys(key)
+    heading = f"{title}: {code(current.label, max_chars=40)}" if current and current.label else title
+    with st.expander(heading, expanded=False, icon=":material/edit_note:"):
+        if current is None:
+            st.caption("Nobody has annotated this yet.")
+        else:
+            st.markdown(summary(current))
+            if current.note:
+                st.text(current.note)
+        visitor = editor()
+        if not visitor.may_edit:
+            st.caption(f"Viewing only: {visitor.why_not}.")
+            return
+        _refresh_form(keys, current)
+        _message(keys)
+        with st.form(keys["label"] + ":form", border=False):
+            st.text_input("Label", key=keys["label"], max_chars=MAX_LABEL_CHARS,
+                          placeholder="a short name, e.g. dog snout")
+            st.text_area("Note", key=keys["note"], max_chars=MAX_NOTE_CHARS, height=80)
+            st.selectbox("Verdict", list(Verdict), key=keys["verdict"], format_func=verdict_name)
+            st.form_submit_button("Save", on_click=_save, args=(key, keys, visitor.name))
+        st.caption(f"Saved as {code(visitor.name, max_chars=80)}; every version is kept.")

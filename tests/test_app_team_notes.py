@@ -1,0 +1,86 @@
+"""The team's notes on the neuron page (AppTest, two sessions on one SQLite database): a save shows for the
+other collaborator, a save from an old version is refused with theirs loaded and one's own text kept, a
+viewer or a switched-off instance shows notes without a form, and a database that is down leaves the page
+browsable with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from annotations_db import AnnotationKey, AnnotationStore
+from app.auth import AccessPolicy
+from store import RunStore
+
+APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
+
+
+def _page(monkeypatch, root: Path, url: str, **secrets) -> AppTest:
+    monkeypatch.setenv("PURE_RUNS_DIR", str(root))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["annotations"] = {"url": url, **secrets}
+    at.query_params = {"page": "neuron", "run": "small", "neuron": "3", "k": "2"}
+    return at.run()
+
+
+def _vn_panel(at: AppTest, vn: int):
+    (panel,) = [e for e in at.expander if e.label.startswith(f"Team notes on VN {vn}")]
+    return panel
+
+
+def _save(at: AppTest, vn: int, label: str, note: str = "") -> AppTest:
+    panel = _vn_panel(at, vn)
+    panel.text_input[0].set_value(label)
+    panel.text_area[0].set_value(note)
+    panel.button[0].click()
+    return at.run()
+
+
+def test_a_note_saved_in_one_session_shows_in_another_and_an_old_version_is_not_saved_over_it(
+    monkeypatch, small_runs_root, tmp_path
+):
+    url = f"sqlite:///{tmp_path / 'notes.sqlite'}"
+    ana, ben = _page(monkeypatch, small_runs_root, url), _page(monkeypatch, small_runs_root, url)
+    assert not ana.exception and not ben.exception
+    _save(ana, 1, "dog <b>snout</b>", "the nose half")  # ben's page is open, his form untouched
+    assert any("Saved (version 1)" in s.value for s in ana.success)
+    with RunStore.open(small_runs_root / "small") as store:
+        run_id = store.run_id
+    with AnnotationStore(url) as db:
+        saved = db.get(AnnotationKey(run_id, 3, 2, 1))
+    assert (saved.label, saved.note, saved.author) == ("dog <b>snout</b>", "the nose half", "local")
+    ben.run()  # ben's next interaction reads it
+    assert _vn_panel(ben, 1).label == "Team notes on VN 1: `dog <b>snout</b>`"  # as code, never HTML
+    assert any("`dog <b>snout</b>` · unreviewed · by `local`" in m.value for m in _vn_panel(ben, 1).markdown)
+    # both now edit version 1; ben saves first, then ana's save from version 1 is refused
+    _save(ben, 1, "snout", "ben's words")
+    _save(ana, 1, "nose", "ana's words")
+    assert any("Changed meanwhile by `local`" in w.value for w in ana.warning)
+    assert any("label: nose\nnote: ana's words" in t.value for t in ana.text)  # her text, to copy back
+    assert _vn_panel(ana, 1).text_input[0].value == "snout"  # the form holds theirs now
+    with AnnotationStore(url) as db:
+        assert db.get(AnnotationKey(run_id, 3, 2, 1)).label == "snout"
+        assert [e.label for e in db.history(AnnotationKey(run_id, 3, 2, 1))] == ["dog <b>snout</b>", "snout"]
+    _save(ana, 1, "nose and snout")  # from theirs: lands as version 3
+    assert any("Saved (version 3)" in s.value for s in ana.success)
+
+
+def test_viewers_and_switched_off_instances_see_notes_without_a_form(monkeypatch, small_runs_root, tmp_path):
+    url = f"sqlite:///{tmp_path / 'notes.sqlite'}"
+    at = _page(monkeypatch, small_runs_root, url, editing=False)
+    assert not at.exception
+    panel = _vn_panel(at, 1)
+    assert not panel.text_input and any("editing is switched off" in c.value for c in panel.caption)
+    policy = AccessPolicy.from_secrets({"access": {"mode": "password", "password": "x",
+                                                   "allowed_emails": ["@lab.org"], "editors": ["ada@lab.org"]}})
+    assert policy.may_edit("ada@lab.org") and not policy.may_edit("ben@lab.org")
+    assert AccessPolicy.from_secrets({"access": {"mode": "password", "password": "x"}}).may_edit("any@x.org")
+
+
+def test_a_database_that_is_down_leaves_the_page_browsable(monkeypatch, small_runs_root, tmp_path):
+    at = _page(monkeypatch, small_runs_root, f"postgresql+psycopg://nobody@/db?host={tmp_path}&port=1")
+    assert not at.exception and not at.error
+    assert any(h.value == "2 virtual neurons" for h in at.subheader)
+    notices = [c.value for c in at.caption if c.value.startswith("Annotations unavailable")]
+    assert notices and all("\n" not in n for n in notices)
