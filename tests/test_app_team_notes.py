@@ -72,8 +72,8 @@ def test_viewers_and_switched_off_instances_see_notes_without_a_form(monkeypatch
     assert not at.exception
     panel = _vn_panel(at, 1)
     assert not panel.text_input and any("editing is switched off" in c.value for c in panel.caption)
-    policy = AccessPolicy.from_secrets({"access": {"mode": "password", "password": "x",
-                                                   "allowed_emails": ["@lab.org"], "editors": ["ada@lab.org"]}})
+    access = {"mode": "password", "password": "x", "allowed_emails": ["@lab.org"], "editors": ["ada@lab.org"]}
+    policy = AccessPolicy.from_secrets({"access": access})
     assert policy.may_edit("ada@lab.org") and not policy.may_edit("ben@lab.org")
     assert AccessPolicy.from_secrets({"access": {"mode": "password", "password": "x"}}).may_edit("any@x.org")
 
