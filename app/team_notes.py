@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from annotations_db import (
@@ -33,7 +34,8 @@ from annotations_db import (
 from app import auth, store_access
 from app.safe_text import code
 
-__all__ = ["Editor", "annotation_store", "database_url", "editor", "panel", "summary", "verdict_name"]
+__all__ = ["VERDICT_NAMES", "Editor", "annotation_store", "database_url", "editor", "neuron_notes", "panel",
+           "search_hits", "summary", "verdict_name"]
 
 VERDICT_NAMES = {
     Verdict.UNREVIEWED: "unreviewed",
@@ -192,3 +194,39 @@ def panel(key: AnnotationKey, title: str) -> None:
             st.selectbox("Verdict", list(Verdict), key=keys["verdict"], format_func=verdict_name)
             st.form_submit_button("Save", on_click=_save, args=(key, keys, visitor.name))
         st.caption(f"Saved as {code(visitor.name, max_chars=80)}; every version is kept.")
+
+
+def neuron_notes(run_id: str) -> pd.DataFrame | None:
+    """Per annotated neuron of a run: ``team`` (the neuron's label, else its virtual neurons' labels) and
+    ``verdict`` (the neuron's, "unreviewed" without one); None when the database cannot be read."""
+    try:
+        notes = annotation_store().for_run(run_id)
+    except AnnotationError:
+        return None
+    rows: dict[int, dict[str, Any]] = {}
+    for note in notes:
+        row = rows.setdefault(note.key.neuron, {"neuron": note.key.neuron, "team": "", "vn_labels": [],
+                                                "verdict": verdict_name(Verdict.UNREVIEWED)})
+        if note.key.is_neuron:
+            row["team"], row["verdict"] = note.label, verdict_name(note.verdict)
+        elif note.label:
+            row["vn_labels"].append(f"VN {note.key.virtual_neuron}/{note.key.k}: {note.label}")
+    for row in rows.values():
+        row["team"] = row["team"] or " | ".join(row.pop("vn_labels"))
+        row.pop("vn_labels", None)
+    return pd.DataFrame(list(rows.values()), columns=["neuron", "team", "verdict"])
+
+
+def search_hits(run_id: str, query: str, default_k: int) -> pd.DataFrame | None:
+    """The run's annotations whose label or note holds ``query``, labels first: ``neuron``, ``k`` (the
+    annotated k, ``default_k`` for a note on the whole neuron), ``virtual_neuron``, ``on``, ``label``,
+    ``verdict``, ``author``; None when the database cannot be read."""
+    try:
+        found = annotation_store().search(run_id, query)
+    except AnnotationError:
+        return None
+    return pd.DataFrame(
+        [{"neuron": a.key.neuron, "k": a.key.k or default_k, "virtual_neuron": a.key.virtual_neuron,
+          "on": "the neuron" if a.key.is_neuron else f"VN {a.key.virtual_neuron} of {a.key.k}",
+          "label": a.label, "verdict": verdict_name(a.verdict), "author": a.author} for a in found],
+        columns=["neuron", "k", "virtual_neuron", "on", "label", "verdict", "author"])

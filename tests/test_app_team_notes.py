@@ -84,3 +84,33 @@ def test_a_database_that_is_down_leaves_the_page_browsable(monkeypatch, small_ru
     assert any(h.value == "2 virtual neurons" for h in at.subheader)
     notices = [c.value for c in at.caption if c.value.startswith("Annotations unavailable")]
     assert notices and all("\n" not in n for n in notices)
+
+
+def test_the_ranking_shows_the_teams_labels_filters_by_verdict_and_the_search_finds_them(
+    monkeypatch, small_runs_root, tmp_path
+):
+    url = f"sqlite:///{tmp_path / 'notes.sqlite'}"
+    with RunStore.open(small_runs_root / "small") as store:
+        run_id = store.run_id
+    with AnnotationStore(url) as db:
+        db.save(AnnotationKey(run_id, 12), label="petals", verdict="polysemantic", author="ana",
+                expected_version=None)
+        db.save(AnnotationKey(run_id, 3, 2, 2), label="helmet face", note="the *astronaut*", author="ben",
+                expected_version=None)
+    monkeypatch.setenv("PURE_RUNS_DIR", str(small_runs_root))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["annotations"] = {"url": url}
+    at.query_params = {"run": "small"}
+    at.run()
+    assert not at.exception
+    ranking = at.dataframe[0].value
+    team = dict(zip(ranking["neuron"], ranking["team"], strict=True))
+    assert team[12] == "petals" and team[3] == "VN 2/2: helmet face"
+    assert "overall" not in ranking.columns  # the team's column takes its place
+    at.selectbox(key="ranking_verdict").set_value("polysemantic, confirmed").run()
+    assert list(at.dataframe[0].value["neuron"]) == [12]
+    at.selectbox(key="ranking_verdict").set_value("any").run()
+    at.text_input(key="ranking_search").set_value("ASTRONAUT").run()  # a word of ben's note
+    assert any("Annotated by the team with `ASTRONAUT`" in m.value for m in at.markdown)
+    hits = next(d.value for d in at.dataframe if "on" in d.value.columns)
+    assert list(hits["on"]) == ["VN 2 of 2"] and list(hits["author"]) == ["ben"]

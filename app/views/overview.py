@@ -5,14 +5,14 @@ a dot opens the neuron page."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import analysis, figures, model_cache, search, sheets, state, store_access, ui
+from app import analysis, figures, model_cache, search, sheets, state, store_access, team_notes, ui
 from app.safe_text import code
 from app.store_access import RunRef
 
@@ -25,31 +25,48 @@ TABLE_COLUMNS = [
     "neuron",
     "references",
     "labels",
+    "team",
     "polysemanticity",
     "overall",
     "top_activation",
     "oracle_kind",
     "oracle_polysemanticity",
 ]
+TEAM_REPLACES = ("overall", "top_activation")  # hidden while the team's column is shown
 
 
 def filter_ranking(
-    table: pd.DataFrame, query: str = "", score_range: tuple[float, float] | None = None
+    table: pd.DataFrame,
+    query: str = "",
+    score_range: tuple[float, float] | None = None,
+    verdict: str | None = None,
 ) -> pd.DataFrame:
     """The ranking rows that match ``query`` (neuron ids typed in it, else its text in the virtual neurons'
-    labels, ignoring case; any row for an empty query) and whose rho_inter - rho_intra lies in
-    ``score_range`` (ends included; any score for None)."""
+    labels or the team's, ignoring case; any row for an empty query), whose rho_inter - rho_intra lies in
+    ``score_range`` (ends included; any score for None) and whose team verdict is ``verdict`` (any for
+    None; neurons nobody judged are "unreviewed")."""
     wanted = state.parse_neuron_filter(query)
     if wanted is not None:
         table = table[table["neuron"].isin(wanted)]
     elif query.strip():
-        columns = [c for c in ("labels", "predicted", "clip") if c in table]
+        columns = [c for c in ("labels", "predicted", "clip", "team") if c in table]
         if columns:
             hits = [table[c].str.contains(query.strip(), case=False, regex=False, na=False) for c in columns]
             table = table[np.logical_or.reduce(hits)]
     if score_range is not None:
         table = table[table["polysemanticity"].between(*score_range)]
+    if verdict is not None:
+        judged = table["verdict"] if "verdict" in table else pd.Series("unreviewed", index=table.index)
+        table = table[judged.fillna("unreviewed") == verdict]
     return table
+
+
+def with_team_notes(run: RunRef, table: pd.DataFrame) -> pd.DataFrame:
+    """The ranking with the team's ``team`` label and ``verdict`` per neuron (when anyone annotated)."""
+    notes = team_notes.neuron_notes(run.run_id)
+    if notes is None or notes.empty:
+        return table
+    return table.merge(notes, on="neuron", how="left")
 
 
 def score_bounds(table: pd.DataFrame) -> tuple[float, float] | None:
@@ -63,10 +80,14 @@ def score_bounds(table: pd.DataFrame) -> tuple[float, float] | None:
     return (low, high) if low < high else None
 
 
-def ranking_filters(table: pd.DataFrame) -> tuple[str, tuple[float, float] | None]:
-    """The search box (neuron ids) beside the score slider; returns the query and the score range chosen
-    (None while the slider spans every score, so rows without a score yet stay listed)."""
-    search, scores = st.columns(2)
+def ranking_filters(table: pd.DataFrame) -> tuple[str, tuple[float, float] | None, str | None]:
+    """The search box (neuron ids, labels, any words) beside the score slider and the team's verdict;
+    returns the query, the score range chosen (None while the slider spans every score, so rows without a
+    score yet stay listed) and the verdict (None: any)."""
+    search, scores, judged = st.columns([2, 2, 1])
+    verdict = judged.selectbox("Team verdict", ["any", *team_notes.VERDICT_NAMES.values()],
+                               key="ranking_verdict")
+    verdict = None if verdict == "any" else verdict
     labelled = "labels" in table
     query = search.text_input(
         "Search by neuron id or label" if labelled else "Search by neuron id",
@@ -75,25 +96,36 @@ def ranking_filters(table: pd.DataFrame) -> tuple[str, tuple[float, float] | Non
     )
     bounds = score_bounds(table)
     if bounds is None:
-        return query, None
+        return query, None, verdict
     chosen = scores.slider(
         "ρ_inter − ρ_intra between", *bounds, value=bounds, step=0.01, key="ranking_scores"
     )
-    return query, None if tuple(chosen) == bounds else tuple(chosen)
+    return query, None if tuple(chosen) == bounds else tuple(chosen), verdict
 
 
-def no_match_notice(query: str, score_range: tuple[float, float] | None) -> str:
+def no_match_notice(
+    query: str, score_range: tuple[float, float] | None, verdict: str | None = None
+) -> str:
     """Why the filtered ranking is empty; the typed query is quoted as code, never rendered."""
     reasons = [f"matches {code(query, max_chars=60)}"] if query else []
     if score_range is not None:
         reasons.append(f"has ρ_inter − ρ_intra in [{score_range[0]:.2f}, {score_range[1]:.2f}]")
+    if verdict is not None:
+        reasons.append(f"is judged {verdict} by the team")
     return "No neuron of this run " + " and ".join(reasons) + "."
+
+
+def shown_columns(present: Sequence[str]) -> list[str]:
+    """The ranking's columns among ``present``, in order: the team's column takes the place of
+    `TEAM_REPLACES` (still in the CSV download), so that the table keeps to `TABLE_WIDTH_PX`."""
+    hidden = TEAM_REPLACES if "team" in present else ()
+    return [c for c in TABLE_COLUMNS if c in present and c not in hidden]
 
 
 def ranking_view(view: pd.DataFrame, strips: Mapping[int, str]) -> pd.DataFrame:
     """The displayed table: ``view``'s rows with a thumbnail-strip column (None where no strip is given)."""
     view = view.assign(references=[strips.get(int(n)) for n in view["neuron"]])
-    return view[[c for c in TABLE_COLUMNS if c in view.columns]].reset_index(drop=True)
+    return view[shown_columns(list(view.columns))].reset_index(drop=True)
 
 
 def selected_row(event: Any, view: pd.DataFrame) -> pd.Series | None:
@@ -121,13 +153,16 @@ def is_text_query(query: str) -> bool:
     return bool(query.strip()) and state.parse_neuron_filter(query) is None
 
 
-def hits_table(run: RunRef, hits: pd.DataFrame, key: str, column_config: dict[str, Any]) -> None:
-    """Search hits (one row per neuron, with its virtual neuron and k) with the neuron's strip of top
-    references; selecting a row opens that neuron at that k."""
+def hits_table(
+    run: RunRef, hits: pd.DataFrame, key: str, column_config: dict[str, Any],
+    where: tuple[str, ...] = ("virtual_neuron", "k"),
+) -> None:
+    """Search hits (one row per neuron, or per annotation, with its virtual neuron and k) with the neuron's
+    strip of top references and the ``where`` columns; selecting a row opens that neuron at that k."""
     strips = sheets.thumbnail_strips(run, [int(n) for n in hits["neuron"]])
     view = hits.assign(references=[strips.get(int(n)) for n in hits["neuron"]])
     event = st.dataframe(
-        view[["neuron", "references", "virtual_neuron", "k", *column_config]],
+        view[["neuron", "references", *where, *column_config]],
         key=key,
         on_select="rerun",
         selection_mode="single-row",
@@ -183,6 +218,27 @@ def label_hits_section(run: RunRef, query: str) -> None:
             ),
             "count": st.column_config.NumberColumn("refs", width=52, format="%d"),
         },
+    )
+
+
+def team_hits_section(run: RunRef, query: str) -> None:
+    """For a text query: the team's annotations whose label or note holds it (`annotations_db`)."""
+    if not is_text_query(query):
+        return
+    hits = team_notes.search_hits(run.run_id, query, st.session_state.get("k", state.DEFAULT_K))
+    if hits is None or hits.empty:
+        return
+    st.markdown(f"**Annotated by the team with {code(query, max_chars=60)}**: {len(hits)} annotation(s)")
+    hits_table(
+        run,
+        hits,
+        "team_hits",
+        {
+            "label": st.column_config.TextColumn("label", width=160),
+            "verdict": st.column_config.TextColumn("verdict", width=120),
+            "author": st.column_config.TextColumn("by", width=140),
+        },
+        where=("on",),
     )
 
 
@@ -248,6 +304,9 @@ def ranking_columns() -> dict[str, Any]:
         "top_activation": st.column_config.NumberColumn(
             "top act.", width=72, format="%.2f", help="max activation of the top reference"
         ),
+        "team": st.column_config.TextColumn(
+            "team", width=120, help="the team's label of the neuron, else of its virtual neurons"
+        ),
         "oracle_kind": st.column_config.TextColumn(
             "planted",
             width=92,
@@ -269,10 +328,12 @@ def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
         "large gap between the mean distance across and within the clusters means the neuron responds to two "
         "different things. Click a row to open the neuron; click a column header to sort."
     )
-    query, score_range = ranking_filters(table)
+    table = with_team_notes(run, table)
+    query, score_range, verdict = ranking_filters(table)
     label_hits_section(run, query)
+    team_hits_section(run, query)
     clip_hits_section(run, query)
-    view = filter_ranking(table, query, score_range)
+    view = filter_ranking(table, query, score_range, verdict)
     # Strips for the first rows only: a layer of thousands of channels would otherwise send megabytes.
     view = ranking_view(view, sheets.thumbnail_strips(run, [int(n) for n in view["neuron"][:MAX_STRIPS]]))
     if len(view) > MAX_STRIPS:
@@ -280,8 +341,8 @@ def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
             f"{len(view)} neurons; thumbnails for the top {MAX_STRIPS} rows: search by id or narrow the "
             "score range to see others."
         )
-    if view.empty and (query or score_range):
-        ui.notice(no_match_notice(query, score_range))
+    if view.empty and (query or score_range or verdict):
+        ui.notice(no_match_notice(query, score_range, verdict))
     event = st.dataframe(
         view,
         key="ranking_table",
