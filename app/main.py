@@ -23,6 +23,9 @@ pages = {
     "upload": st.Page(
         "views/upload.py", title="Upload an image", icon=":material/upload:", url_path="upload"
     ),
+    "activity": st.Page(
+        "views/activity.py", title="Team notes", icon=":material/forum:", url_path="activity"
+    ),
 }
 # Resolve the requested page before the login (navigation hidden until admitted), so that a deep link
 # opened on a protected instance still leads to its page, neuron and k after logging in.

@@ -174,7 +174,8 @@ def panel(key: AnnotationKey, title: str) -> None:
         return
     keys = _widget_keys(key)
     heading = f"{title}: {code(current.label, max_chars=40)}" if current and current.label else title
-    with st.expander(heading, expanded=False, icon=":material/edit_note:"):
+    just_saved = st.session_state.get(keys["message"]) is not None  # keep the panel open to say how it went
+    with st.expander(heading, expanded=just_saved, icon=":material/edit_note:"):
         if current is None:
             st.caption("Nobody has annotated this yet.")
         else:

@@ -33,7 +33,8 @@ from store import STAGES, StoreError
 
 _WRITTEN = "_query_written"
 PRECOMPUTE_COMMAND = "python -m precompute"
-PAGES = {"overview": "views/overview.py", "neuron": "views/neuron.py", "upload": "views/upload.py"}
+PAGES = {"overview": "views/overview.py", "neuron": "views/neuron.py", "upload": "views/upload.py",
+         "activity": "views/activity.py"}
 
 
 def external_param(name: str) -> str | None:

@@ -114,3 +114,24 @@ def test_the_ranking_shows_the_teams_labels_filters_by_verdict_and_the_search_fi
     assert any("Annotated by the team with `ASTRONAUT`" in m.value for m in at.markdown)
     hits = next(d.value for d in at.dataframe if "on" in d.value.columns)
     assert list(hits["on"]) == ["VN 2 of 2"] and list(hits["author"]) == ["ben"]
+
+
+def test_the_team_page_lists_recent_saves_and_exports_and_imports(monkeypatch, small_runs_root, tmp_path):
+    url = f"sqlite:///{tmp_path / 'notes.sqlite'}"
+    with RunStore.open(small_runs_root / "small") as store:
+        run_id = store.run_id
+    with AnnotationStore(url) as db:
+        db.save(AnnotationKey(run_id, 12), label="petals", author="ana", expected_version=None)
+        db.save(AnnotationKey(run_id, 3, 2, 1), label="<i>face</i>", author="ben", expected_version=None)
+        exported = db.export_json(run_id)
+    monkeypatch.setenv("PURE_RUNS_DIR", str(small_runs_root))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["annotations"] = {"url": url}
+    at.query_params = {"page": "activity", "run": "small"}
+    at.run()
+    assert not at.exception and at.title[0].value == "Team notes"
+    recent = at.dataframe[0].value
+    assert list(recent["label"]) == ["<i>face</i>", "petals"] and list(recent["by"]) == ["ben", "ana"]
+    assert recent["neuron"][0] == "neuron?run=small&neuron=3&k=2"
+    with AnnotationStore(f"sqlite:///{tmp_path / 'other.sqlite'}") as other:
+        assert other.import_json(exported, author="cleo")["created"] == 2  # the export the page offers

@@ -1,0 +1,111 @@
+"""Two collaborators in two browser contexts on one instance (Chromium, a password-protected instance with
+two editors): each annotates a virtual neuron, sees the other's label, finds it by search, and the team page
+lists both saves and offers the export. The database is a SQLite file named in secrets.toml."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from annotations_db import AnnotationKey, AnnotationStore
+from pure_explorer.live_app import IDLE, chromium, free_port, new_page, serve, streamlit_command
+from store import RunStore, list_runs
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+SECRETS = """
+[access]
+mode = "password"
+password = "team-password"
+cookie_secret = "a-secret-for-the-test-only-0123456789"
+allowed_emails = ["@lab.org"]
+editors = ["ana@lab.org", "ben@lab.org"]
+
+[annotations]
+url = "{url}"
+"""
+
+
+@pytest.fixture(scope="module")
+def instance(demo_runs_root, tmp_path_factory):
+    root, _ = demo_runs_root
+    run = next(info for info in list_runs(root) if info.complete)
+    directory = tmp_path_factory.mktemp("team")
+    url = f"sqlite:///{directory / 'notes.sqlite'}"
+    secrets = directory / "secrets.toml"
+    secrets.write_text(SECRETS.format(url=url))
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(root, command=[*streamlit_command(port), "--secrets.files", str(secrets)], port=port,
+               log=ARTIFACTS / "streamlit-team-server.log") as app_url, chromium() as browser:
+        yield app_url, run.directory.name, url, browser, run.directory
+
+
+def _idle(page) -> None:
+    page.wait_for_timeout(150)
+    page.wait_for_function(IDLE)
+
+
+def _log_in(browser, url: str, email: str):
+    page = new_page(browser)  # a context of its own: its own cookies, its own session
+    page.goto(url)
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password", exact=True).fill("team-password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text(f"Signed in as {email}").wait_for()
+    return page
+
+
+def _annotate(page, vn: int, label: str, note: str) -> None:
+    page.get_by_text(re.compile(rf"^Team notes on VN {vn}")).first.click()
+    panel = page.locator('[data-testid="stExpander"]').filter(has_text=f"Team notes on VN {vn}")
+    panel.get_by_label("Label").fill(label)
+    panel.get_by_label("Note").fill(note)
+    panel.get_by_role("button", name="Save").click()
+    page.get_by_text(re.compile(r"^Saved \(version \d+\)")).wait_for()
+    _idle(page)
+
+
+def test_two_collaborators_annotate_see_each_others_labels_search_and_export(instance):
+    url, run_name, database, browser, store_dir = instance
+    neuron_page = f"{url}/neuron?run={run_name}&neuron=0&k=2"
+    ana, ben = _log_in(browser, neuron_page, "ana@lab.org"), _log_in(browser, neuron_page, "ben@lab.org")
+    for page in (ana, ben):
+        page.get_by_role("heading", name="2 virtual neurons").wait_for()
+        _idle(page)
+    _annotate(ana, 1, "bar half <b>x</b>", "ana's note")
+    _annotate(ben, 2, "blob half", "ben's note")
+    # each sees the other's label after reloading (a new run of the page reads the database)
+    for page, other_vn, other_label in ((ana, 2, "blob half"), (ben, 1, "bar half <b>x</b>")):
+        page.reload()
+        page.get_by_role("heading", name="2 virtual neurons").wait_for()
+        page.get_by_text(f"Team notes on VN {other_vn}: {other_label}").wait_for()
+    assert ana.locator("b", has_text="x").count() == 0  # the label's tag is text, never HTML
+    # ana finds ben's label from the overview's search
+    ana.goto(f"{url}/?run={run_name}")
+    box = ana.get_by_label("Search by neuron id or label")
+    box.fill("blob half")
+    box.press("Enter")
+    ana.get_by_text(re.compile(r"^Annotated by the team with")).wait_for()
+    # the team page lists both saves with their authors and offers the export
+    ben.goto(f"{url}/activity?run={run_name}")
+    ben.get_by_role("heading", name="Team notes").wait_for()
+    _idle(ben)
+    grid = ben.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    grid.locator('[role="gridcell"]').first.wait_for(state="attached")
+    cells = [c.strip() for c in grid.locator('[role="gridcell"]').all_text_contents()]
+    assert {"ana@lab.org", "ben@lab.org"} <= set(cells) and "blob half" in cells
+    with ben.expect_download() as download:
+        ben.get_by_role("button", name="Download as JSON").click()
+    exported = Path(download.value.path()).read_text()
+    assert "bar half <b>x</b>" in exported and "ben's note" in exported
+    with RunStore.open(store_dir) as store:
+        run_id = store.run_id
+    with AnnotationStore(database) as db:
+        assert db.get(AnnotationKey(run_id, 0, 2, 2)).author == "ben@lab.org"
+    ben.screenshot(path=str(ARTIFACTS / "team-notes.png"), full_page=True)
