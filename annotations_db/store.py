@@ -115,7 +115,12 @@ class AnnotationStore:
         self.url = url
         self.backend = parsed.get_backend_name()
         if self.backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database.removeprefix("file:").split("?")[0]).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DatabaseUnavailable(f"the annotation database cannot open now (cannot create {folder}: "
+                                          f"{error.strerror})") from error
         self.engine = create_engine(url, pool_pre_ping=True)
         if self.backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -34,8 +34,8 @@ from annotations_db import (
 from app import auth, store_access
 from app.safe_text import code
 
-__all__ = ["VERDICT_NAMES", "Editor", "annotation_store", "database_url", "editor", "neuron_notes", "panel",
-           "search_hits", "summary", "verdict_name"]
+__all__ = ["VERDICT_NAMES", "Editor", "annotation_store", "database_url", "editor", "history", "neuron_notes",
+           "panel", "search_hits", "summary", "verdict_name"]
 
 VERDICT_NAMES = {
     Verdict.UNREVIEWED: "unreviewed",
@@ -90,9 +90,13 @@ def editor() -> Editor:
     return Editor(name, True)
 
 
+def _label(label: str) -> str:
+    return code(label, max_chars=MAX_LABEL_CHARS) if label else "(no label)"
+
+
 def summary(annotation: Annotation) -> str:
     """One line of markdown: label, verdict, author, time, version; typed values as code."""
-    label = code(annotation.label, max_chars=MAX_LABEL_CHARS) if annotation.label else "(no label)"
+    label = _label(annotation.label)
     when = annotation.updated_at.strftime("%Y-%m-%d %H:%M UTC")
     return (f"{label} · {verdict_name(annotation.verdict)} · by {code(annotation.author, max_chars=80)}, "
             f"{when} (version {annotation.version})")
@@ -163,6 +167,17 @@ def _message(keys: dict[str, str]) -> None:
         st.text(f"label: {label}\nnote: {note}")
 
 
+def history(key: AnnotationKey, shown: int = 10) -> None:
+    """The earlier versions of an annotation, newest first (label, verdict, author, time)."""
+    try:
+        edits = annotation_store().history(key)[:-1][::-1][:shown]
+    except AnnotationError:
+        return
+    lines = [f"version {e.version}: {_label(e.label)} · {verdict_name(e.verdict)} · "
+             f"{code(e.author, max_chars=80)}, {e.at.strftime('%Y-%m-%d %H:%M')}" for e in edits]
+    st.caption("Earlier: " + "; ".join(lines))
+
+
 def panel(key: AnnotationKey, title: str) -> None:
     """The team's annotation of ``key``: the current version (and its history), and a form for those who may
     write. Reads the database on every run, so a collaborator's save shows on the next interaction."""
@@ -182,6 +197,8 @@ def panel(key: AnnotationKey, title: str) -> None:
             st.markdown(summary(current))
             if current.note:
                 st.text(current.note)
+            if current.version > 1:
+                history(key)
         visitor = editor()
         if not visitor.may_edit:
             st.caption(f"Viewing only: {visitor.why_not}.")

@@ -204,3 +204,10 @@ def test_the_default_database_is_a_sqlite_file_beside_the_runs(tmp_path):
     with AnnotationStore(url) as opened:
         opened.save(VN, label="x", author="local", expected_version=None)
     assert (tmp_path / "runs" / "annotations.sqlite").is_file()
+
+
+def test_a_sqlite_file_where_no_folder_can_be_made_is_unavailable_not_a_crash(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DatabaseUnavailable, match="cannot create"):
+        AnnotationStore(f"sqlite:///{blocker / 'notes' / 'annotations.sqlite'}")

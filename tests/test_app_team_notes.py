@@ -64,6 +64,9 @@ def test_a_note_saved_in_one_session_shows_in_another_and_an_old_version_is_not_
         assert [e.label for e in db.history(AnnotationKey(run_id, 3, 2, 1))] == ["dog <b>snout</b>", "snout"]
     _save(ana, 1, "nose and snout")  # from theirs: lands as version 3
     assert any("Saved (version 3)" in s.value for s in ana.success)
+    earlier = [c.value for c in _vn_panel(ana, 1).caption if c.value.startswith("Earlier: ")]
+    assert earlier and earlier[0].startswith("Earlier: version 2: `snout`")
+    assert "version 1: `dog <b>snout</b>`" in earlier[0]
 
 
 def test_viewers_and_switched_off_instances_see_notes_without_a_form(monkeypatch, small_runs_root, tmp_path):
