@@ -39,6 +39,7 @@ __all__ = ["EXPORT_FIELDS", "AnnotationError", "AnnotationStore", "DatabaseUnava
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_FILE = "annotations.sqlite"
+CONNECT_TIMEOUT_S = 3
 EXPORT_FIELDS = ("run_id", "neuron", "k", "virtual_neuron", "label", "note", "verdict", "author",
                  "created_at", "updated_at", "version")
 
@@ -121,7 +122,9 @@ class AnnotationStore:
             except OSError as error:
                 raise DatabaseUnavailable(f"the annotation database cannot open now (cannot create {folder}: "
                                           f"{error.strerror})") from error
-        self.engine = create_engine(url, pool_pre_ping=True)
+        # a server that does not answer fails within seconds, not after the system's TCP timeout
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if self.backend == "postgresql" else {}
+        self.engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         if self.backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

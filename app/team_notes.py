@@ -14,6 +14,7 @@ browsable: the panel says so in one line.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,10 +74,25 @@ def _open_store(url: str) -> AnnotationStore:
     return AnnotationStore(url)
 
 
+_FAILED: dict[str, tuple[float, AnnotationError]] = {}  # url -> (when, why): a down database is asked again
+RETRY_AFTER_S = 30.0  # only after this long, so that pages do not wait for its timeout on every run
+
+
 def annotation_store() -> AnnotationStore:
-    """The instance's annotation store (opened and migrated once per server; a failed open is retried on
-    the next call). Raises `annotations_db.DatabaseUnavailable` when the database cannot be reached."""
-    return _open_store(database_url())
+    """The instance's annotation store (opened and migrated once per server; a failed open is retried
+    after `RETRY_AFTER_S`). Raises `annotations_db.DatabaseUnavailable` when the database cannot be
+    reached."""
+    url = database_url()
+    failed = _FAILED.get(url)
+    if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S:
+        raise failed[1]
+    try:
+        store = _open_store(url)
+    except AnnotationError as error:
+        _FAILED[url] = (time.monotonic(), error)
+        raise
+    _FAILED.pop(url, None)
+    return store
 
 
 def editor() -> Editor:

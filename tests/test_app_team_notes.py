@@ -138,3 +138,19 @@ def test_the_team_page_lists_recent_saves_and_exports_and_imports(monkeypatch, s
     assert recent["neuron"][0] == "neuron?run=small&neuron=3&k=2"
     with AnnotationStore(f"sqlite:///{tmp_path / 'other.sqlite'}") as other:
         assert other.import_json(exported, author="cleo")["created"] == 2  # the export the page offers
+
+
+def test_a_read_only_database_shows_the_notes_and_refuses_a_save_in_one_message(
+    monkeypatch, small_runs_root, tmp_path
+):
+    path = tmp_path / "notes.sqlite"
+    with RunStore.open(small_runs_root / "small") as store:
+        run_id = store.run_id
+    with AnnotationStore(f"sqlite:///{path}") as db:
+        db.save(AnnotationKey(run_id, 3, 2, 1), label="kept", author="ana", expected_version=None)
+    at = _page(monkeypatch, small_runs_root, f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert _vn_panel(at, 1).label == "Team notes on VN 1: `kept`"
+    _save(at, 1, "lost?")
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Not saved: `the annotation database cannot save now")
+    assert not at.exception and _vn_panel(at, 1).label == "Team notes on VN 1: `kept`"
