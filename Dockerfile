@@ -1,13 +1,17 @@
 # Serves the PURE dashboard on run stores mounted read-only at /runs, with the model weights the uploads need
 # (demo checkpoint, torch hub, Hugging Face hub caches) mounted read-only at /models:
 #   docker build -t pure-explorer .
-#   docker run -p 8501:8501 -v "$PWD/runs:/runs:ro" -v "$HOME/.cache:/models:ro" pure-explorer
+#   docker run -p 8501:8501 -v "$PWD/runs:/runs:ro" -v "$HOME/.cache:/models:ro" -v "$PWD/notes:/notes" \
+#     pure-explorer
+# The team's notes go to the SQLite file /notes/annotations.sqlite (a writable volume), or to the database
+# that secrets.toml's [annotations] url names.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PURE_RUNS_DIR=/runs \
+    PURE_ANNOTATIONS_URL=sqlite:////notes/annotations.sqlite \
     PURE_CACHE_DIR=/models/pure-explorer \
     TORCH_HOME=/models/torch \
     HF_HOME=/models/huggingface \
@@ -34,13 +38,14 @@ COPY synthetic/ synthetic/
 COPY sample_photos/ sample_photos/
 COPY precompute/ precompute/
 COPY store/ store/
+COPY annotations_db/ annotations_db/
 COPY app/ app/
 COPY pure_explorer/ pure_explorer/
 RUN pip install --no-deps . && rm -rf build ./*.egg-info
 # Streamlit's settings travel inside app/ (app/.streamlit/config.toml, read beside the main script);
 # secrets.toml is mounted at run time into the working directory's .streamlit/, never copied.
 
-RUN useradd --create-home --uid 10001 explorer
+RUN useradd --create-home --uid 10001 explorer && mkdir /notes && chown 10001 /notes
 USER 10001
 
 EXPOSE 8501

@@ -63,8 +63,9 @@ class EditConflict(AnnotationError):
 
 
 def default_url(runs_dir: str | Path) -> str:
-    """The embedded SQLite database beside the runs: ``sqlite:///<runs_dir>/annotations.sqlite``."""
-    return f"sqlite:///{Path(runs_dir).resolve() / DEFAULT_FILE}"
+    """The embedded SQLite database next to the runs directory (not inside it: the run stores are read-only
+    to the app): ``sqlite:///<runs_dir>/../annotations.sqlite``."""
+    return f"sqlite:///{Path(runs_dir).resolve().parent / DEFAULT_FILE}"
 
 
 def migrate(engine: Engine) -> None:

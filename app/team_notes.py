@@ -4,7 +4,8 @@ that shows and edits one annotation.
 Configured in `.streamlit/secrets.toml`:
 
     [annotations]
-    url = "postgresql+psycopg://explorer:...@db.lab.org/explorer"   # absent: SQLite beside the runs
+    url = "postgresql+psycopg://explorer:...@db.lab.org/explorer"
+    # absent: $PURE_ANNOTATIONS_URL, else the SQLite file annotations.sqlite next to the runs directory
     editing = true                      # false: an open instance shows annotations but takes none
 
 Who may write on a protected instance: ``[access] editors`` (`app.auth`). Everything a visitor typed is shown
@@ -14,6 +15,7 @@ browsable: the panel says so in one line.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +67,10 @@ def _settings() -> dict[str, Any]:
 
 
 def database_url() -> str:
-    """The configured database (``[annotations] url``), else the SQLite file beside the runs."""
-    return str(_settings().get("url") or default_url(store_access.runs_root()))
+    """The configured database: ``[annotations] url``, else ``$PURE_ANNOTATIONS_URL``, else the SQLite file
+    next to the runs directory."""
+    return str(_settings().get("url") or os.environ.get("PURE_ANNOTATIONS_URL")
+               or default_url(store_access.runs_root()))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -198,12 +198,13 @@ def test_the_migrations_build_the_tables_the_code_declares(store):
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
-def test_the_default_database_is_a_sqlite_file_beside_the_runs(tmp_path):
+def test_the_default_database_is_a_sqlite_file_next_to_the_runs_not_in_them(tmp_path):
+    (tmp_path / "runs").mkdir()
     url = default_url(tmp_path / "runs")
-    assert url == f"sqlite:///{(tmp_path / 'runs' / 'annotations.sqlite').resolve()}"
+    assert url == f"sqlite:///{(tmp_path / 'annotations.sqlite').resolve()}"
     with AnnotationStore(url) as opened:
         opened.save(VN, label="x", author="local", expected_version=None)
-    assert (tmp_path / "runs" / "annotations.sqlite").is_file()
+    assert (tmp_path / "annotations.sqlite").is_file() and not any((tmp_path / "runs").iterdir())
 
 
 def test_a_sqlite_file_where_no_folder_can_be_made_is_unavailable_not_a_crash(tmp_path):

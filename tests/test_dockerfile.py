@@ -156,6 +156,9 @@ def test_the_image_holds_every_package_of_the_project(image):
     assert expected <= installed, f"not in the image: {expected - installed}"
     # the dashboard's Streamlit settings arrive with it (package data), byte for byte
     assert (image.site_packages / "app" / ".streamlit" / "config.toml").read_bytes() == CONFIG.read_bytes()
+    # and the notes' database migrations (package data: Alembic's scripts are not a package)
+    migrations = image.site_packages / "annotations_db" / "migrations"
+    assert (migrations / "env.py").is_file() and (migrations / "versions" / "0001_annotations.py").is_file()
     command = DOCKERFILE["CMD"][0]
     assert shutil.which(command, path=image.env["PATH"]) == str(image.site_packages / "bin" / command)
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from annotations_db import AnnotationKey, AnnotationStore
-from pure_explorer.live_app import IDLE, chromium, free_port, new_page, serve, streamlit_command
+from pure_explorer.live_app import IDLE, chromium, free_port, new_page, screenshot, serve, streamlit_command
 from store import RunStore, list_runs
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
 SECRETS = """
 [access]
 mode = "password"
@@ -61,9 +62,13 @@ def _log_in(browser, url: str, email: str):
 
 
 def _annotate(page, vn: int, label: str, note: str) -> None:
-    page.get_by_text(re.compile(rf"^Team notes on VN {vn}")).first.click()
+    _idle(page)  # a click during a rerun can land on an element about to be replaced
     panel = page.locator('[data-testid="stExpander"]').filter(has_text=f"Team notes on VN {vn}")
-    panel.get_by_label("Label").fill(label)
+    field = panel.get_by_label("Label")
+    if not field.is_visible():
+        page.get_by_text(re.compile(rf"^Team notes on VN {vn}")).first.click()
+    field.wait_for()
+    field.fill(label)
     panel.get_by_label("Note").fill(note)
     panel.get_by_role("button", name="Save").click()
     page.get_by_text(re.compile(r"^Saved \(version \d+\)")).wait_for()
@@ -78,6 +83,7 @@ def test_two_collaborators_annotate_see_each_others_labels_search_and_export(ins
         page.get_by_role("heading", name="2 virtual neurons").wait_for()
         _idle(page)
     _annotate(ana, 1, "bar half <b>x</b>", "ana's note")
+    screenshot(ana, ARTIFACTS / "team-notes-neuron.png", SCREENSHOTS / "team-notes.png")
     _annotate(ben, 2, "blob half", "ben's note")
     # each sees the other's label after reloading (a new run of the page reads the database)
     for page, other_vn, other_label in ((ana, 2, "blob half"), (ben, 1, "bar half <b>x</b>")):
@@ -108,4 +114,4 @@ def test_two_collaborators_annotate_see_each_others_labels_search_and_export(ins
         run_id = store.run_id
     with AnnotationStore(database) as db:
         assert db.get(AnnotationKey(run_id, 0, 2, 2)).author == "ben@lab.org"
-    ben.screenshot(path=str(ARTIFACTS / "team-notes.png"), full_page=True)
+    ben.screenshot(path=str(ARTIFACTS / "team-notes-page.png"), full_page=True)
