@@ -175,12 +175,24 @@ def database_url(request, tmp_path) -> str:
     """An empty database of each kind: a SQLite file, or a new database on the session's PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'annotations.sqlite'}"
+    return new_postgres_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database(postgres_server):
+    """A function that makes a new, empty database on the session's PostgreSQL server (for fixtures of any
+    scope) and returns its URL."""
+    return lambda: new_postgres_database(postgres_server)
+
+
+def new_postgres_database(server_url: str) -> str:
+    """A new, empty database on the test session's PostgreSQL server; its URL."""
     import uuid
 
     import psycopg
     from sqlalchemy.engine import make_url
 
-    server = make_url(request.getfixturevalue("postgres_server"))
+    server = make_url(server_url)
     name = f"test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(host=server.query["host"], port=server.query["port"], user="postgres",
                          dbname="postgres", autocommit=True) as connection:

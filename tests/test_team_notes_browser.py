@@ -1,6 +1,7 @@
 """Two collaborators in two browser contexts on one instance (Chromium, a password-protected instance with
-two editors): each annotates a virtual neuron, sees the other's label, finds it by search, and the team page
-lists both saves and offers the export. The database is a SQLite file named in secrets.toml."""
+two editors and a viewer): each editor annotates a virtual neuron, sees the other's label, finds it by
+search, and the team page lists both saves and offers the export; the viewer reads the notes without a form.
+Once on a SQLite file and once on the test session's PostgreSQL server, named in secrets.toml."""
 
 from __future__ import annotations
 
@@ -24,19 +25,22 @@ mode = "password"
 password = "team-password"
 cookie_secret = "a-secret-for-the-test-only-0123456789"
 allowed_emails = ["@lab.org"]
-editors = ["ana@lab.org", "ben@lab.org"]
+editors = ["ana@lab.org", "ben@lab.org"]  # cleo@lab.org may log in and read
 
 [annotations]
 url = "{url}"
 """
 
 
-@pytest.fixture(scope="module")
-def instance(demo_runs_root, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def instance(request, demo_runs_root, tmp_path_factory):
     root, _ = demo_runs_root
     run = next(info for info in list_runs(root) if info.complete)
     directory = tmp_path_factory.mktemp("team")
-    url = f"sqlite:///{directory / 'notes.sqlite'}"
+    if request.param == "sqlite":
+        url = f"sqlite:///{directory / 'notes.sqlite'}"
+    else:
+        url = request.getfixturevalue("make_postgres_database")()
     secrets = directory / "secrets.toml"
     secrets.write_text(SECRETS.format(url=url))
     port = free_port()
@@ -110,6 +114,14 @@ def test_two_collaborators_annotate_see_each_others_labels_search_and_export(ins
         ben.get_by_role("button", name="Download as JSON").click()
     exported = Path(download.value.path()).read_text()
     assert "bar half <b>x</b>" in exported and "ben's note" in exported
+    # a viewer reads both notes and gets no form
+    cleo = _log_in(browser, neuron_page, "cleo@lab.org")
+    cleo.get_by_role("heading", name="2 virtual neurons").wait_for()
+    cleo.get_by_text("Team notes on VN 2: blob half").click()
+    panel = cleo.locator('[data-testid="stExpander"]').filter(has_text="Team notes on VN 2")
+    panel.get_by_text(re.compile(r"^Viewing only: your login may view annotations")).wait_for()
+    assert panel.get_by_text("ben's note").is_visible()
+    assert cleo.get_by_role("button", name="Save").count() == 0
     with RunStore.open(store_dir) as store:
         run_id = store.run_id
     with AnnotationStore(database) as db:
