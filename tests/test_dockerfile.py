@@ -66,6 +66,7 @@ def test_the_image_is_slim_unprivileged_headless_and_health_checked():
     assert DOCKERFILE["USER"] not in ("root", "0")
     env = DOCKERFILE["ENV"]
     assert env["STREAMLIT_SERVER_HEADLESS"] == "true" and env["PURE_RUNS_DIR"] == "/runs"
+    assert env["PURE_ANNOTATIONS_URL"] == "sqlite:////notes/annotations.sqlite"  # a volume, not /runs
     assert DOCKERFILE["CMD"] == ["pure-explorer", "app"]
     assert "/_stcore/health" in " ".join(DOCKERFILE["HEALTHCHECK"])
     assert DOCKERFILE["EXPOSE"] == env["STREAMLIT_SERVER_PORT"]
@@ -187,6 +188,7 @@ def test_the_entrypoint_serves_the_store_read_only_and_passes_its_health_check(
         "TORCH_HOME": str(Path.home() / ".cache" / "torch"),
         "HF_HOME": str(Path.home() / ".cache" / "huggingface"),
         "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+        "PURE_ANNOTATIONS_URL": f"sqlite:///{tmp_path / 'notes' / 'annotations.sqlite'}",  # the /notes volume
         "STREAMLIT_SERVER_PORT": str(port),
         **image.env,
     }
@@ -209,3 +211,4 @@ def test_the_entrypoint_serves_the_store_read_only_and_passes_its_health_check(
             assert page.locator('[data-testid="stException"]').count() == 0
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
     assert _digest(root) == before, "the app wrote to the store it serves (mounted read-only in the image)"
+    assert (tmp_path / "notes" / "annotations.sqlite").is_file()  # the team's notes live on their volume
