@@ -6,7 +6,6 @@ round-trip, and the migrations build exactly the tables the code declares."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -124,10 +123,9 @@ def test_a_read_only_database_still_reads_and_refuses_saves_in_one_line(database
 
 
 def test_an_unreachable_database_says_so_in_one_line(tmp_path):
-    start = time.perf_counter()
-    with pytest.raises(DatabaseUnavailable, match="cannot open now"):
+    with pytest.raises(DatabaseUnavailable, match="cannot open now") as unavailable:
         AnnotationStore(f"postgresql+psycopg://nobody@/db?host={tmp_path}&port=1")
-    assert time.perf_counter() - start < 30
+    assert "\n" not in str(unavailable.value)
 
 
 def test_text_is_bounded_and_kept_as_typed_without_control_characters(store):
