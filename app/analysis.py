@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from app.store_access import NeuronData, RunRef, neuron_data, run_details
-from store.schema import METHODS
+from store.schema import METHODS, KChoice
 
 if TYPE_CHECKING:  # scikit-learn takes ~1 s to import; the overview page never needs it
     from pure_core.labels import LabelShare
@@ -64,6 +64,12 @@ class Clustering:
     def assign(self, vector: np.ndarray) -> int:
         """The virtual neuron (0-based) of a vector ``(d,)``: nearest centroid (`VirtualNeurons.predict`)."""
         return int(self.virtual_neurons.predict(_as_rows(vector))[0])
+
+    @property
+    def radii(self) -> np.ndarray:
+        """``(k,)`` per virtual neuron, the 95th percentile of its references' distances to its centroid
+        (`VirtualNeurons.radii_`): beyond every radius, a circuit is unlike any of the neuron's."""
+        return self.virtual_neurons.radii_
 
 
 def _as_rows(vectors: np.ndarray) -> np.ndarray:
@@ -172,6 +178,26 @@ def k_scores(run: RunRef, neuron: int, k: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@st.cache_data(show_spinner=False, max_entries=1024)
+def k_choice(run: RunRef, neuron: int) -> KChoice | None:
+    """The neuron's k diagnostics and suggested k (`store.schema.KChoice`): precompute's where stored, else
+    computed now as precompute does (`pure_core.k_choice`, the run's ks and seed; stores written before the
+    diagnostics existed). None without PURE vectors."""
+    data = neuron_data(run, neuron)
+    if data is None or data.pure is None:
+        return None
+    if data.k_choice is not None:
+        return data.k_choice
+    from threadpoolctl import threadpool_limits
+
+    from pure_core.k_choice import k_diagnostics
+
+    meta = run_details(run).meta
+    with threadpool_limits(1):
+        result = k_diagnostics(data.pure, meta.ks or [2, 3, 4, 5], data.embeddings, random_state=meta.seed)
+    return KChoice(result.ks, result.silhouette, result.stability, result.score, result.suggested_k)
+
+
 def _score_row(label: str, intra: float, inter: float) -> dict[str, float | str]:
     return {"method": label, "rho_intra": intra, "rho_inter": inter, "rho_inter - rho_intra": inter - intra}
 
@@ -187,7 +213,8 @@ class Assignment:
     ``nearest``: the nearest virtual neuron (0-based); ``distances (k,)`` to every centroid; ``percentile``:
     share (%) of the neuron's references whose activation the image's reaches (None without references);
     ``fires``: the image activates the neuron at least as much as its weakest reference; ``runner_up``: the
-    second-nearest virtual neuron when its distance is within ``TIE_MARGIN`` of the nearest, else None.
+    second-nearest virtual neuron when its distance is within ``TIE_MARGIN`` of the nearest, else None;
+    ``radii (k,)``: each virtual neuron's radius (`Clustering.radii`), None when unknown.
     An assignment counts only when the neuron fires and there is no tie.
     """
 
@@ -196,10 +223,25 @@ class Assignment:
     percentile: float | None
     fires: bool
     runner_up: int | None
+    radii: np.ndarray | None = None
 
     @property
     def counts(self) -> bool:
         return self.fires and self.runner_up is None
+
+    @property
+    def radius_ratio(self) -> float | None:
+        """The smallest distance / radius over the virtual neurons (`VirtualNeurons.radius_ratio`)."""
+        from pure_core.virtual import radius_ratio
+
+        return None if self.radii is None else float(radius_ratio(self.distances, self.radii)[0])
+
+    @property
+    def unlike_any_circuit(self) -> bool:
+        """The circuit lies beyond every virtual neuron's radius: the neuron responds by a route none of
+        its references took."""
+        ratio = self.radius_ratio
+        return ratio is not None and ratio > 1.0
 
 
 def activation_percentile(activation: float, reference_activations: np.ndarray) -> float | None:
@@ -215,6 +257,7 @@ def judge_assignment(
     reference_activations: np.ndarray,
     distances: np.ndarray,
     tie_margin: float = TIE_MARGIN,
+    radii: np.ndarray | None = None,
 ) -> Assignment:
     """Nearest virtual neuron of an image and whether to call it an assignment.
 
@@ -234,5 +277,10 @@ def judge_assignment(
         if second - first <= tie_margin * second:
             runner_up = int(order[1])
     return Assignment(
-        int(order[0]), distances, activation_percentile(activation, references), fires, runner_up
+        int(order[0]),
+        distances,
+        activation_percentile(activation, references),
+        fires,
+        runner_up,
+        None if radii is None else np.asarray(radii, dtype=np.float64),
     )

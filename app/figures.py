@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from app.safe_text import html_text
 from store.codecs import decode_image
-from store.schema import DistanceCorrelation, MethodComparison
+from store.schema import DistanceCorrelation, KChoice, MethodComparison
 
 # Colour of virtual neuron i (0-based); shared by the Plotly figures and the PNG report.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -150,6 +150,41 @@ def method_comparison_figure(comparison: MethodComparison, labels: Mapping[str, 
     return fig
 
 
+K_DIAGNOSTICS = (
+    ("silhouette", "silhouette", "how much closer each reference is to its own VN than to the next"),
+    ("stability", "stability (ARI)", "agreement of k-means splits from different seeds"),
+    ("score", "ρ_inter − ρ_intra", "distinctness of the VNs' crops under the embedder"),
+)
+
+
+def k_diagnostics_figure(k_choice: KChoice, min_stability: float) -> go.Figure:
+    """Three small panels over k: silhouette, stability (with the ``min_stability`` line) and the embedding
+    score of PURE's split; the suggested k marked in each."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title, _ in K_DIAGNOSTICS],
+                        horizontal_spacing=0.09)
+    ks = list(k_choice.ks)
+    for column, (name, title, meaning) in enumerate(K_DIAGNOSTICS, start=1):
+        values = np.asarray(getattr(k_choice, name), dtype=float)
+        fig.add_trace(go.Scatter(
+            x=ks, y=values, mode="lines+markers", name=title, showlegend=False,
+            line={"color": METHOD_COLOURS["pure"]},
+            hovertemplate=f"k = %{{x}}<br>{title} %{{y:.3f}}<br>{meaning}<extra></extra>",
+        ), row=1, col=column)
+        if k_choice.suggested_k in ks:
+            at = ks.index(k_choice.suggested_k)
+            fig.add_trace(go.Scatter(
+                x=[ks[at]], y=[values[at]], mode="markers", showlegend=False,
+                marker={"size": 13, "symbol": "star", "color": "#d62728"},
+                hovertemplate="suggested k = %{x}<extra></extra>",
+            ), row=1, col=column)
+    fig.add_hline(y=min_stability, line={"color": "#999", "dash": "dot"}, row=1, col=2)
+    fig.update_xaxes(dtick=1, title_text="k")
+    fig.update_layout(**{**_LAYOUT, "height": 230, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}})
+    return fig
+
+
 def correlation_figure(correlation: DistanceCorrelation, labels: Mapping[str, str]) -> go.Figure:
     """Sec. 4.2: Pearson r of each method's pairwise distances with the embedder's, with its SEM."""
     methods = list(correlation.methods)
@@ -249,8 +284,9 @@ def circuit_html(weights: np.ndarray, top_n: int, bar_colour: str, lower_layer: 
     return "<div style='display:flex;flex-direction:column;gap:3px'>" + "".join(rows) + "</div>"
 
 
-def distances_figure(distances: np.ndarray, assigned: int) -> go.Figure:
-    """Distances of an image's circuit vector to each virtual neuron's centroid, the nearest highlighted."""
+def distances_figure(distances: np.ndarray, assigned: int, radii: np.ndarray | None = None) -> go.Figure:
+    """Distances of an image's circuit vector to each virtual neuron's centroid, the nearest highlighted;
+    with ``radii (k,)``, each virtual neuron's radius (95 % of its references within) as a dash."""
     names = [vn_name(i) for i in range(len(distances))]
     bars = {
         "type": "bar",
@@ -259,13 +295,26 @@ def distances_figure(distances: np.ndarray, assigned: int) -> go.Figure:
         "marker": {"color": [colour(i) if i == assigned else "#c7c7c7" for i in range(len(distances))]},
         "hovertemplate": "%{x}<br>distance %{y:.4f}<extra></extra>",
     }
+    traces = [bars]
+    if radii is not None:
+        traces.append({
+            "type": "scatter",
+            "mode": "markers",
+            "x": names,
+            "y": np.asarray(radii, dtype=float),
+            "name": "radius: 95 % of its references within",
+            "marker": {"symbol": "line-ew-open", "size": 36, "line": {"width": 3, "color": "#222"}},
+            "hovertemplate": "%{x}<br>95 % of its references within %{y:.4f}<extra></extra>",
+        })
     layout = {
         "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
         "height": 240,
         "title": {"text": "Distance to each virtual neuron's centroid"},
         "yaxis": {"title": {"text": "Euclidean distance"}},
+        "showlegend": radii is not None,
+        "legend": {"orientation": "h", "y": -0.15},
     }
-    return go.Figure({"data": [bars], "layout": layout})
+    return go.Figure({"data": traces, "layout": layout})
 
 
 # -- PNG downloads (PIL; no plotting backend needed) ----------------------------------------------------

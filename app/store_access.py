@@ -31,6 +31,7 @@ from store.schema import (
     DatasetLabelNames,
     DistanceCorrelation,
     Embeddings,
+    KChoice,
     LabelIndex,
     MethodComparison,
     NeuronScores,
@@ -268,7 +269,8 @@ class NeuronData:
     ``pure (n, C_lower)``, ``activation (n, C_L)``, ``embeddings (n, D)`` as float32 (stored float16) or
     None before their stage; ``thumbnails`` n WEBP byte strings; ``dataset_indices (n,)`` and
     ``max_activations (n,)`` of the references; ``umap``, ``scores``, ``predictions`` (the model's top
-    classes per reference) and ``clip_labels`` (CLIP's names per crop) the stored records or None;
+    classes per reference), ``clip_labels`` (CLIP's names per crop) and ``k_choice`` (the k diagnostics)
+    the stored records or None;
     ``dataset_labels (n,)`` each reference's dataset label (`data_label_names`; -1 for none) or None.
     """
 
@@ -284,6 +286,7 @@ class NeuronData:
     predictions: ReferencePredictions | None = None
     dataset_labels: np.ndarray | None = None
     clip_labels: ReferenceClipLabels | None = None
+    k_choice: KChoice | None = None
 
     @property
     def n_references(self) -> int:
@@ -344,6 +347,7 @@ def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
         predictions=store.read(ReferencePredictions, neuron),
         dataset_labels=_vectors(store.read(ReferenceDatasetLabels, neuron), dtype=None),
         clip_labels=store.read(ReferenceClipLabels, neuron),
+        k_choice=store.read(KChoice, neuron),
     )
 
 

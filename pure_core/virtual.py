@@ -20,7 +20,17 @@ from sklearn.cluster import KMeans
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.utils.validation import check_array, check_is_fitted
 
-__all__ = ["VirtualNeurons"]
+__all__ = ["VirtualNeurons", "radius_ratio"]
+
+
+def radius_ratio(distances, radii) -> np.ndarray:
+    """``(n,)``: per row of ``distances (n, k)`` to k centroids, the smallest distance / radius over the
+    centroids (``radii (k,)``). Above 1, the point is beyond every radius; a zero radius makes any other
+    point infinitely far."""
+    distances = np.atleast_2d(np.asarray(distances, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(distances > 0, distances / np.asarray(radii, dtype=np.float64), 0.0)
+    return ratios.min(axis=1)
 
 
 class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
@@ -34,6 +44,8 @@ class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
         Seed of the k-means initialisation; a fixed seed makes `fit` deterministic.
     n_init : int, default 10
         Number of k-means++ restarts; the run with the lowest inertia is kept (as in the paper).
+    radius_quantile : float, default 0.95
+        Quantile of the members' distances to their centroid that makes a virtual neuron's radius.
 
     Attributes
     ----------
@@ -47,12 +59,17 @@ class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
         Number of features (lower-layer channels) seen during `fit`.
     n_iter_ : int
         Lloyd iterations of the best run.
+    radii_ : ndarray (n_clusters,)
+        Per virtual neuron, the ``radius_quantile`` of its members' distances to its centroid (0 for an
+        empty cluster); only when the training vectors are known (`fit`, `from_stored`).
     """
 
-    def __init__(self, n_clusters: int = 2, random_state: int | None = 0, n_init: int = 10):
+    def __init__(self, n_clusters: int = 2, random_state: int | None = 0, n_init: int = 10,
+                 radius_quantile: float = 0.95):
         self.n_clusters = n_clusters
         self.random_state = random_state
         self.n_init = n_init
+        self.radius_quantile = radius_quantile
 
     def fit(self, R, y=None) -> VirtualNeurons:
         """Cluster the attribution vectors ``R (n_ref, C_lower)``; returns ``self``. ``y`` is ignored."""
@@ -71,6 +88,7 @@ class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
         self.labels_ = kmeans.labels_.astype(np.int64)
         self.inertia_ = float(kmeans.inertia_)
         self.n_iter_ = int(kmeans.n_iter_)
+        self.radii_ = self._radii(X, self.labels_)
         return self
 
     @classmethod
@@ -92,21 +110,29 @@ class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
         fitted on assigned by `predict` and numbered by size (`numbered_by_size`): the split precompute
         stored, as the app shows it."""
         model = cls.from_centroids(np.asarray(centers, dtype=np.float64), random_state=random_state)
-        return model.numbered_by_size(model.predict(np.atleast_2d(np.asarray(R, dtype=np.float64))))
+        X = np.atleast_2d(np.asarray(R, dtype=np.float64))
+        numbered = model.numbered_by_size(model.predict(X))
+        numbered.radii_ = numbered._radii(X, numbered.labels_)
+        return numbered
 
     def numbered_by_size(self, labels=None) -> VirtualNeurons:
         """These virtual neurons renumbered by the size of their clusters in ``labels (n,)`` (default
         ``labels_``), largest first, ties by first member: "VN 1" is the biggest. The result's ``labels_``
         are ``labels`` renumbered alike."""
         check_is_fitted(self, "cluster_centers_")
-        labels = np.asarray(self.labels_ if labels is None else labels, dtype=np.int64)
+        fitted_split = labels is None  # the radii (of the training split) carry over
+        labels = np.asarray(self.labels_ if fitted_split else labels, dtype=np.int64)
         k = len(self.cluster_centers_)
         sizes = np.bincount(labels, minlength=k)
         first = np.array([np.flatnonzero(labels == c)[0] if sizes[c] else len(labels) for c in range(k)])
         order = np.lexsort((first, -sizes))  # new cluster i = old cluster order[i]
         relabel = np.empty(k, dtype=np.int64)
         relabel[order] = np.arange(k)
-        return type(self).from_centroids(self.cluster_centers_[order], relabel[labels], self.random_state)
+        numbered = type(self).from_centroids(self.cluster_centers_[order], relabel[labels], self.random_state)
+        numbered.radius_quantile = self.radius_quantile
+        if fitted_split and hasattr(self, "radii_"):
+            numbered.radii_ = self.radii_[order]
+        return numbered
 
     def transform(self, R) -> np.ndarray:
         """Euclidean distances ``(n, n_clusters)`` from each vector of ``R (n, C_lower)`` to each centroid."""
@@ -117,6 +143,23 @@ class VirtualNeurons(TransformerMixin, ClusterMixin, BaseEstimator):
     def predict(self, R) -> np.ndarray:
         """Nearest centroid ``(n,)`` (the virtual neuron) of each vector of ``R (n, C_lower)``."""
         return np.argmin(self.transform(R), axis=1).astype(np.int64)
+
+    def radius_ratio(self, R) -> np.ndarray:
+        """``(n,)``: for each vector of ``R (n, C_lower)``, the smallest distance-to-centroid over radius
+        (`radii_`) among the virtual neurons (`radius_ratio`). Above 1, the vector is farther from every
+        centroid than that virtual neuron's references usually are."""
+        check_is_fitted(self, "radii_")
+        return radius_ratio(self.transform(R), self.radii_)
+
+    def unlike_any_circuit(self, R) -> np.ndarray:
+        """``(n,)`` bool: vectors beyond the radius of every virtual neuron (`radius_ratio` > 1)."""
+        return self.radius_ratio(R) > 1.0
+
+    def _radii(self, X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The ``radius_quantile`` of each cluster's members' distances to its centroid (0 when empty)."""
+        own = self.transform(X)[np.arange(len(X)), labels]
+        return np.array([np.quantile(own[labels == c], self.radius_quantile) if np.any(labels == c) else 0.0
+                         for c in range(len(self.cluster_centers_))])
 
     def _check_input(self, R, *, reset: bool) -> np.ndarray:
         """2-D float array (float16 and integers are promoted to float64); checks the feature count."""

@@ -104,6 +104,15 @@ def _neuron_scores(rng: np.random.Generator, pure: np.ndarray, ks: Sequence[int]
         centroids=centroids)
 
 
+def _k_choice(rng: np.random.Generator, ks: Sequence[int]) -> schema.KChoice:
+    """Random k diagnostics with the stored invariant (the suggested k is stable, else 1)."""
+    stability = rng.uniform(0.3, 1.0, len(ks))
+    silhouette = rng.uniform(0.0, 0.5, len(ks))
+    stable = np.flatnonzero(stability >= 0.8)
+    suggested = int(np.asarray(ks)[stable[np.argmax(silhouette[stable])]]) if len(stable) else 1
+    return schema.KChoice(tuple(ks), silhouette, stability, rng.uniform(0.0, 3.0, len(ks)), suggested)
+
+
 def _predictions(rng: np.random.Generator, circuit: np.ndarray,
                  n_classes: int) -> schema.ReferencePredictions:
     """Top-5 classes per reference: mostly one of two classes per planted circuit, sometimes another."""
@@ -181,6 +190,7 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
         pure, activation, embeddings, circuit = _neuron_vectors(rng, n_ref, c_lower, c_layer, embed_dim)
         pooled = [int(i) % POOL_SIZE for i in indices[row]]
         scores = _neuron_scores(rng, pure, ks)
+        k_choice = _k_choice(rng, ks)
         predictions = _predictions(rng, circuit, n_classes)
         groups = _groups(pure, scores)
         labels = virtual_neuron_labels(predictions.labels, groups)
@@ -204,11 +214,13 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
             store.write(schema.Crops([pool_crops[i] for i in pooled]), neuron)
             store.write(schema.Thumbnails([pool_thumbs[i] for i in pooled]), neuron)
             store.write(scores, neuron)
+            store.write(k_choice, neuron)
             store.write(schema.UmapCoordinates(rng.normal(0, 3, (n_ref, 2)), rng.normal(0, 3, (n_ref, 2))),
                         neuron)
         rows.append(schema.SummaryRow(neuron, scores.polysemanticity, scores.rho_intra, scores.rho_inter,
                                       scores.overall, float(max_activations[row, 0]), n_ref,
-                                      labels=labels.first_labels(2), clip_labels=clip_labels.first_labels(2)))
+                                      labels=labels.first_labels(2), clip_labels=clip_labels.first_labels(2),
+                                      suggested_k=k_choice.suggested_k))
     means = {method: {int(k): schema.MethodScore(float(rng.uniform(10, 14)), float(rng.uniform(14, 16)))
                       for k in ks} for method in schema.METHODS}
     with store.transaction():

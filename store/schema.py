@@ -698,6 +698,41 @@ class NeuronScores(Record):
 
 
 @dataclass(frozen=True, eq=False)
+class KChoice(Record):
+    """How many virtual neurons (stage 5, `pure_core.k_choice`): per k of the run, the silhouette of PURE's
+    split, its stability over k-means seeds and its embedding score, and the suggested k. Absent in stores
+    written before it existed (the app then computes it)."""
+
+    KEY: ClassVar[str] = "k_choice"
+    INDEX: ClassVar[str] = "neuron"
+
+    ks: tuple[int, ...] = doc("the run's ks, in order")
+    silhouette: np.ndarray = doc("`(len(ks),)` float32 mean silhouette of the split (NaN: k >= n_ref)")
+    stability: np.ndarray = doc("`(len(ks),)` float32 mean ARI between k-means seeds (NaN: k >= n_ref)")
+    score: np.ndarray = doc("`(len(ks),)` float32 rho_inter - rho_intra of the split under the embeddings")
+    suggested_k: int = doc("the stable k with the best silhouette; 1 when no k is stable")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
+        for name in ("silhouette", "stability", "score"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float32))
+
+    def to_store(self) -> dict[str, Any]:
+        return {
+            "ks": list(self.ks),
+            "silhouette": self.silhouette,
+            "stability": self.stability,
+            "score": self.score,
+            "suggested_k": int(self.suggested_k),
+        }
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> KChoice:
+        return cls(tuple(value["ks"]), value["silhouette"], value["stability"], value["score"],
+                   int(value["suggested_k"]))
+
+
+@dataclass(frozen=True, eq=False)
 class UmapCoordinates(Record):
     """2-D UMAP of a neuron's reference vectors (n_neighbors 6, min_dist 0.3 as in the paper's plots)."""
 
@@ -961,6 +996,7 @@ class SummaryRow(Record):
     clip_labels: tuple[int, ...] | None = doc(
         "the same from CLIP's labels (`VirtualNeuronClipLabels`), runs with CLIP weights only", default=None
     )
+    suggested_k: int | None = doc("`KChoice.suggested_k` (absent in older stores)", default=None)
 
     def to_store(self) -> dict[str, Any]:
         value = {
@@ -982,6 +1018,8 @@ class SummaryRow(Record):
             value["data_labels"] = [int(label) for label in self.data_labels]
         if self.clip_labels is not None:
             value["clip_labels"] = [int(label) for label in self.clip_labels]
+        if self.suggested_k is not None:
+            value["suggested_k"] = int(self.suggested_k)
         return value
 
     @classmethod
@@ -999,6 +1037,7 @@ class SummaryRow(Record):
             None if value.get("labels") is None else tuple(int(v) for v in value["labels"]),
             None if value.get("data_labels") is None else tuple(int(v) for v in value["data_labels"]),
             None if value.get("clip_labels") is None else tuple(int(v) for v in value["clip_labels"]),
+            value.get("suggested_k"),
         )
 
 
@@ -1091,6 +1130,7 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     Thumbnails,
     Embeddings,
     NeuronScores,
+    KChoice,
     UmapCoordinates,
     VirtualNeuronLabels,
     VirtualNeuronDataLabels,

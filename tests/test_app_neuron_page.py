@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app import figures, sheets, store_access
+from app import analysis, figures, sheets, store_access
 from app.views import neuron as neuron_page
 from store import list_runs
 
@@ -129,3 +129,36 @@ def test_stored_virtual_neuron_labels_are_the_ones_the_page_shows(small_runs_roo
 
     for k, groups in stored.by_k.items():
         assert pairs(groups) == pairs(analysis.cluster_labels(run, 12, k, "pure")), k
+
+
+def test_suggested_k_is_computed_for_older_stores_and_the_button_takes_it(monkeypatch, small_runs_root):
+    """The small store has no `KChoice` records (a store written before them): the page computes the
+    diagnostics as precompute does, names the suggested k with its reasons, and the button moves k there."""
+    from pure_core.k_choice import k_diagnostics
+
+    run = _run(small_runs_root)
+    nd = store_access.neuron_data(run, 7)
+    meta = store_access.run_details(run).meta
+    assert nd.k_choice is None
+    expected = k_diagnostics(nd.pure, meta.ks, nd.embeddings, random_state=meta.seed)
+    at = _page(monkeypatch, small_runs_root, neuron=7, k=5)
+    assert not at.exception
+    [text] = [m.value for m in at.markdown if m.value.startswith("**Suggested k")]
+    assert text.startswith(f"**Suggested k = {expected.suggested_k}**")
+    assert text == neuron_page.suggestion_text(analysis.k_choice(run, 7))
+    (diagnostics,) = [e for e in at.expander if e.label.startswith("k diagnostics")]
+    at.button(key="use_suggested_k").click().run()
+    assert not at.exception
+    assert at.slider(key="k_select").value == expected.suggested_k
+    assert at.query_params["k"] == str(expected.suggested_k)
+
+
+def test_suggestion_text_gives_the_rule_and_its_numbers():
+    from store.schema import KChoice
+
+    stable = KChoice((2, 3, 4), [0.4, 0.2, 0.1], [0.97, 0.6, 0.5], [2.0, 1.5, 1.0], 2)
+    text = neuron_page.suggestion_text(stable)
+    assert text.startswith("**Suggested k = 2**") and "0.97" in text and "0.40" in text
+    single = KChoice((2, 3), [0.1, 0.1], [0.7, 0.5], [0.1, 0.1], 1)
+    text = neuron_page.suggestion_text(single)
+    assert text.startswith("**Suggested k = 1**") and "0.70 at k = 2" in text

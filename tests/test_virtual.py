@@ -27,7 +27,7 @@ def test_fit_matches_sklearn_kmeans_for_the_same_seed():
 def test_fit_returns_self_and_keeps_hyper_parameters_unchanged():
     vn = VirtualNeurons(n_clusters=2, random_state=3, n_init=4)
     assert vn.fit(_blobs()) is vn
-    assert vn.get_params() == {"n_clusters": 2, "random_state": 3, "n_init": 4}
+    assert vn.get_params() == {"n_clusters": 2, "random_state": 3, "n_init": 4, "radius_quantile": 0.95}
 
 
 def test_transform_is_the_distance_to_each_centroid_and_predict_its_argmin():
@@ -110,3 +110,49 @@ def test_virtual_neurons_from_stored_centroids_predict_like_the_fitted_ones():
     assert loaded.n_clusters == 2 and loaded.n_features_in_ == 6
     with pytest.raises(ValueError, match="6 features"):
         loaded.predict(np.zeros((1, 5)))
+
+
+def test_radii_are_the_quantile_of_each_clusters_own_distances_by_hand():
+    R = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [10.0, 10.0], [10.0, 13.0]])
+    stored = VirtualNeurons.from_stored([[0.0, 0.0], [10.0, 10.0]], R)  # distances (0, 1, 2) and (0, 3)
+    np.testing.assert_allclose(stored.radii_, [np.quantile([0, 1, 2], 0.95), np.quantile([0, 3], 0.95)])
+    fitted = VirtualNeurons(n_clusters=2, radius_quantile=0.5).fit(R)
+    own = np.linalg.norm(R - fitted.cluster_centers_[fitted.labels_], axis=1)
+    expected = [np.median(own[fitted.labels_ == c]) for c in range(2)]
+    np.testing.assert_allclose(fitted.radii_, expected)
+
+
+def test_unlike_any_circuit_needs_to_be_beyond_every_radius():
+    R = _blobs()
+    vn = VirtualNeurons(n_clusters=3, random_state=0).fit(R)
+    own = np.linalg.norm(R - vn.cluster_centers_[vn.labels_], axis=1)
+    # the blobs lie far apart, so a reference is flagged exactly when it lies beyond its own radius: the
+    # 2 farthest of each 30 (the 0.95 quantile interpolates between the 28th and 29th distances)
+    np.testing.assert_array_equal(vn.unlike_any_circuit(R), own > vn.radii_[vn.labels_])
+    assert vn.unlike_any_circuit(R).sum() == 6
+    far = R.mean(axis=0) + 100.0
+    ratio = vn.radius_ratio(far[None])[0]
+    expected = min(np.linalg.norm(far - c) / r for c, r in zip(vn.cluster_centers_, vn.radii_, strict=True))
+    assert ratio == pytest.approx(expected) and ratio > 1
+    assert vn.unlike_any_circuit(far[None])[0]
+    # a point just outside one radius but inside another is not unlike every circuit
+    centre, radius = vn.cluster_centers_[0], vn.radii_[0]
+    direction = np.zeros(R.shape[1])
+    direction[0] = 1.0
+    near = centre + 0.5 * radius * direction
+    assert not vn.unlike_any_circuit(near[None])[0]
+
+
+def test_radii_follow_the_numbering_by_size_and_the_stored_split():
+    R = _blobs(n=20)
+    R = np.concatenate([R[:20], R[20:40][:5], R[40:]])  # cluster sizes 20, 5, 20
+    fitted = VirtualNeurons(n_clusters=3, random_state=1).fit(R)
+    numbered = fitted.numbered_by_size()
+    own = np.linalg.norm(R - numbered.cluster_centers_[numbered.labels_], axis=1)
+    expected = [np.quantile(own[numbered.labels_ == c], 0.95) for c in range(3)]
+    np.testing.assert_allclose(numbered.radii_, expected)
+    assert np.bincount(numbered.labels_).tolist() == [20, 20, 5]
+    stored = VirtualNeurons.from_stored(fitted.cluster_centers_, R, random_state=1)
+    np.testing.assert_allclose(stored.radii_, numbered.radii_)
+    with pytest.raises(NotFittedError):
+        VirtualNeurons.from_centroids(fitted.cluster_centers_).radius_ratio(R)

@@ -18,6 +18,8 @@ from app.hover_thumbnails import hover_thumbnails
 from app.reference_tiles import reference_tiles
 from app.safe_text import code
 from app.store_access import NeuronData, RunRef
+from pure_core.k_choice import MIN_STABILITY
+from store.schema import KChoice
 
 N_CIRCUIT_CHANNELS = 8
 N_LOWER_SHOWN = 3
@@ -351,6 +353,7 @@ def render_neuron(run: RunRef, neuron: int, nd: NeuronData) -> None:
         return
     reference_grid(run, nd)
     hover_thumbnails([figures.data_uri(b) for b in nd.thumbnails], key=f"hover_thumbnails_{neuron}")
+    k_suggestion(run, nd)
     virtual_neurons(run, neuron, nd)
 
 
@@ -400,6 +403,49 @@ def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
     virtual_neuron_grids(run, nd, k, result.method, result, show_all)
     downloads(run, neuron, k)
     prefetch_all_k(run, nd, result.method)
+
+
+def suggestion_text(choice: KChoice) -> str:
+    """Why this k is suggested, in one sentence (`pure_core.k_choice.suggest_k`'s rule)."""
+    ks, stability = list(choice.ks), np.nan_to_num(choice.stability, nan=-1.0)
+    if choice.suggested_k in ks:
+        at = ks.index(choice.suggested_k)
+        return (
+            f"**Suggested k = {choice.suggested_k}**: of the splits that k-means finds again from any seed "
+            f"(stability ≥ {MIN_STABILITY:.1f}; here {choice.stability[at]:.2f}), the one with the best "
+            f"silhouette ({choice.silhouette[at]:.2f})."
+        )
+    best = int(np.argmax(stability))
+    return (
+        f"**Suggested k = {choice.suggested_k}**: no split is found again from different k-means seeds (best "
+        f"stability {choice.stability[best]:.2f} at k = {ks[best]}, below {MIN_STABILITY:.1f}), so the "
+        "references share one circuit as far as k-means can tell."
+    )
+
+
+def _use_k(k: int) -> None:
+    st.session_state["k"] = int(k)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _k_figure(run: RunRef, neuron: int):
+    """Cached k-diagnostics figure of a neuron (it does not depend on the chosen k)."""
+    return figures.k_diagnostics_figure(analysis.k_choice(run, neuron), MIN_STABILITY)
+
+
+def k_suggestion(run: RunRef, nd: NeuronData) -> None:
+    """The suggested k just above the k control, a button that takes it, and the diagnostics per k behind
+    it. Outside the k fragment: none of it depends on k, so a k change neither recomputes nor re-sends it."""
+    choice = analysis.k_choice(run, nd.neuron)
+    if choice is None or choice.suggested_k > nd.n_references:
+        return
+    text, button = st.columns([5, 1], vertical_alignment="center")
+    text.markdown(suggestion_text(choice))
+    button.button(
+        f"Use k = {choice.suggested_k}", key="use_suggested_k", on_click=_use_k, args=(choice.suggested_k,)
+    )
+    with st.expander("k diagnostics: silhouette, stability over seeds and the score per k"):
+        st.plotly_chart(_k_figure(run, nd.neuron), key=f"k_diagnostics_{nd.neuron}")
 
 
 def downloads(run: RunRef, neuron: int, k: int) -> None:

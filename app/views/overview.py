@@ -27,12 +27,13 @@ TABLE_COLUMNS = [
     "labels",
     "team",
     "polysemanticity",
+    "suggested_k",
     "overall",
-    "top_activation",
     "oracle_kind",
     "oracle_polysemanticity",
 ]
-TEAM_REPLACES = ("overall", "top_activation")  # hidden while the team's column is shown
+# hidden while the team's column is shown (both stay in the CSV download, as does the top activation)
+TEAM_REPLACES = ("overall", "oracle_polysemanticity")
 
 
 def filter_ranking(
@@ -301,8 +302,12 @@ def ranking_columns() -> dict[str, Any]:
         "overall": st.column_config.NumberColumn(
             "overall", width=68, format="%.3f", help="mean distance, all pairs"
         ),
-        "top_activation": st.column_config.NumberColumn(
-            "top act.", width=72, format="%.2f", help="max activation of the top reference"
+        "suggested_k": st.column_config.NumberColumn(
+            "k*",
+            width=44,
+            format="%d",
+            help="suggested number of virtual neurons: the k whose split is stable over k-means seeds with "
+            "the best silhouette; 1 when no split is stable (one circuit)",
         ),
         "team": st.column_config.TextColumn(
             "team", width=120, help="the team's label of the neuron, else of its virtual neurons"

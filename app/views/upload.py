@@ -34,7 +34,9 @@ def judge(
     nd = store_access.neuron_data(run, neuron)
     if result is None or nd is None or result.centers.shape[1] != circuit.shape[0]:
         return None
-    return analysis.judge_assignment(activation, nd.max_activations, result.distances(circuit))
+    return analysis.judge_assignment(
+        activation, nd.max_activations, result.distances(circuit), radii=result.radii
+    )
 
 
 def verdict_label(assignment: analysis.Assignment | None) -> str:
@@ -86,6 +88,7 @@ def top_neurons_table(run: RunRef, image_analysis: uploads.UploadAnalysis, k: in
                 "virtual neuron": verdict_label(assignment),
                 "of k": k_here,
                 "distance": None if assignment is None else float(assignment.distances[assignment.nearest]),
+                "unlike any circuit": None if assignment is None else assignment.unlike_any_circuit,
                 "label": None
                 if assignment is None
                 else virtual_neuron_label(run, neuron, k_here, assignment.nearest),
@@ -94,10 +97,25 @@ def top_neurons_table(run: RunRef, image_analysis: uploads.UploadAnalysis, k: in
     return pd.DataFrame(rows)
 
 
+def show_unlike_any_circuit(neuron: int, judged: analysis.Assignment) -> None:
+    """A flag when the image's circuit lies beyond every virtual neuron's radius, with the distances."""
+    if not judged.unlike_any_circuit:
+        return
+    nearest = judged.nearest
+    st.warning(
+        f"**Unlike any circuit.** Neuron {neuron} responds to this image by a route none of its references "
+        f"took: its circuit is {judged.distances[nearest]:.4f} from the nearest centroid "
+        f"({figures.vn_name(nearest)}), whose references lie within {judged.radii[nearest]:.4f} (95 %); "
+        f"it is beyond every virtual neuron's radius ({judged.radius_ratio:.1f}× the closest one).",
+        icon=":material/explore_off:",
+    )
+
+
 def show_verdict(
     neuron: int, k: int, activation: float, refs: np.ndarray, judged: analysis.Assignment
 ) -> None:
     """A green box only for an assignment that counts; otherwise a warning that says why it does not."""
+    show_unlike_any_circuit(neuron, judged)
     nearest = figures.vn_name(judged.nearest)
     ordered = np.sort(judged.distances)
     if judged.counts:
@@ -172,7 +190,7 @@ def show_analysis(
         else:
             show_verdict(neuron, k, activation, refs, judged)
             st.plotly_chart(
-                figures.distances_figure(judged.distances, judged.nearest),
+                figures.distances_figure(judged.distances, judged.nearest, judged.radii),
                 key=f"dist_{key or upload.sha256}_{neuron}_{k}",
             )
     circuit_col, vn_col = st.columns([2, 3])
@@ -214,6 +232,11 @@ def show_analysis(
             ),
             "distance": st.column_config.NumberColumn(
                 format="%.4f", help="from this image's circuit to the (nearest) virtual neuron's centroid"
+            ),
+            "unlike any circuit": st.column_config.CheckboxColumn(
+                "unlike any circuit",
+                help="the image's circuit lies farther from every centroid than 95 % of that virtual "
+                "neuron's own references: the neuron responds by a route none of its references took",
             ),
             "label": st.column_config.TextColumn(
                 help="the (nearest) virtual neuron's most frequent over-represented label and its share: the "

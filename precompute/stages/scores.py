@@ -1,9 +1,10 @@
 """Stage 5, scores: per neuron the polysemanticity (`pure_core.scores.polysemanticity`), the per-k cluster
-quality of PURE / activation / embedding clusterings (`fit_methods` + `evaluate_fits`), distance
-correlations, PURE centroids per k (the virtual neurons), the references' dataset labels and the virtual
-neurons' labels per k from them and from the model's predicted classes (`pure_core.labels.label_shares`),
-UMAP coordinates, and the oracle score when the source has planted ground truth; then the run-wide
-``summary``, ``method_comparison``, ``distance_correlation``, ``data_label_names`` and ``label_index``."""
+quality of PURE / activation / embedding clusterings (`fit_methods` + `evaluate_fits`), the k diagnostics
+and suggested k (`pure_core.k_choice`), distance correlations, PURE centroids per k (the virtual neurons),
+the references' dataset labels and the virtual neurons' labels per k from them and from the model's
+predicted classes (`pure_core.labels.label_shares`), UMAP coordinates, and the oracle score when the source
+has planted ground truth; then the run-wide ``summary``, ``method_comparison``, ``distance_correlation``,
+``data_label_names`` and ``label_index``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from precompute.config import UmapConfig
 from precompute.job import Job
 from precompute.runner import ChunkRunner
 from pure_core import scores as sc
+from pure_core.k_choice import k_diagnostics
 from pure_core.labels import label_shares
 from pure_core.projection import import_umap, umap_2d
 from pure_core.sources import GroundTruth
@@ -30,6 +32,7 @@ from store.schema import (
     DatasetLabelNames,
     DistanceCorrelation,
     Embeddings,
+    KChoice,
     LabelIndex,
     LabelsByK,
     MethodComparison,
@@ -80,14 +83,15 @@ class NeuronResults:
 
     scores: NeuronScores
     coordinates: UmapCoordinates
+    k_choice: KChoice
     labels: VirtualNeuronLabels | None = None
     data_labels: ReferenceDatasetLabels | None = None
     vn_data_labels: VirtualNeuronDataLabels | None = None
 
     def records(self) -> list[Record]:
         """The records to write, in a fixed order."""
-        return [r for r in (self.scores, self.coordinates, self.labels, self.data_labels, self.vn_data_labels)
-                if r is not None]
+        return [r for r in (self.scores, self.coordinates, self.k_choice, self.labels, self.data_labels,
+                            self.vn_data_labels) if r is not None]
 
 
 def dataset_labels(job: Job, references: References) -> tuple[tuple[str, ...], np.ndarray] | None:
@@ -140,8 +144,12 @@ def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int, umap_cfg: UmapC
             methods=methods, correlation=correlation, centroids=centroids, oracle=oracle)
         coords = UmapCoordinates(*(umap_2d(v, umap_cfg.n_neighbors, umap_cfg.min_dist, umap_cfg.random_state)
                                    for v in (pure, activation)))
+        diagnostics = k_diagnostics(pure, ks, embeddings, random_state=seed,
+                                    labels={k: fitted.labels_ for k, fitted in fits["pure"].items()})
+    k_choice = KChoice(diagnostics.ks, diagnostics.silhouette, diagnostics.stability, diagnostics.score,
+                       diagnostics.suggested_k)
     groups = {k: fitted.numbered_by_size().labels_ for k, fitted in fits["pure"].items()}
-    results = NeuronResults(scores, coords)
+    results = NeuronResults(scores, coords, k_choice)
     if inputs.labels is not None:
         results = replace(results, labels=virtual_neuron_labels(inputs.labels, groups))
     if inputs.data_labels is not None:
@@ -223,6 +231,7 @@ def _aggregate(job: Job, references: References, data_label_names: tuple[str, ..
     per_neuron = {neuron: store.read(NeuronScores, neuron) for neuron in neurons}
     labels = {neuron: store.read(VirtualNeuronLabels, neuron) for neuron in neurons}
     data_labels = {neuron: store.read(VirtualNeuronDataLabels, neuron) for neuron in neurons}
+    k_choices = {neuron: store.read(KChoice, neuron) for neuron in neurons}
     summary = Summary(tuple(
         SummaryRow(neuron=neuron, polysemanticity=scores.polysemanticity, rho_intra=scores.rho_intra,
                    rho_inter=scores.rho_inter, overall=scores.overall,
@@ -230,7 +239,8 @@ def _aggregate(job: Job, references: References, data_label_names: tuple[str, ..
                    oracle_polysemanticity=None if scores.oracle is None else scores.oracle.polysemanticity,
                    oracle_kind=None if scores.oracle is None else scores.oracle.kind,
                    labels=None if labels[neuron] is None else labels[neuron].first_labels(2),
-                   data_labels=None if data_labels[neuron] is None else data_labels[neuron].first_labels(2))
+                   data_labels=None if data_labels[neuron] is None else data_labels[neuron].first_labels(2),
+                   suggested_k=None if k_choices[neuron] is None else k_choices[neuron].suggested_k)
         for row, (neuron, scores) in enumerate(per_neuron.items())))
     means: dict[str, dict[int, MethodScore]] = {}
     for method in METHODS:
