@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m precompute",
         description="Precompute PURE results (references, circuit attributions, crops, embeddings, scores) "
                     "into a run store for the dashboard. Without arguments: the embedded demo. "
-                    "Also: `python -m precompute inspect DIR [--json]`.",
+                    "Also: `python -m precompute inspect DIR [--json]`, "
+                    "`python -m precompute purify DIR --out FILE [--neurons 3,5 | --top N] [--k K]`.",
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="starting configuration (default demo)")
@@ -484,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         from precompute.inspect import main as inspect_main
 
         return inspect_main(argv[1:])
+    if argv and argv[0] == "purify":
+        from precompute.purify import main as purify_main
+
+        return purify_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         run(args)

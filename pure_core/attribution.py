@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from zennit.core import Composite
 
 __all__ = [
+    "circuits_from_graph",
+    "frozen_parameters",
     "input_attributions",
     "input_attributions_for_pairs",
     "pure_attributions",
@@ -55,9 +57,10 @@ DEFAULT_INPUT_NEURON_CHUNK = 8  # the same for `input_attributions` (the backwar
 
 # -- shared machinery --------------------------------------------------------------------------------------
 @contextmanager
-def _frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Parameters do not require grad inside the block; their flags are restored afterwards."""
-    parameters = list(model.parameters())
+def frozen_parameters(model: nn.Module, active: bool = True) -> Iterator[None]:
+    """While ``active``: no parameter of ``model`` requires grad inside the block (the backward then stops
+    at the activations); their flags are restored afterwards, also on errors."""
+    parameters = list(model.parameters()) if active else []
     flags = [p.requires_grad for p in parameters]
     try:
         for p in parameters:
@@ -83,7 +86,7 @@ def _upper_graph(model: nn.Module, inputs: torch.Tensor, layer: str,
         holder["leaf"] = leaf
         return leaf.clone()
 
-    with model_lock(model), _frozen_parameters(model), torch.enable_grad():
+    with model_lock(model), frozen_parameters(model), torch.enable_grad():
         upper = run_until(model, inputs.detach(), layer, before={lower_layer: make_leaf})
     if not upper.requires_grad:
         raise ValueError(f"layer {layer!r} does not depend on lower_layer {lower_layer!r}")
@@ -93,7 +96,7 @@ def _upper_graph(model: nn.Module, inputs: torch.Tensor, layer: str,
 def _input_graph(model: nn.Module, inputs: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass with the inputs as leaf: ``(x, A^L)``."""
     x = inputs.detach().requires_grad_(True)
-    with model_lock(model), _frozen_parameters(model), torch.enable_grad():
+    with model_lock(model), frozen_parameters(model), torch.enable_grad():
         upper = run_until(model, x, layer)
     if not upper.requires_grad:
         raise ValueError(f"layer {layer!r} does not depend on the model's input")
@@ -173,13 +176,15 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 
 def _batched_vjp(upper: torch.Tensor, leaf: torch.Tensor, neurons: torch.Tensor, chunk: int,
-                 positions: torch.Tensor | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield ``(chunk slice, gradient (n, *leaf.shape))`` for the start relevances of ``neurons``."""
+                 positions: torch.Tensor | None = None,
+                 keep_graph: bool = False) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield ``(chunk slice, gradient (n, *leaf.shape))`` for the start relevances of ``neurons``; the graph
+    is freed after the last chunk unless ``keep_graph``."""
     parts = _chunks(len(neurons), chunk)
     for j, part in enumerate(parts):
         start = _start_relevance(upper, neurons[part], None if positions is None else positions[part])
         (gradient,) = torch.autograd.grad(upper, leaf, grad_outputs=start, is_grads_batched=True,
-                                          retain_graph=j < len(parts) - 1)
+                                          retain_graph=keep_graph or j < len(parts) - 1)
         yield part, gradient
 
 
@@ -193,11 +198,22 @@ def pure_attributions(model: nn.Module, inputs: torch.Tensor, layer: str, lower_
     forward pass; the backward stops at ``lower_layer``; ``neuron_chunk`` neurons per batched VJP.
     """
     leaf, upper = _upper_graph(model, inputs, layer, lower_layer)
-    index = _neuron_tensor(neurons, upper.shape[1], upper.device)
-    out = torch.empty((len(index), *leaf.shape[:2]), dtype=leaf.dtype, device=leaf.device)
-    lower = leaf.detach()
-    for part, gradient in _batched_vjp(upper, leaf, index, neuron_chunk):
-        out[part] = _circuit(gradient, lower)
+    return circuits_from_graph(upper, leaf, neurons, neuron_chunk=neuron_chunk)
+
+
+def circuits_from_graph(upper: torch.Tensor, lower: torch.Tensor, neurons: Sequence[int], *,
+                        neuron_chunk: int = DEFAULT_NEURON_CHUNK, keep_graph: bool = False) -> torch.Tensor:
+    """`pure_attributions`' circuits ``(B, N, C_lower)`` from a graph a forward pass already built: ``upper``
+    is layer L's output computed from ``lower``, the lower layer's output (requiring grad). For callers that
+    run the forward themselves (`pure_core.purify`); ``keep_graph`` keeps the graph for their own backward.
+    """
+    if not upper.requires_grad:
+        raise ValueError("layer L's output does not depend on the lower layer's output (no graph)")
+    index = _neuron_tensor(neurons, as_maps(upper).shape[1], upper.device)
+    out = torch.empty((len(index), *lower.shape[:2]), dtype=lower.dtype, device=lower.device)
+    values = lower.detach()
+    for part, gradient in _batched_vjp(upper, lower, index, neuron_chunk, keep_graph=keep_graph):
+        out[part] = _circuit(gradient, values)
     return out.transpose(0, 1)
 
 
@@ -251,7 +267,7 @@ def input_attributions_for_pairs(model: nn.Module, inputs: torch.Tensor, layer: 
     rules = nullcontext() if composite is None else composite.context(model)
     # canonizers change the model: no other thread may run it meanwhile; frozen parameters (the merged biases
     # too) keep the rules' modified weights out of the backward graph
-    with model_lock(model), rules, _frozen_parameters(model):
+    with model_lock(model), rules, frozen_parameters(model):
         x, upper = _input_graph(model, inputs, layer)
         index = _neuron_tensor(neuron_of_input, upper.shape[1], upper.device)
         if len(index) != len(upper):
