@@ -185,6 +185,52 @@ def k_diagnostics_figure(k_choice: KChoice, min_stability: float) -> go.Figure:
     return fig
 
 
+def ablation_figure(removed: np.ndarray, channels: Sequence[np.ndarray], lower_layer: str) -> go.Figure:
+    """The causal check as a k x k heatmap: share of the activation removed on each virtual neuron's
+    references (columns) when each circuit is ablated (rows, with the channels it ablates)."""
+    k = len(removed)
+    rows = [f"ablate {vn_name(c)}" for c in range(k)]
+    shown = [", ".join(str(int(ch)) for ch in chosen[:6]) + (" …" if len(chosen) > 6 else "")
+             for chosen in channels]
+    heat = go.Heatmap(
+        z=np.asarray(removed, dtype=float) * 100,
+        x=[f"{vn_name(g)}'s references" for g in range(k)],
+        y=rows,
+        zmin=0,
+        zmax=100,
+        colorscale="Reds",
+        text=[[f"{v:.0%}" for v in row] for row in removed],
+        texttemplate="%{text}",
+        customdata=[[shown[c]] * k for c in range(k)],
+        hovertemplate=f"%{{y}} ({lower_layer} channels %{{customdata}})<br>%{{x}}: %{{z:.0f}} % of the "
+        "activation removed<extra></extra>",
+        colorbar={"title": {"text": "% removed"}},
+    )
+    fig = go.Figure(heat)
+    fig.update_layout(**{**_LAYOUT, "height": 120 + 48 * k, "margin": {"l": 10, "r": 10, "t": 10, "b": 10}},
+                      yaxis={"autorange": "reversed"})
+    return fig
+
+
+def selectivity_by_k_figure(by_k: Mapping[int, np.ndarray]) -> go.Figure:
+    """Selectivity of every virtual neuron's circuit (own share removed minus the others' mean) per k, a
+    dot per virtual neuron in its colour, and the mean over the virtual neurons as a line."""
+    ks = sorted(by_k)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=ks, y=[float(np.nanmean(by_k[k])) for k in ks], mode="lines",
+                             name="mean over the VNs", line={"color": "#444"}))
+    for c in range(max(len(by_k[k]) for k in ks)):
+        present = [k for k in ks if c < len(by_k[k])]
+        fig.add_trace(go.Scatter(
+            x=present, y=[float(by_k[k][c]) for k in present], mode="markers", name=vn_name(c),
+            marker={"color": colour(c), "size": 9},
+            hovertemplate=f"k = %{{x}}<br>{vn_name(c)}: selectivity %{{y:+.2f}}<extra></extra>",
+        ))
+    fig.update_layout(**{**_LAYOUT, "height": 300}, xaxis={"dtick": 1, "title": {"text": "k"}},
+                      yaxis={"title": {"text": "selectivity"}}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
 def correlation_figure(correlation: DistanceCorrelation, labels: Mapping[str, str]) -> go.Figure:
     """Sec. 4.2: Pearson r of each method's pairwise distances with the embedder's, with its SEM."""
     methods = list(correlation.methods)
