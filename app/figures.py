@@ -349,7 +349,8 @@ def distances_figure(distances: np.ndarray, assigned: int, radii: np.ndarray | N
             "x": names,
             "y": np.asarray(radii, dtype=float),
             "name": "radius: 95 % of its references within",
-            "marker": {"symbol": "line-ew-open", "size": 36, "line": {"width": 3, "color": "#222"}},
+            "marker": {"symbol": "line-ew-open", "size": 36, "color": "#222",
+                       "line": {"width": 3, "color": "#222"}},
             "hovertemplate": "%{x}<br>95 % of its references within %{y:.4f}<extra></extra>",
         })
     layout = {

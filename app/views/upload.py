@@ -102,11 +102,15 @@ def show_unlike_any_circuit(neuron: int, judged: analysis.Assignment) -> None:
     if not judged.unlike_any_circuit:
         return
     nearest = judged.nearest
+    lead = (
+        f"Neuron {neuron} responds to this image by a route none of its references took"
+        if judged.fires
+        else f"Neuron {neuron} hardly responds to this image, and by a route none of its references took"
+    )
     st.warning(
-        f"**Unlike any circuit.** Neuron {neuron} responds to this image by a route none of its references "
-        f"took: its circuit is {judged.distances[nearest]:.4f} from the nearest centroid "
-        f"({figures.vn_name(nearest)}), whose references lie within {judged.radii[nearest]:.4f} (95 %); "
-        f"it is beyond every virtual neuron's radius ({judged.radius_ratio:.1f}× the closest one).",
+        f"**Unlike any circuit.** {lead}: its circuit is {judged.distances[nearest]:.4f} from the nearest "
+        f"centroid ({figures.vn_name(nearest)}), whose references lie within {judged.radii[nearest]:.4f} "
+        f"(95 %); it is beyond every virtual neuron's radius ({judged.radius_ratio:.1f}× the closest one).",
         icon=":material/explore_off:",
     )
 

@@ -1,0 +1,123 @@
+"""Circuits in Chromium on a real demo run (`python -m precompute --preset tiny`): the neuron page's causal
+check draws its ablation chart and per-VN selectivity, and the upload page flags an image whose circuit is
+unlike any of the neuron's virtual neurons (and does not flag one of the neuron's own references)."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pure_core.attribution import pure_attributions
+from pure_core.models import ModelSpec, build_model
+from pure_core.registry import load_plugins
+from pure_core.virtual import VirtualNeurons
+from pure_explorer.live_app import IDLE, chromium, new_page, serve
+from store import RunStore, list_runs
+from store.codecs import decode_image
+from store.schema import NeuronScores, PureVectors, ReferenceImage, References, RunMeta
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def app(demo_runs_root, browser):
+    root, _ = demo_runs_root
+    ARTIFACTS.mkdir(exist_ok=True)
+    run = next(info for info in list_runs(root) if info.complete)
+    with serve(root, log=ARTIFACTS / "streamlit-circuits-server.log") as url:
+        yield url, root / run.directory.name, run.directory.name, new_page(browser)
+
+
+def _idle(page) -> None:
+    page.wait_for_timeout(150)
+    page.wait_for_function(IDLE)
+
+
+def test_the_causal_check_draws_its_ablation_chart_and_selectivity(app):
+    url, store_dir, run_name, page = app
+    with RunStore.open(store_dir) as store:
+        neuron = store.read(References).neuron_ids[0]
+    page.goto(f"{url}/neuron?run={run_name}&neuron={neuron}&k=2")
+    page.get_by_role("heading", name="2 virtual neurons").wait_for(timeout=120_000)
+    _idle(page)
+    expander = page.get_by_text("Causal check: ablate each virtual neuron's circuit")
+    expander.scroll_into_view_if_needed()
+    expander.click()
+    page.get_by_text("Run the causal check (runs the model on the references)").click()
+    removes = re.compile(r"VN 1: its circuit removes \d+% of the activation")
+    page.get_by_text(removes).wait_for(timeout=120_000)
+    _idle(page)
+    chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="VN 1's references")
+    assert chart.count() == 1 and chart.get_by_text("ablate VN 2").count() >= 1
+    assert page.get_by_text(re.compile(r"VN 2: its circuit removes \d+%")).count() == 1
+    page.screenshot(path=str(ARTIFACTS / "causal-check.png"), full_page=True)
+
+
+def _circuit_ratios(store_dir: Path, image: Image.Image) -> dict[int, float]:
+    """Per analysed neuron, the image's `radius_ratio` against its k = 2 virtual neurons (as the page
+    judges it: the run's model, the stored centroids numbered by size, the stored references' radii)."""
+    load_plugins()
+    with RunStore.open(store_dir) as store:
+        meta = store.read(RunMeta)
+        loaded = build_model(ModelSpec.from_dict(meta.config["model"]), fetch_missing=False)
+        neurons = store.read(References).neuron_ids
+        x = loaded.preprocess.to_tensor(image)[None]
+        circuits = pure_attributions(loaded.model, x, meta.layer, meta.lower_layer, neurons)[0].numpy()
+        ratios = {}
+        for row, neuron in enumerate(neurons):
+            R = store.read(PureVectors, neuron).values.astype(np.float64)
+            fitted = VirtualNeurons.from_stored(store.read(NeuronScores, neuron).centroids[2], R,
+                                                random_state=meta.seed)
+            ratios[neuron] = float(fitted.radius_ratio(circuits[row][None])[0])
+    return ratios
+
+
+def test_an_image_unlike_any_circuit_is_flagged_and_a_reference_is_not(app, tmp_path):
+    url, store_dir, run_name, page = app
+    grey = Image.new("RGB", (64, 64), (128, 128, 128))
+    ratios = _circuit_ratios(store_dir, grey)
+    flagged = [n for n, ratio in ratios.items() if ratio > 1.2]  # clearly beyond every radius
+    assert flagged, ratios
+    neuron = flagged[0]
+    path = tmp_path / "grey.png"
+    grey.save(path)
+    page.goto(f"{url}/upload?run={run_name}&neuron={neuron}&k=2")
+    page.get_by_text("Images (PNG, JPEG or WEBP)").wait_for()
+    page.locator('input[type="file"]').set_input_files(str(path))
+    page.get_by_text("Neurons this image activates most").wait_for(timeout=180_000)
+    _idle(page)
+    assert page.get_by_text("Unlike any circuit.").count() == 1
+    assert page.get_by_text(re.compile(r"beyond every virtual neuron's radius \(\d+\.\d× the closest one\)"))\
+        .count() == 1
+    page.screenshot(path=str(ARTIFACTS / "unlike-any-circuit.png"), full_page=True)
+
+    with RunStore.open(store_dir) as store:  # the neuron's own reference inside a radius: no flag
+        references = store.read(References)
+        row = references.row(neuron)
+        candidates = [int(i) for i in references.indices[row][:8]]
+        images = {i: decode_image(store.read(ReferenceImage, i).data).convert("RGB") for i in candidates}
+    inside = next(i for i in candidates if _circuit_ratios(store_dir, images[i])[neuron] < 0.8)
+    buffer = io.BytesIO()
+    images[inside].save(buffer, format="PNG")
+    reference = tmp_path / "reference.png"
+    reference.write_bytes(buffer.getvalue())
+    page.goto(f"{url}/upload?run={run_name}&neuron={neuron}&k=2")
+    page.get_by_text("Images (PNG, JPEG or WEBP)").wait_for()
+    page.locator('input[type="file"]').set_input_files(str(reference))
+    page.get_by_text("Neurons this image activates most").wait_for(timeout=180_000)
+    _idle(page)
+    assert page.get_by_text("Unlike any circuit.").count() == 0
