@@ -1,0 +1,87 @@
+"""Where a neuron's circuit splits: PURE's virtual neurons with the circuits taken at several lower layers.
+
+PURE leaves the lower layer free (any earlier module). How deep to look matters: the layer right below the
+analysed one may already have merged a polysemantic neuron's two routes into shared channels, so its circuits
+look alike; a layer further down can still tell them apart (ARCHITECTURE.md, the prototype's lessons). The
+depth profile answers that question per neuron: for each lower layer, k-means on the references' circuits at
+that layer (`pure_core.virtual.VirtualNeurons`, the run's seed) and
+
+- ``rho_gap``: the split's rho_inter - rho_intra under the crops' embeddings (Eq. 5), how distinct the virtual
+  neurons' feature visualisations are;
+- ``silhouette``: how well the circuits themselves separate;
+- ``ari``: on ground-truth data (the synthetic world), the adjusted Rand index of the split against the
+  references' planted concepts.
+
+`circuits_at_layers` computes the circuits of (reference, neuron) pairs at each layer with one forward and
+one backward pass per layer and batch (`pure_core.attribution.pure_attributions_for_pairs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+from torch import nn
+
+from pure_core.attribution import pure_attributions_for_pairs
+from pure_core.scores import cluster_distances
+from pure_core.virtual import VirtualNeurons
+
+__all__ = ["DepthProfile", "circuits_at_layers", "depth_profile"]
+
+
+@dataclass(frozen=True)
+class DepthProfile:
+    """Per lower layer of ``layers`` (in the order given): ``rho_gap``, ``silhouette`` and ``ari`` of the
+    k-split of the circuits at that layer (NaN where undefined: no embeddings, no ground truth)."""
+
+    layers: tuple[str, ...]
+    k: int
+    rho_gap: np.ndarray
+    silhouette: np.ndarray
+    ari: np.ndarray
+
+    @property
+    def best_layer(self) -> str | None:
+        """The layer whose split is most distinct under the embeddings (None without embeddings)."""
+        if np.isnan(self.rho_gap).all():
+            return None
+        return self.layers[int(np.nanargmax(self.rho_gap))]
+
+
+def circuits_at_layers(model: nn.Module, inputs: torch.Tensor, layer: str, lower_layers: Sequence[str],
+                       neuron_of_input: Sequence[int], batch_size: int = 64) -> dict[str, np.ndarray]:
+    """PURE circuits ``{lower_layer: (n, C_lower) float32}``: row i is the circuit of neuron
+    ``neuron_of_input[i]`` on input i (`pure_attributions_for_pairs`), in batches of ``batch_size``."""
+    neurons = np.asarray(neuron_of_input, dtype=np.int64)
+    out = {}
+    for lower in lower_layers:
+        parts = [pure_attributions_for_pairs(model, inputs[i:i + batch_size], layer, lower,
+                                             neurons[i:i + batch_size]).float().cpu().numpy()
+                 for i in range(0, len(inputs), batch_size)]
+        out[lower] = np.concatenate(parts)
+    return out
+
+
+def depth_profile(circuits: Mapping[str, np.ndarray], embeddings=None, concepts: Sequence[str] | None = None,
+                  k: int = 2, random_state: int = 0) -> DepthProfile:
+    """The `DepthProfile` of one neuron from its references' circuits ``{layer: (n, C_layer)}``, their
+    crops' ``embeddings (n, D)`` and planted ``concepts`` (n names), split into ``k`` virtual neurons."""
+    layers = tuple(circuits)
+    rho_gap, silhouette, ari = (np.full(len(layers), np.nan) for _ in range(3))
+    for i, name in enumerate(layers):
+        R = np.asarray(circuits[name], dtype=np.float64)
+        if not 2 <= k < len(R):
+            continue
+        labels = VirtualNeurons(n_clusters=k, random_state=random_state).fit(R).labels_
+        if len(np.unique(labels)) > 1:
+            silhouette[i] = silhouette_score(R, labels)
+        if embeddings is not None:
+            rho_intra, rho_inter = cluster_distances(embeddings, labels)
+            rho_gap[i] = rho_inter - rho_intra
+        if concepts is not None:
+            ari[i] = adjusted_rand_score(list(concepts), labels)
+    return DepthProfile(layers, int(k), rho_gap, silhouette, ari)
