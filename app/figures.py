@@ -311,10 +311,13 @@ def top_channels(weights: np.ndarray, top_n: int = 8) -> list[int]:
     return [int(i) for i in order[:top_n]]
 
 
-def circuit_html(weights: np.ndarray, top_n: int, bar_colour: str, lower_layer: str) -> str:
+def circuit_html(weights: np.ndarray, top_n: int, bar_colour: str, lower_layer: str,
+                 links: Mapping[int, str] | None = None) -> str:
     """The circuit as light HTML bars (no chart to mount in the browser, so a k change redraws fast):
-    the ``top_n`` lower-layer channels with the largest centroid weights, largest first."""
+    the ``top_n`` lower-layer channels with the largest centroid weights, largest first; a channel with a
+    URL in ``links`` (its own neuron page in a run of the lower layer) is a link."""
     channels = top_channels(weights, top_n)
+    links = links or {}
     peak = max([abs(float(weights[c])) for c in channels] + [1e-12])
     rows = []
     for c in channels:
@@ -322,12 +325,20 @@ def circuit_html(weights: np.ndarray, top_n: int, bar_colour: str, lower_layer: 
         width = max(1.0, 100.0 * abs(value) / peak)
         rows.append(
             f"<div style='display:flex;align-items:center;gap:6px;font-size:12px;line-height:16px'>"
-            f"<code style='min-width:86px;font-size:11px'>{html_text(lower_layer)}:{c}</code>"
+            f"{_channel_label(f'{html_text(lower_layer)}:{c}', links.get(c))}"
             f"<div style='flex:1'><div style='width:{width:.1f}%;height:11px;background:{bar_colour};"
             f"opacity:{1.0 if value >= 0 else 0.4}'></div></div>"
             f"<span style='min-width:44px;text-align:right;color:#555'>{value:.3f}</span></div>"
         )
     return "<div style='display:flex;flex-direction:column;gap:3px'>" + "".join(rows) + "</div>"
+
+
+def _channel_label(text: str, url: str | None) -> str:
+    """A circuit bar's channel name (``text`` already escaped), a link to ``url`` when there is one."""
+    label = f"<code style='font-size:11px'>{text}</code>"
+    if url is None:
+        return f"<span style='min-width:86px'>{label}</span>"
+    return f"<a href='{html_text(url)}' target='_self' style='min-width:86px'>{label}</a>"
 
 
 def distances_figure(distances: np.ndarray, assigned: int, radii: np.ndarray | None = None) -> go.Figure:

@@ -1,4 +1,5 @@
-"""Shareable page state: where runs live, and validation of the query parameters (run, neuron, k).
+"""Shareable page state: where runs live, and validation of the query parameters (run, neuron, k, and the
+trail of neuron pages a visitor followed down a chain of layers).
 
 Everything here is plain Python (no Streamlit), so it is tested directly. Invalid values never raise: the
 parsers return ``(None, notice)`` and the page shows the notice and falls back to a default.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.safe_text import code
@@ -108,3 +110,46 @@ def parse_neuron_filter(text: str) -> set[int] | None:
 def clamp_k(k: int, n_references: int) -> int:
     """k limited to what the neuron's references allow (k-means needs at least k vectors)."""
     return max(K_MIN, min(int(k), K_MAX, max(n_references, K_MIN)))
+
+
+# -- the way down a chain of layers: crumbs of the neuron pages a visitor came from --------------------------
+MAX_CRUMBS = 8
+
+
+@dataclass(frozen=True)
+class Crumb:
+    """A neuron page higher up the chain: ``run`` (directory name), ``neuron``, ``k`` and the virtual neuron
+    ``vn`` (1..k) whose circuit channel was followed down."""
+
+    run: str
+    neuron: int
+    k: int
+    vn: int
+
+    def encode(self) -> str:
+        return f"{self.run}:{self.neuron}:{self.k}:{self.vn}"
+
+
+def encode_trail(crumbs: Sequence[Crumb]) -> str:
+    """The ``trail`` query value of ``crumbs`` (top first): ``run:neuron:k:vn`` joined by commas."""
+    return ",".join(crumb.encode() for crumb in crumbs[-MAX_CRUMBS:])
+
+
+def parse_trail(raw: str | Sequence[str] | None, run_names: Sequence[str]) -> list[Crumb]:
+    """The crumbs of a ``trail`` query value (`encode_trail`) that name an existing run with a valid neuron
+    id, k in 1..8 and VN in 1..k; malformed crumbs are dropped (a trail is a convenience, never an error),
+    and at most `MAX_CRUMBS` are kept."""
+    text = first_value(raw) or ""
+    known = set(run_names)
+    crumbs = []
+    for part in text.split(",")[-MAX_CRUMBS:]:
+        fields = part.rsplit(":", 3)
+        if len(fields) != 4 or fields[0] not in known:
+            continue
+        numbers = [_as_int(f) if f.strip().isdigit() else None for f in fields[1:]]
+        if None in numbers:
+            continue
+        neuron, k, vn = numbers
+        if K_MIN <= k <= K_MAX and 1 <= vn <= k:
+            crumbs.append(Crumb(fields[0], neuron, k, vn))
+    return crumbs

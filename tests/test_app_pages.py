@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +292,11 @@ def test_circuits_show_the_lower_layer_run_references(monkeypatch, small_runs_ro
     _ok(at)
     circuits = " ".join(h.proto.body for h in at.get("html"))
     assert "run <code>small-lower</code>" in circuits
-    assert "href='neuron?run=small-lower&neuron=" in circuits and "data:image/jpeg;base64," in circuits
+    assert "href='neuron?run=small-lower&amp;neuron=" in circuits and "data:image/jpeg;base64," in circuits
+    # a circuit channel the lower run analyses is a link down, carrying the way back up to its VN
+    links = re.findall(r"href='(neuron\?run=small-lower[^']*)'", circuits)
+    assert links and all("&amp;trail=small%3A3%3A2%3A" in link for link in links)
+    assert any(link.endswith("trail=small%3A3%3A2%3A1") for link in links)
 
 
 def test_grids_of_activation_clusters(monkeypatch, small_runs_root):
@@ -368,3 +373,23 @@ def test_the_ranking_names_each_neurons_virtual_neurons_and_finds_them_by_label(
     found = at.dataframe[-1].value  # the ranking, below the virtual neurons labelled like the query
     assert "rank" in found
     assert 0 < len(found) <= len(table) and all(concept in labels for labels in found["labels"])
+
+
+def test_a_page_reached_down_a_circuit_shows_the_way_back_up_until_another_neuron_is_chosen(
+    monkeypatch, small_runs_root
+):
+    info = next(r for r in list_runs(small_runs_root) if r.directory.name == "small-lower")
+    lower = store_access.run_ref(info)
+    channel = store_access.neuron_order(lower)[0]
+    at = _app(monkeypatch, small_runs_root, page="neuron", run="small-lower", neuron=channel,
+              trail="small:3:2:1,ghost:1:2:1")
+    _ok(at)
+    [nav] = [h.proto.body for h in at.get("html") if "way down the circuit" in h.proto.body]
+    assert "href='neuron?run=small&amp;neuron=3&amp;k=2'" in nav and "neuron 3 · VN 1 of 2" in nav
+    assert f"neuron {channel}</b>" in nav and "ghost" not in nav
+    assert at.query_params["trail"] == "small:3:2:1"  # the URL keeps the way up (without the unknown run)
+    other = store_access.neuron_order(lower)[1]
+    at.selectbox(key="neuron_select").set_value(other).run()
+    _ok(at)
+    assert not [h for h in at.get("html") if "way down the circuit" in h.proto.body]
+    assert "trail" not in at.query_params

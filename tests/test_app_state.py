@@ -63,3 +63,15 @@ def test_k_is_clamped_to_the_references():
     assert state.clamp_k(5, 3) == 3
     assert state.clamp_k(12, 100) == 8
     assert state.clamp_k(2, 0) == 1
+
+
+def test_a_trail_round_trips_and_malformed_crumbs_are_dropped():
+    crumbs = [state.Crumb("demo", 17, 2, 1), state.Crumb("lab:resnet", 3, 3, 2)]
+    text = state.encode_trail(crumbs)
+    assert text == "demo:17:2:1,lab:resnet:3:3:2"
+    assert state.parse_trail(text, ["demo", "lab:resnet"]) == crumbs
+    junk = "ghost:1:2:1,demo:x:2:1,demo:-4:2:1,demo:4:9:1,demo:4:2:3,demo:4:2,<b>:1:2:1,demo:5:3:3"
+    assert state.parse_trail(junk, ["demo"]) == [state.Crumb("demo", 5, 3, 3)]
+    assert state.parse_trail(None, ["demo"]) == []
+    long = ",".join(f"demo:{n}:2:1" for n in range(20))
+    assert [c.neuron for c in state.parse_trail(long, ["demo"])] == list(range(12, 20))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import html
 from collections import Counter
-from urllib.parse import quote
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
@@ -184,30 +185,87 @@ def umap_panels(run: RunRef, nd: NeuronData, k: int, pure: Clustering, activatio
                 )
 
 
-def lower_channel_html(root: str, run: RunRef, channels: list[int], lower_layer: str) -> str:
-    """Top references of the circuit's lower-layer channels, when a run under ``root`` analyses that layer
-    with the same model; each channel links to its own neuron page. Empty string otherwise."""
-    lower = store_access.lower_layer_run(root, run)
+def trail(run: RunRef, neuron: int) -> list[state.Crumb]:
+    """The neuron pages a visitor followed down to this one (`state.parse_trail`): taken from the link that
+    opened the page, kept while the page shows that run and neuron, dropped once another neuron is chosen."""
+    fresh = ui.external_param("trail")
+    if fresh is not None:
+        st.session_state["trail"] = (run.name, int(neuron), fresh)
+    owner = st.session_state.get("trail")
+    if owner is None or owner[:2] != (run.name, int(neuron)):
+        return []
+    names = [info.directory.name for info in store_access.available_runs(str(store_access.runs_root()))]
+    return state.parse_trail(owner[2], names)
+
+
+def write_params(run: RunRef, neuron: int, k: int) -> None:
+    """The page's URL: run, neuron, k and the trail it was reached by."""
+    ui.write_params(run=run.name, neuron=neuron, k=k, trail=state.encode_trail(trail(run, neuron)) or None)
+
+
+def neuron_url(run_name: str, neuron: int, k: int | None = None,
+               crumbs: Sequence[state.Crumb] = ()) -> str:
+    """A neuron page's URL (relative to the app), with the trail that leads to it."""
+    params = {"run": run_name, "neuron": int(neuron)}
+    if k is not None:
+        params["k"] = int(k)
+    if crumbs:
+        params["trail"] = state.encode_trail(crumbs)
+    return "neuron?" + urlencode(params)
+
+
+def channel_links(lower: RunRef | None, channels: Sequence[int],
+                  crumbs: Sequence[state.Crumb]) -> dict[int, str]:
+    """URLs of the circuit ``channels`` that ``lower`` (a run of the lower layer) analyses, each carrying
+    ``crumbs`` (the way back up, this virtual neuron last)."""
     if lower is None:
-        return ""
+        return {}
     available = set(store_access.neuron_order(lower))
-    strips = sheets.thumbnail_strips(lower, [c for c in channels if c in available][:N_LOWER_SHOWN])
-    shown = list(strips)
-    if not shown:
+    return {int(c): neuron_url(lower.name, c, crumbs=crumbs) for c in channels if int(c) in available}
+
+
+def lower_channel_html(lower: RunRef | None, links: Mapping[int, str], lower_layer: str) -> str:
+    """Top references of the first circuit channels that ``lower`` analyses (``links``: their pages), when a
+    run of the lower layer with the same model exists. Empty string otherwise."""
+    if lower is None or not links:
+        return ""
+    strips = sheets.thumbnail_strips(lower, list(links)[:N_LOWER_SHOWN])
+    if not strips:
         return ""
     parts = [
         f"<div style='font-size:12px;color:#555;margin:8px 0 2px'>Top references of these channels "
         f"(run <code>{html.escape(lower.name)}</code>):</div>"
     ]
-    for channel in shown:
-        link = f"neuron?run={quote(lower.name)}&neuron={channel}"
+    for channel in strips:
         parts.append(
             f"<div style='display:flex;align-items:center;gap:6px;margin:2px 0'>"
-            f"<a href='{link}' target='_self' style='min-width:86px;font-size:11px'>"
+            f"<a href='{html.escape(links[channel])}' target='_self' style='min-width:86px;font-size:11px'>"
             f"<code>{html.escape(lower_layer)}:{channel}</code></a>"
             f"<img src='{strips[channel]}' style='height:32px' alt='references of channel {channel}'></div>"
         )
     return "".join(parts)
+
+
+def breadcrumb(run: RunRef, neuron: int) -> None:
+    """Where the visitor came from down the chain of layers, each step a link back up (at its k)."""
+    crumbs = trail(run, neuron)
+    if not crumbs:
+        return
+    runs = {info.directory.name: info for info in store_access.available_runs(str(store_access.runs_root()))}
+    steps = []
+    for i, crumb in enumerate(crumbs):
+        layer = runs[crumb.run].meta.layer if crumb.run in runs else "?"
+        url = neuron_url(crumb.run, crumb.neuron, crumb.k, crumbs[:i])
+        steps.append(
+            f"<a href='{html.escape(url)}' target='_self'><code>{html.escape(layer)}</code> · neuron "
+            f"{crumb.neuron} · VN {crumb.vn} of {crumb.k}</a>"
+        )
+    here = store_access.run_details(run).meta.layer
+    steps.append(f"<b><code>{html.escape(here)}</code> · neuron {int(neuron)}</b>")
+    st.html(
+        "<nav aria-label='way down the circuit' style='font-size:13px'>Followed down the circuit: "
+        + " › ".join(steps) + "</nav>"
+    )
 
 
 def shown_in_grid(members: np.ndarray, show_all: bool) -> tuple[np.ndarray, str]:
@@ -223,7 +281,8 @@ def virtual_neuron_grids(
 ) -> None:
     """Per cluster of ``result``: its reference grid (`shown_in_grid`) beside its circuit."""
     meta = store_access.run_details(run).meta
-    root = str(store_access.runs_root())
+    lower = store_access.lower_layer_run(str(store_access.runs_root()), run)
+    crumbs = trail(run, nd.neuron)
     predicted = analysis.cluster_labels(run, nd.neuron, k, method) or [None] * k
     data = analysis.cluster_labels(run, nd.neuron, k, method, source="data") or [None] * k
     clip = analysis.cluster_labels(run, nd.neuron, k, method, source="clip") or [None] * k
@@ -255,13 +314,19 @@ def virtual_neuron_grids(
             with circuit:
                 if method == "pure":
                     channels = figures.top_channels(result.centers[c], N_CIRCUIT_CHANNELS)
+                    here = state.Crumb(run.name, nd.neuron, k, c + 1)
+                    links = channel_links(lower, channels, [*crumbs, here])
                     st.html(
                         "<div style='font-size:14px;margin-bottom:4px'><b>Circuit</b> · lower-layer channels "
                         "with the largest centroid weights</div>"
                         + figures.circuit_html(
-                            result.centers[c], N_CIRCUIT_CHANNELS, figures.colour(c, method), meta.lower_layer
+                            result.centers[c],
+                            N_CIRCUIT_CHANNELS,
+                            figures.colour(c, method),
+                            meta.lower_layer,
+                            links,
                         )
-                        + lower_channel_html(root, run, channels, meta.lower_layer)
+                        + lower_channel_html(lower, links, meta.lower_layer)
                     )
                 else:
                     st.caption("Activation clusters have no circuit; switch to PURE to see one.")
@@ -337,11 +402,12 @@ def enlarged_reference(run: RunRef, nd: NeuronData, position: int, k: int | None
 def render_neuron(run: RunRef, neuron: int, nd: NeuronData) -> None:
     """The k-independent part (explanation, header, all references), then the k control and everything it
     changes."""
+    breadcrumb(run, neuron)
     how_to_read(run)
     header(run, neuron, nd)
     team_notes.panel(AnnotationKey(run.run_id, neuron), f"Team notes on neuron {neuron}")
     if nd.n_references < 2:
-        ui.write_params(run=run.name, neuron=neuron, k=ui.choose_k(nd.n_references))
+        write_params(run, neuron, ui.choose_k(nd.n_references))
         st.warning(
             f"Neuron {neuron} has only {nd.n_references} reference(s) with a circuit vector; at least 2 are "
             "needed to split it into virtual neurons. Rerun precompute with a larger dataset or `n_ref` to "
@@ -362,7 +428,7 @@ def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
     """The k control and the virtual neurons for that k. A fragment: moving k reruns only this part, so the
     header, the reference sheet and the neuron controls above are neither recomputed nor re-sent."""
     k = ui.choose_k(nd.n_references)
-    ui.write_params(run=run.name, neuron=neuron, k=k)
+    write_params(run, neuron, k)
     pure = analysis.clustering(run, neuron, k, "pure")
     activation = analysis.clustering(run, neuron, k, "activation")
     st.subheader(f"{k} virtual neuron{'s' if k > 1 else ''}")
@@ -504,7 +570,7 @@ def render() -> None:
     if not run.complete:
         ui.progress(run, "the references, virtual neurons and scores")
     if nd is None or nd.pure is None or not nd.thumbnails:
-        ui.write_params(run=run.name, neuron=neuron, k=ui.choose_k(nd.n_references if nd is not None else 0))
+        write_params(run, neuron, ui.choose_k(nd.n_references if nd is not None else 0))
         return
     render_neuron(run, neuron, nd)
 
