@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--checkpoint", help="local state-dict file to load into the model")
     model.add_argument("--layer", help="analysed layer L (module name, e.g. layer4)")
     model.add_argument("--lower-layer", help="layer whose channels make the circuits (e.g. layer3)")
+    model.add_argument("--chain", metavar="LAYERS",
+                       help="analyse a chain of layer pairs, top first, e.g. layer4,layer3,layer2: one store "
+                            "per pair (layer4 <- layer3 at --out, layer3 <- layer2 at <out>-layer3, ...), "
+                            "every channel of the lower pairs unless --neurons says otherwise, so the "
+                            "dashboard links each circuit channel to its own page")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", help='image folder (ImageFolder layout or any images), a .txt list of '
                                         'image paths, or a generated kind: "world" / "world:<n_images>"')
@@ -100,6 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def chain_pairs(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """The runs of ``--chain L0,L1,...,Ln``: one per pair (L_i <- L_i+1), top first. ``--neurons`` applies to
+    every pair (default: the preset's for the top pair, every channel for the lower ones, so that every
+    circuit channel has a page). The top pair is stored at ``--out``, each lower pair beside it
+    (``<out>-<layer>``), or all under the runs directory by their run ids when no ``--out`` is given."""
+    layers = [name.strip() for name in (args.chain or "").split(",") if name.strip()]
+    if len(layers) < 2:
+        raise ConfigError(f"--chain needs at least two layers, top first (e.g. layer4,layer3), got "
+                          f"{args.chain!r}")
+    if args.layer is not None or args.lower_layer is not None:
+        raise ConfigError("--chain names the layers itself: drop --layer and --lower-layer")
+    pairs = []
+    for i, (upper, lower) in enumerate(zip(layers, layers[1:], strict=False)):
+        pair = argparse.Namespace(**vars(args))
+        pair.chain, pair.layer, pair.lower_layer = None, upper, lower
+        if i > 0:
+            pair.neurons = args.neurons or "all"
+            pair.out = None if args.out is None else f"{str(args.out).rstrip('/')}-{upper}"
+        pairs.append(pair)
+    return pairs
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -491,7 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         return purify_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        if args.chain:
+            pairs = chain_pairs(args)
+            for i, pair in enumerate(pairs, start=1):
+                print(f"chain {i}/{len(pairs)}: {pair.layer} <- circuits in {pair.lower_layer}")
+                run(pair)
+        else:
+            run(args)
         return 0
     except KeyboardInterrupt:
         print("precompute: interrupted; run the same command again to resume", file=sys.stderr)

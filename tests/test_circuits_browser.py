@@ -121,3 +121,41 @@ def test_an_image_unlike_any_circuit_is_flagged_and_a_reference_is_not(app, tmp_
     page.get_by_text("Neurons this image activates most").wait_for(timeout=180_000)
     _idle(page)
     assert page.get_by_text("Unlike any circuit.").count() == 0
+
+
+# -- down the chain of layers ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chain_app(chain_runs_root, browser):
+    with serve(chain_runs_root, log=ARTIFACTS / "streamlit-chain-server.log") as url:
+        yield url, chain_runs_root, new_page(browser)
+
+
+def test_a_circuit_channel_leads_to_its_own_page_and_the_breadcrumb_back_up(chain_app):
+    url, root, page = chain_app
+    with RunStore.open(root / "demo-block3") as store:
+        lower_neurons = set(store.read(References).neuron_ids)
+    with RunStore.open(root / "demo") as store:
+        neuron = store.read(References).neuron_ids[0]
+    page.goto(f"{url}/neuron?run=demo&neuron={neuron}&k=2")
+    page.get_by_role("heading", name="2 virtual neurons").wait_for(timeout=120_000)
+    _idle(page)
+    links = page.locator("a[href*='run=demo-block3']")
+    links.first.wait_for(state="attached")
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    channels = {int(re.search(r"neuron=(\d+)", h).group(1)) for h in hrefs}
+    assert channels and channels <= lower_neurons
+    link = links.first
+    channel = int(re.search(r"neuron=(\d+)", link.get_attribute("href")).group(1))
+    link.scroll_into_view_if_needed()
+    link.click()
+    page.wait_for_url(re.compile(rf".*/neuron\?run=demo-block3&neuron={channel}\b.*"))
+    nav = page.locator("nav[aria-label='way down the circuit']")
+    nav.wait_for(timeout=120_000)
+    assert nav.get_by_text(re.compile(rf"block4 · neuron {neuron} · VN \d of 2")).count() == 1
+    assert nav.get_by_text(re.compile(rf"block3 · neuron {channel}")).count() == 1
+    page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
+    _idle(page)
+    page.screenshot(path=str(ARTIFACTS / "drill-down.png"))
+    nav.get_by_role("link").first.click()  # back up to the neuron whose circuit was followed, at its k
+    page.wait_for_url(re.compile(rf".*/neuron\?run=demo&neuron={neuron}&k=2.*"))
+    page.get_by_role("heading", name="2 virtual neurons").wait_for(timeout=120_000)
