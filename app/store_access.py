@@ -36,6 +36,8 @@ from store.schema import (
     MethodComparison,
     NeuronScores,
     PureVectors,
+    QuantileBands,
+    QuantileSamples,
     ReferenceArray,
     ReferenceClipLabels,
     ReferenceDatasetLabels,
@@ -349,6 +351,17 @@ def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
         clip_labels=store.read(ReferenceClipLabels, neuron),
         k_choice=store.read(KChoice, neuron),
     )
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def quantile_samples(run: RunRef, neuron: int) -> tuple[QuantileBands | None, QuantileSamples | None]:
+    """Stage 7's reference quantiles of ``neuron`` (`QuantileSamples`, arrays read-only) and the run's bands
+    (`QuantileBands`): ``(None, None)`` in stores written before the stage, ``(bands, None)`` where it was
+    off or has no samples of this neuron."""
+    store = _open(run)
+    samples = store.read(QuantileSamples, neuron)
+    return store.read(QuantileBands), _shared(samples, "indices", "max_activations", "bands", "pure",
+                                              "band_edges")
 
 
 # -- images to try on the upload page ----------------------------------------------------------------------

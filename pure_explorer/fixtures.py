@@ -218,6 +218,9 @@ def _write_small_store(
     if "clip_labels" in stages:  # no CLIP model here: the run says so, as precompute's stage 6 does
         store.write(schema.ClipLabelStatus("off", None))
         store.mark_stage_done("clip_labels", 0.0)
+    if "quantiles" in stages:  # no model here: the run says stage 7 was off, as precompute does for probe 0
+        store.write(schema.QuantileBands.off(RUN_SEED))
+        store.mark_stage_done("quantiles", 0.0)
     store.finalize()  # one self-contained cache.db, as precompute leaves it
     store.close()
     return Path(directory)

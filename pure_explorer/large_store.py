@@ -29,6 +29,7 @@ from precompute.stages.scores import virtual_neuron_labels
 from pure_core.clip_labels import CROP_TEMPLATES, centroids
 from pure_core.crops import crop_for_display, crop_for_embedding
 from pure_core.models import imagenet_categories
+from pure_core.quantiles import DEFAULT_BANDS
 from pure_core.virtual import VirtualNeurons
 from pure_core.vocabulary import default_vocabulary
 from store import STAGES, RunStore, schema
@@ -136,6 +137,23 @@ def _clip_features(rng: np.random.Generator, circuit: np.ndarray, dim: int) -> n
     return (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _quantile_samples(rng: np.random.Generator, pure: np.ndarray, lowest: float, candidates: np.ndarray,
+                      n_bands: int, per_band: int) -> schema.QuantileSamples:
+    """Reference quantiles of one neuron: ``per_band`` images per band (the top band short by 0-2, as if some
+    were references) drawn from ``candidates``, activations falling band by band below the references'
+    ``lowest``, circuits near the references' own (rows of ``pure`` with noise, L1 rows)."""
+    counts = [per_band - (int(rng.integers(0, 3)) if b == 0 else 0) for b in range(n_bands)]
+    edges = np.array([[lowest * 0.9 ** (2 * b + 2), lowest * 0.9 ** (2 * b)] for b in range(n_bands)],
+                     np.float32)
+    activations = np.concatenate([-np.sort(-rng.uniform(lo, hi, n)) for (lo, hi), n in zip(edges, counts,
+                                                                                            strict=True)])
+    rows = pure[rng.integers(0, len(pure), len(activations))].astype(np.float64)
+    rows = np.abs(rows + rng.normal(0, 0.002, rows.shape))
+    indices = rng.choice(candidates, size=len(activations), replace=len(candidates) < len(activations))
+    return schema.QuantileSamples(indices, activations, np.repeat(np.arange(n_bands), counts),
+                                  rows / rows.sum(axis=1, keepdims=True), edges)
+
+
 def _config(neurons: list[int], n_ref: int, n_images: int, ks: Sequence[int], seed: int) -> dict:
     return {
         "model": {"name": "resnet50", "weights": "IMAGENET1K_V2", "checkpoint": None},
@@ -184,6 +202,8 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
                 store.write(schema.ReferenceImage(pool_images[int(index) % POOL_SIZE]), int(index))
 
     rows, labels_by_neuron, clip_centroids = [], {}, {}
+    quantile_rng = np.random.default_rng([seed, 7])  # own stream: the other records stay as they were
+    bands = schema.QuantileBands("sampled", DEFAULT_BANDS, 6, 1000, min(1000, n_images), 0, seed)
     n_classes = len(imagenet_categories())
     vocabulary = default_vocabulary()
     for row, neuron in enumerate(tqdm(neurons, desc="neurons", unit="neuron", disable=not progress)):
@@ -215,6 +235,9 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
             store.write(schema.Thumbnails([pool_thumbs[i] for i in pooled]), neuron)
             store.write(scores, neuron)
             store.write(k_choice, neuron)
+            others = np.setdiff1d(unique, indices[row])  # images stored already: no new image keys
+            store.write(_quantile_samples(quantile_rng, pure, float(max_activations[row, -1]), others,
+                                          len(bands.bands), bands.per_band), neuron)
             store.write(schema.UmapCoordinates(rng.normal(0, 3, (n_ref, 2)), rng.normal(0, 3, (n_ref, 2))),
                         neuron)
         rows.append(schema.SummaryRow(neuron, scores.polysemanticity, scores.rho_intra, scores.rho_inter,
@@ -231,6 +254,7 @@ def write_large_store(directory: str | Path, *, n_neurons: int = 2048, n_ref: in
         store.write(schema.ClipCentroidIndex.of(clip_centroids))
         store.write(schema.ClipLabelStatus("labelled", CLIP_MODEL, "", CROP_TEMPLATES))
         store.write(schema.CropMethod("lrp"))  # what a ResNet-50 run resolves "auto" to
+        store.write(bands)
         store.write(schema.MethodComparison(means, float(np.mean([r.overall for r in rows]))))
         store.write(schema.DistanceCorrelation({"pure": schema.PooledCorrelation(0.38, 0.01),
                                                 "activation": schema.PooledCorrelation(0.17, 0.01)}))

@@ -25,7 +25,7 @@ import diskcache
 
 from store.schema import SCHEMA_VERSION, Record, RunMeta, StageStatus, key
 
-STAGES = ("references", "attributions", "crops", "embeddings", "scores", "clip_labels")
+STAGES = ("references", "attributions", "crops", "embeddings", "scores", "clip_labels", "quantiles")
 _DB_NAME = "cache.db"
 R = TypeVar("R", bound=Record)
 

@@ -1111,6 +1111,94 @@ class DistanceCorrelation(Record):
         return cls({str(m): PooledCorrelation.from_store(v) for m, v in value.items()})
 
 
+# -- stage 7: reference quantiles -------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class QuantileBands(Record):
+    """Stage 7's run-wide record: the probe set and activation bands the reference quantiles
+    (`QuantileSamples`) were drawn from, or ``off`` (``quantiles.probe_images: 0``; no samples stored)."""
+
+    KEY: ClassVar[str] = "quantile_bands"
+    STATES: ClassVar[tuple[str, ...]] = ("sampled", "off")
+
+    state: str = doc("`QuantileBands.STATES`")
+    bands: tuple[tuple[float, float], ...] = doc(
+        "percentile ranges `(lo, hi)` of a neuron's activation over the probe set, as configured; "
+        "`QuantileSamples.bands` indexes them (`pure_core.quantiles.activation_bands`)"
+    )
+    per_band: int = doc("samples asked per band and neuron")
+    probe_images: int = doc("probe images asked (`quantiles.probe_images`)")
+    n_probe: int = doc("probe images read")
+    n_skipped: int = doc("probe images skipped as unreadable")
+    seed: int = doc("the probe set is `pure_core.quantiles.probe_indices(n_images, probe_images, seed)`")
+
+    def __post_init__(self) -> None:
+        if self.state not in self.STATES:
+            raise ValueError(f"state must be one of {self.STATES}, got {self.state!r}")
+        object.__setattr__(self, "bands", tuple((float(lo), float(hi)) for lo, hi in self.bands))
+
+    def to_store(self) -> dict[str, Any]:
+        return {"state": self.state, "bands": [[lo, hi] for lo, hi in self.bands],
+                "per_band": int(self.per_band), "probe_images": int(self.probe_images),
+                "n_probe": int(self.n_probe), "n_skipped": int(self.n_skipped), "seed": int(self.seed)}
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> QuantileBands:
+        return cls(value["state"], tuple(tuple(band) for band in value.get("bands", ())),
+                   value.get("per_band", 0), value.get("probe_images", 0), value.get("n_probe", 0),
+                   value.get("n_skipped", 0), value.get("seed", 0))
+
+    @classmethod
+    def off(cls, seed: int = 0) -> QuantileBands:
+        """The record of a run with the stage turned off."""
+        return cls("off", (), 0, 0, 0, 0, seed)
+
+    def band_name(self, band: int) -> str:
+        """``"95–99th percentile"`` (``"top 1 %"`` for a band that reaches 100)."""
+        lo, hi = self.bands[band]
+        return f"top {100 - lo:g} %" if hi >= 100 else f"{lo:g}–{hi:g}th percentile"
+
+
+@dataclass(frozen=True, eq=False)
+class QuantileSamples(Record):
+    """Reference quantiles of one neuron (stage 7): probe images from each activation band below the top (none
+    of them one of its references, each one it fires on), ordered by band, then by descending activation, with
+    their circuits."""
+
+    KEY: ClassVar[str] = "quantiles"
+    INDEX: ClassVar[str] = "neuron"
+
+    indices: np.ndarray = doc("`(M,)` int64 dataset indices (`ReferenceImage` stored for each)")
+    max_activations: np.ndarray = doc("`(M,)` float32 max-pooled activation of the neuron on each")
+    bands: np.ndarray = doc("`(M,)` int8 band of each, an index into `QuantileBands.bands`")
+    pure: np.ndarray = doc("`(M, C_lower)` float16 PURE attributions (L1-normed, as `PureVectors`)")
+    band_edges: np.ndarray = doc(
+        "`(B, 2)` float32 lowest and highest activation of the probe images in each band (NaN when empty)"
+    )
+
+    def __post_init__(self) -> None:
+        for name, dtype in (("indices", np.int64), ("max_activations", np.float32), ("bands", np.int8)):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype).reshape(-1))
+        pure = np.asarray(self.pure, dtype=np.float16)
+        if pure.ndim != 2:
+            pure = pure.reshape(len(self.indices), -1 if pure.size else 0)
+        object.__setattr__(self, "pure", pure)
+        edges = np.asarray(self.band_edges, dtype=np.float32)
+        object.__setattr__(self, "band_edges", edges.reshape(-1, 2))
+
+    def to_store(self) -> dict[str, np.ndarray]:
+        return {"indices": self.indices, "max_activations": self.max_activations, "bands": self.bands,
+                "pure": self.pure, "band_edges": self.band_edges}
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> QuantileSamples:
+        return cls(value["indices"], value["max_activations"], value["bands"], value["pure"],
+                   value["band_edges"])
+
+    @property
+    def n_samples(self) -> int:
+        return int(len(self.indices))
+
+
 # -- the key table ---------------------------------------------------------------------------------------
 STORED_RECORDS: tuple[type[Record], ...] = (
     RunMeta,
@@ -1144,6 +1232,8 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     VirtualNeuronClipLabels,
     VirtualNeuronClipCentroids,
     ClipCentroidIndex,
+    QuantileBands,
+    QuantileSamples,
 )
 PART_RECORDS: tuple[type[Record], ...] = (
     MethodScore,

@@ -76,8 +76,9 @@ def test_missing_weights_skip_the_stage_in_one_line_and_the_same_command_fills_i
         status = store.read(sc.ClipLabelStatus)
         assert status.state == "labelled" and status.model == spec and status.templates
         after = store.stage_seconds()
-    # the first five stages were not run again
-    assert {s: after[s] for s in STAGES[:-1]} == {s: seconds[s] for s in STAGES[:-1]}
+    # the other stages were not run again
+    others = [s for s in STAGES if s != "clip_labels"]
+    assert {s: after[s] for s in others} == {s: seconds[s] for s in others}
 
 
 def test_stored_clip_labels_are_clips_labels_of_the_stored_crops(clip_run):

@@ -153,6 +153,21 @@ STORED = [
             "vectors": RNG.random((2, 16)).astype(np.float16),
         },
     ),
+    (s.QuantileBands, None, {"state": "sampled", "bands": [[99.0, 100.0], [50.0, 75.0]], "per_band": 2,
+                             "probe_images": 1000, "n_probe": 998, "n_skipped": 2, "seed": 0}),
+    (s.QuantileBands, None, {"state": "off", "bands": [], "per_band": 0, "probe_images": 0, "n_probe": 0,
+                             "n_skipped": 0, "seed": 3}),
+    (
+        s.QuantileSamples,
+        3,
+        {
+            "indices": np.array([17, 4, 230], np.int64),
+            "max_activations": np.array([3.5, 1.25, 0.5], np.float32),
+            "bands": np.array([0, 1, 1], np.int8),
+            "pure": RNG.random((3, C_LOWER)).astype(np.float16),
+            "band_edges": np.array([[3.0, 4.0], [0.25, 2.0]], np.float32),
+        },
+    ),
 ]
 IDS = [f"{record.__name__}-{i}" for i, (record, _, _) in enumerate(STORED)]
 
@@ -256,6 +271,7 @@ def test_the_key_table_names_every_stored_value():
         "clip_predictions",
         "vn_clip_labels",
         "vn_clip_centroids",
+        "quantiles",
     )
     assert s.key(s.NeuronScores, 12) == "scores:12" and s.key(s.Summary) == "summary"
     assert s.key(s.StageStatus, "crops") == "stage:crops" and s.key(s.ReferenceImage, 4031) == "image:4031"
@@ -286,6 +302,7 @@ def _stored_keys(store: RunStore) -> list[tuple[type[s.Record], int | str | None
 
 CLIP_RECORDS = (s.ClipLabelNames, s.ReferenceClipLabels, s.VirtualNeuronClipLabels,
                 s.VirtualNeuronClipCentroids, s.ClipCentroidIndex)
+QUANTILE_RECORDS = (s.QuantileBands, s.QuantileSamples)
 
 
 def _assert_every_value_round_trips(directory: Path) -> None:
@@ -296,11 +313,15 @@ def _assert_every_value_round_trips(directory: Path) -> None:
             value = store.get(s.key(record_type, index))
             if value is None:
                 # written by precompute's scan only; CLIP's records by runs that had CLIP's weights; the k
-                # diagnostics by precompute since they exist (the small fixture stands for an older store)
+                # diagnostics and the reference quantiles by precompute since they exist (the small fixture
+                # stands for an older store)
                 labelled = store.read(s.ClipLabelStatus).state == "labelled"
                 older = store.read(s.KChoice, store.read(s.References).neuron_ids[0]) is None
+                quantiles = store.read(s.QuantileBands)
                 assert record_type is s.ScanReport or (record_type in CLIP_RECORDS and not labelled) or (
-                    record_type is s.KChoice and older)
+                    record_type is s.KChoice and older) or (
+                    record_type in QUANTILE_RECORDS and (quantiles is None or quantiles.state == "off")) or (
+                    (record_type, index) == (s.StageStatus, "quantiles") and quantiles is None)
                 continue
             assert s.values_equal(record_type.from_store(value).to_store(), value), s.key(record_type, index)
 

@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from annotations_db import AnnotationKey
-from app import analysis, circuit_checks, figures, sheets, state, store_access, team_notes, ui
+from app import analysis, circuit_checks, figures, quantile_view, sheets, state, store_access, team_notes, ui
 from app.analysis import Clustering
 from app.hover_thumbnails import hover_thumbnails
 from app.reference_tiles import reference_tiles
@@ -467,6 +467,7 @@ def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
     )
     result = pure if method == "pure" or activation is None else activation
     virtual_neuron_grids(run, nd, k, result.method, result, show_all)
+    quantile_view.below_the_top(run, nd, pure)
     circuit_checks.section(run, nd, k)
     downloads(run, neuron, k)
     prefetch_all_k(run, nd, result.method)

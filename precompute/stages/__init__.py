@@ -1,4 +1,4 @@
-"""The six precompute stages in order, each resumable, each writing its outputs into the run store.
+"""The seven precompute stages in order, each resumable, each writing its outputs into the run store.
 
 1. `references`: top-n_ref references per neuron, then their images.
 2. `attributions`: PURE circuit vectors and activation baselines.
@@ -7,6 +7,8 @@
 5. `scores`: polysemanticity, cluster quality per k, centroids, UMAP, the run-wide tables.
 6. `clip_labels`: CLIP's zero-shot labels of the crops and the virtual neurons' CLIP directions (skipped,
    and filled in by a later run, without the weights).
+7. `quantiles`: reference quantiles, per neuron a few images from activation bands below its references with
+   their PURE vectors (self-contained: the same command adds it to stores made before it existed).
 
 Each stage cuts its work with `precompute.runner.ChunkRunner`; a finished stage keeps only its results (the
 chunk markers and layouts of its parts are dropped when it is marked done). Fixed seeds, fixed order and
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from precompute.config import RunConfig
 from precompute.job import Job
 from precompute.runner import clear_bookkeeping
-from precompute.stages import attributions, clip_labels, crops, embeddings, references, scores
+from precompute.stages import attributions, clip_labels, crops, embeddings, quantiles, references, scores
 from store import STAGES, RunStore
 
 __all__ = ["STAGE_LIST", "Stage", "pending_stages", "run_stages"]
@@ -46,7 +48,7 @@ class Stage:
 
 STAGE_LIST: tuple[Stage, ...] = tuple(
     Stage(module.__name__.rsplit(".", 1)[1], module.run, module.PARTS, getattr(module, "is_pending", None))
-    for module in (references, attributions, crops, embeddings, scores, clip_labels)
+    for module in (references, attributions, crops, embeddings, scores, clip_labels, quantiles)
 )
 if tuple(stage.name for stage in STAGE_LIST) != STAGES:
     raise ImportError(f"precompute's stages {[s.name for s in STAGE_LIST]} differ from store.STAGES {STAGES}")
