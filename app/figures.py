@@ -231,6 +231,32 @@ def selectivity_by_k_figure(by_k: Mapping[int, np.ndarray]) -> go.Figure:
     return fig
 
 
+def depth_figure(layers: Sequence[str], rho_gap: np.ndarray, ari: np.ndarray) -> go.Figure:
+    """Where the circuit splits: per lower layer (the run's own first, then deeper), the rho gap of PURE's
+    k = 2 split under the embeddings, and on ground-truth data its ARI against the planted concepts (right
+    axis)."""
+    fig = go.Figure(go.Scatter(
+        x=list(layers), y=np.asarray(rho_gap, dtype=float), mode="lines+markers", name="ρ_inter − ρ_intra",
+        line={"color": METHOD_COLOURS["pure"]},
+        hovertemplate="circuits in %{x}<br>ρ_inter − ρ_intra %{y:.3f}<extra></extra>",
+    ))
+    ari = np.asarray(ari, dtype=float)
+    if not np.isnan(ari).all():
+        fig.add_trace(go.Scatter(
+            x=list(layers), y=ari, mode="lines+markers", name="ARI vs planted concepts", yaxis="y2",
+            line={"color": "#2ca02c", "dash": "dash"},
+            hovertemplate="circuits in %{x}<br>ARI %{y:.2f}<extra></extra>",
+        ))
+    fig.update_layout(
+        **{**_LAYOUT, "height": 260},
+        xaxis={"title": {"text": "layer the circuits are taken at (deeper to the right)"}},
+        yaxis={"title": {"text": "ρ_inter − ρ_intra"}},
+        yaxis2={"title": {"text": "ARI"}, "overlaying": "y", "side": "right", "range": [-0.05, 1.05]},
+        legend={"orientation": "h", "y": -0.35},
+    )
+    return fig
+
+
 def correlation_figure(correlation: DistanceCorrelation, labels: Mapping[str, str]) -> go.Figure:
     """Sec. 4.2: Pearson r of each method's pairwise distances with the embedder's, with its SEM."""
     methods = list(correlation.methods)

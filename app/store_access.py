@@ -23,6 +23,7 @@ from app import state
 from store import STAGES, RunInfo, RunStore, StoreError, list_runs
 from store.schema import (
     ActivationVectors,
+    CircuitDepth,
     ClassNames,
     ClipCentroidIndex,
     ClipLabelNames,
@@ -271,8 +272,8 @@ class NeuronData:
     ``pure (n, C_lower)``, ``activation (n, C_L)``, ``embeddings (n, D)`` as float32 (stored float16) or
     None before their stage; ``thumbnails`` n WEBP byte strings; ``dataset_indices (n,)`` and
     ``max_activations (n,)`` of the references; ``umap``, ``scores``, ``predictions`` (the model's top
-    classes per reference), ``clip_labels`` (CLIP's names per crop) and ``k_choice`` (the k diagnostics)
-    the stored records or None;
+    classes per reference), ``clip_labels`` (CLIP's names per crop), ``k_choice`` (the k diagnostics) and
+    ``depth`` (where the circuit splits) the stored records or None;
     ``dataset_labels (n,)`` each reference's dataset label (`data_label_names`; -1 for none) or None.
     """
 
@@ -289,6 +290,7 @@ class NeuronData:
     dataset_labels: np.ndarray | None = None
     clip_labels: ReferenceClipLabels | None = None
     k_choice: KChoice | None = None
+    depth: CircuitDepth | None = None
 
     @property
     def n_references(self) -> int:
@@ -350,6 +352,7 @@ def neuron_data(run: RunRef, neuron: int) -> NeuronData | None:
         dataset_labels=_vectors(store.read(ReferenceDatasetLabels, neuron), dtype=None),
         clip_labels=store.read(ReferenceClipLabels, neuron),
         k_choice=store.read(KChoice, neuron),
+        depth=store.read(CircuitDepth, neuron),
     )
 
 

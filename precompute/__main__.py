@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--checkpoint", help="local state-dict file to load into the model")
     model.add_argument("--layer", help="analysed layer L (module name, e.g. layer4)")
     model.add_argument("--lower-layer", help="layer whose channels make the circuits (e.g. layer3)")
+    model.add_argument("--depth-layers", metavar="LAYERS",
+                       help="also take each neuron's circuits at these deeper layers, e.g. layer2,layer1, to "
+                            "chart where its circuit splits (stage 8; --chain sets them)")
     model.add_argument("--chain", metavar="LAYERS",
                        help="analyse a chain of layer pairs, top first, e.g. layer4,layer3,layer2: one store "
                             "per pair (layer4 <- layer3 at --out, layer3 <- layer2 at <out>-layer3, ...), "
@@ -108,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def chain_pairs(args: argparse.Namespace) -> list[argparse.Namespace]:
-    """The runs of ``--chain L0,L1,...,Ln``: one per pair (L_i <- L_i+1), top first. ``--neurons`` applies to
+    """The runs of ``--chain L0,L1,...,Ln``: one per pair (L_i <- L_i+1), top first, each with the layers
+    below its pair as depth layers (stage 8: where its neurons' circuits split). ``--neurons`` applies to
     every pair (default: the preset's for the top pair, every channel for the lower ones, so that every
     circuit channel has a page). The top pair is stored at ``--out``, each lower pair beside it
     (``<out>-<layer>``), or all under the runs directory by their run ids when no ``--out`` is given."""
@@ -116,12 +120,13 @@ def chain_pairs(args: argparse.Namespace) -> list[argparse.Namespace]:
     if len(layers) < 2:
         raise ConfigError(f"--chain needs at least two layers, top first (e.g. layer4,layer3), got "
                           f"{args.chain!r}")
-    if args.layer is not None or args.lower_layer is not None:
-        raise ConfigError("--chain names the layers itself: drop --layer and --lower-layer")
+    if args.layer is not None or args.lower_layer is not None or args.depth_layers is not None:
+        raise ConfigError("--chain names the layers itself: drop --layer, --lower-layer and --depth-layers")
     pairs = []
     for i, (upper, lower) in enumerate(zip(layers, layers[1:], strict=False)):
         pair = argparse.Namespace(**vars(args))
         pair.chain, pair.layer, pair.lower_layer = None, upper, lower
+        pair.depth_layers = ",".join(layers[i + 2:]) or None  # where the circuit splits, down the chain
         if i > 0:
             pair.neurons = args.neurons or "all"
             pair.out = None if args.out is None else f"{str(args.out).rstrip('/')}-{upper}"
@@ -158,6 +163,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = value
     if args.ks is not None:
         out["ks"] = parse_ks(args.ks)
+    if args.depth_layers is not None:
+        out["depth_layers"] = [name.strip() for name in args.depth_layers.split(",") if name.strip()]
     clip = {key: value for key, value in (("model", args.clip), ("vocabulary", args.vocabulary))
             if value is not None}
     if clip:
@@ -167,7 +174,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 IDENTITY_FLAGS = ("model", "weights", "checkpoint", "layer", "lower_layer", "dataset", "n_images", "n_ref",
                   "neurons", "embedder", "ks", "crop_kernel", "crop_threshold", "crop_side", "display_kernel",
-                  "display_threshold", "thumbnail_px", "seed", "clip", "vocabulary")
+                  "display_threshold", "thumbnail_px", "seed", "clip", "vocabulary", "depth_layers")
 
 
 def library_versions() -> dict[str, str]:

@@ -121,6 +121,7 @@ class RunConfig:
     umap: UmapConfig = field(default_factory=UmapConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     quantiles: QuantileConfig = field(default_factory=QuantileConfig)
+    depth_layers: list[str] = field(default_factory=list)  # stage 8: circuits also taken at these layers
     seed: int = 0
     # -- runtime only (not part of the identity) --
     preset: str = "demo"
@@ -147,6 +148,8 @@ class RunConfig:
         # those stores keep their run id and the same command adds the stage (never change the defaults)
         if config["quantiles"] == asdict(QuantileConfig()):
             del config["quantiles"]
+        if not config["depth_layers"]:  # stage 8 likewise: without depth layers, the ids of before
+            del config["depth_layers"]
         return {"config": config, "fingerprints": fingerprints}
 
     def store_config(self, neurons: list[int], n_images: int) -> dict[str, Any]:
@@ -168,6 +171,7 @@ class RunConfig:
             "umap": data["umap"],
             "clip": data["clip"],
             "quantiles": data["quantiles"],
+            "depth_layers": list(self.depth_layers),
             "seed": int(self.seed),
             "preset": self.preset,
         }

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from precompute.job import Job
+from store import STAGES
 
 __all__ = ["KILL_ENV", "ChunkRunner", "chunk_ranges", "clear_bookkeeping"]
 
@@ -28,12 +29,17 @@ def chunk_ranges(n: int, size: int) -> list[range]:
     return [range(start, min(n, start + size)) for start in range(0, n, max(1, size))]
 
 
+def stage_label(name: str, title: str) -> str:
+    """A stage's progress label, e.g. ``"3/8 crops"``: its place in `store.STAGES` and a title."""
+    return f"{STAGES.index(name) + 1}/{len(STAGES)} {title}"
+
+
 class ChunkRunner:
     """Chunks of one part of a stage (``part``: the marker name, e.g. ``"crops"`` or ``"images"``).
 
     ``weight(chunk)`` is the chunk's share of the progress bar (default: its length, in ``unit``). Use::
 
-        runner = ChunkRunner(job, "crops", n_neurons, job.chunk_neurons, "3/5 crops", "crop", weight)
+        runner = ChunkRunner(job, "crops", n_neurons, job.chunk_neurons, "3/8 crops", "crop", weight)
         for chunk_id, chunk in runner.pending():
             outputs = ...                       # compute; runner.advance(n) for progress inside a chunk
             with runner.commit(chunk_id):

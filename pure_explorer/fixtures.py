@@ -221,6 +221,8 @@ def _write_small_store(
     if "quantiles" in stages:  # no model here: the run says stage 7 was off, as precompute does for probe 0
         store.write(schema.QuantileBands.off(RUN_SEED))
         store.mark_stage_done("quantiles", 0.0)
+    if "depth" in stages:  # a run without depth layers: stage 8 stores nothing
+        store.mark_stage_done("depth", 0.0)
     store.finalize()  # one self-contained cache.db, as precompute leaves it
     store.close()
     return Path(directory)

@@ -25,7 +25,7 @@ import diskcache
 
 from store.schema import SCHEMA_VERSION, Record, RunMeta, StageStatus, key
 
-STAGES = ("references", "attributions", "crops", "embeddings", "scores", "clip_labels", "quantiles")
+STAGES = ("references", "attributions", "crops", "embeddings", "scores", "clip_labels", "quantiles", "depth")
 _DB_NAME = "cache.db"
 R = TypeVar("R", bound=Record)
 

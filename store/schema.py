@@ -733,6 +733,35 @@ class KChoice(Record):
 
 
 @dataclass(frozen=True, eq=False)
+class CircuitDepth(Record):
+    """Where a neuron's circuit splits (stage 8, `pure_core.depth`): PURE's k-split with the circuits taken
+    at the run's lower layer and at each of its depth layers. Absent without depth layers."""
+
+    KEY: ClassVar[str] = "depth"
+    INDEX: ClassVar[str] = "neuron"
+
+    layers: tuple[str, ...] = doc("the run's lower layer, then `config.depth_layers` in order")
+    k: int = doc("virtual neurons of the split (2)")
+    rho_gap: np.ndarray = doc("`(len(layers),)` float32 rho_inter - rho_intra of the split, embeddings")
+    silhouette: np.ndarray = doc("`(len(layers),)` float32 silhouette of the circuits' split")
+    ari: np.ndarray = doc("`(len(layers),)` float32 ARI against the planted concepts (NaN: no ground truth)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(str(name) for name in self.layers))
+        for name in ("rho_gap", "silhouette", "ari"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float32))
+
+    def to_store(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "k": int(self.k), "rho_gap": self.rho_gap,
+                "silhouette": self.silhouette, "ari": self.ari}
+
+    @classmethod
+    def from_store(cls, value: Mapping[str, Any]) -> CircuitDepth:
+        return cls(tuple(value["layers"]), int(value["k"]), value["rho_gap"], value["silhouette"],
+                   value["ari"])
+
+
+@dataclass(frozen=True, eq=False)
 class UmapCoordinates(Record):
     """2-D UMAP of a neuron's reference vectors (n_neighbors 6, min_dist 0.3 as in the paper's plots)."""
 
@@ -1219,6 +1248,7 @@ STORED_RECORDS: tuple[type[Record], ...] = (
     Embeddings,
     NeuronScores,
     KChoice,
+    CircuitDepth,
     UmapCoordinates,
     VirtualNeuronLabels,
     VirtualNeuronDataLabels,

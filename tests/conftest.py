@@ -117,17 +117,11 @@ def demo_runs_root(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
-def chain_runs_root(demo_runs_root, tmp_path_factory) -> Path:
+def chain_runs_root(tmp_path_factory) -> Path:
     """A runs root with a chain of two layer pairs made by ``python -m precompute --chain
-    block4,block3,block2`` (tiny preset, channels 0-23 of each layer): the top pair is `demo_runs_root`'s
-    store (the chain command finds it complete and keeps it), the lower pair ``demo-block3`` is computed
-    here."""
-    import shutil
-
-    root, _ = demo_runs_root
-    top = next(p for p in root.iterdir() if (p / "cache.db").is_file())
+    block4,block3,block2`` (tiny preset, channels 0-23 of each layer): ``demo`` (block4 <- block3, with
+    block2 as depth layer) and ``demo-block3`` (block3 <- block2)."""
     chain = tmp_path_factory.mktemp("chain-runs")
-    shutil.copytree(top, chain / "demo")
     args = [*DEMO_PRECOMPUTE_ARGS.split(), "--chain", "block4,block3,block2", "--neurons", "0-23"]
     command = [sys.executable, "-m", "precompute", *args, "--out", str(chain / "demo")]
     result = subprocess.run(

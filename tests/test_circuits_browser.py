@@ -1,6 +1,8 @@
 """Circuits in Chromium on a real demo run (`python -m precompute --preset tiny`): the neuron page's causal
 check draws its ablation chart and per-VN selectivity, and the upload page flags an image whose circuit is
-unlike any of the neuron's virtual neurons (and does not flag one of the neuron's own references)."""
+unlike any of the neuron's virtual neurons (and does not flag one of the neuron's own references). On a
+chain of two layer pairs (`--chain block4,block3,block2`): the chart of where a circuit splits, a circuit
+channel's link down to its own page, and the breadcrumb back up."""
 
 from __future__ import annotations
 
@@ -139,6 +141,11 @@ def test_a_circuit_channel_leads_to_its_own_page_and_the_breadcrumb_back_up(chai
     page.goto(f"{url}/neuron?run=demo&neuron={neuron}&k=2")
     page.get_by_role("heading", name="2 virtual neurons").wait_for(timeout=120_000)
     _idle(page)
+    # where the circuit splits: the chain's deeper layer charted beside the run's own lower layer
+    page.get_by_text(re.compile(r"^Where the circuit splits: circuits taken at")).click()
+    depth = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="ARI vs planted concepts")
+    depth.wait_for(timeout=60_000)
+    assert depth.get_by_text("block2").count() >= 1 and depth.get_by_text("block3").count() >= 1
     links = page.locator("a[href*='run=demo-block3']")
     links.first.wait_for(state="attached")
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]

@@ -420,6 +420,7 @@ def render_neuron(run: RunRef, neuron: int, nd: NeuronData) -> None:
     reference_grid(run, nd)
     hover_thumbnails([figures.data_uri(b) for b in nd.thumbnails], key=f"hover_thumbnails_{neuron}")
     k_suggestion(run, nd)
+    circuit_depth(run, nd)
     virtual_neurons(run, neuron, nd)
 
 
@@ -514,6 +515,30 @@ def k_suggestion(run: RunRef, nd: NeuronData) -> None:
     )
     with st.expander("k diagnostics: silhouette, stability over seeds and the score per k"):
         st.plotly_chart(_k_figure(run, nd.neuron), key=f"k_diagnostics_{nd.neuron}")
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _depth_figure(run: RunRef, neuron: int):
+    depth = store_access.neuron_data(run, neuron).depth
+    return figures.depth_figure(depth.layers, depth.rho_gap, depth.ari)
+
+
+def circuit_depth(run: RunRef, nd: NeuronData) -> None:
+    """Where the circuit splits: PURE's k = 2 split with the circuits taken at each lower layer the run
+    analysed (stage 8), as a chart; nothing for runs without depth layers."""
+    depth = nd.depth
+    if depth is None or len(depth.layers) < 2:
+        return
+    layers = ", ".join(code(name, max_chars=40) for name in depth.layers)
+    with st.expander("Where the circuit splits: circuits taken at " + layers, icon=":material/layers:"):
+        gaps = np.nan_to_num(depth.rho_gap, nan=-np.inf)
+        best = depth.layers[int(np.argmax(gaps))]
+        st.markdown(
+            f"The k = {depth.k} virtual neurons are most distinct (ρ_inter − ρ_intra of their references' "
+            f"crops) with the circuits taken at {code(best, max_chars=40)}. A layer where the value drops "
+            "has already merged the routes that a deeper layer keeps apart."
+        )
+        st.plotly_chart(_depth_figure(run, nd.neuron), key=f"depth_{nd.neuron}")
 
 
 def downloads(run: RunRef, neuron: int, k: int) -> None:

@@ -1,4 +1,4 @@
-"""The seven precompute stages in order, each resumable, each writing its outputs into the run store.
+"""The eight precompute stages in order, each resumable, each writing its outputs into the run store.
 
 1. `references`: top-n_ref references per neuron, then their images.
 2. `attributions`: PURE circuit vectors and activation baselines.
@@ -9,6 +9,8 @@
    and filled in by a later run, without the weights).
 7. `quantiles`: reference quantiles, per neuron a few images from activation bands below its references with
    their PURE vectors (self-contained: the same command adds it to stores made before it existed).
+8. `depth`: with depth layers (`--depth-layers`, `--chain`), each neuron's circuits again at those layers and
+   how well its virtual neurons separate at each (`pure_core.depth`): where the circuit splits.
 
 Each stage cuts its work with `precompute.runner.ChunkRunner`; a finished stage keeps only its results (the
 chunk markers and layouts of its parts are dropped when it is marked done). Fixed seeds, fixed order and
@@ -24,7 +26,16 @@ from dataclasses import dataclass
 from precompute.config import RunConfig
 from precompute.job import Job
 from precompute.runner import clear_bookkeeping
-from precompute.stages import attributions, clip_labels, crops, embeddings, quantiles, references, scores
+from precompute.stages import (
+    attributions,
+    clip_labels,
+    crops,
+    depth,
+    embeddings,
+    quantiles,
+    references,
+    scores,
+)
 from store import STAGES, RunStore
 
 __all__ = ["STAGE_LIST", "Stage", "pending_stages", "run_stages"]
@@ -48,7 +59,7 @@ class Stage:
 
 STAGE_LIST: tuple[Stage, ...] = tuple(
     Stage(module.__name__.rsplit(".", 1)[1], module.run, module.PARTS, getattr(module, "is_pending", None))
-    for module in (references, attributions, crops, embeddings, scores, clip_labels, quantiles)
+    for module in (references, attributions, crops, embeddings, scores, clip_labels, quantiles, depth)
 )
 if tuple(stage.name for stage in STAGE_LIST) != STAGES:
     raise ImportError(f"precompute's stages {[s.name for s in STAGE_LIST]} differ from store.STAGES {STAGES}")

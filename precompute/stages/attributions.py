@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from precompute.job import Job, PrecomputeError
-from precompute.runner import ChunkRunner, chunk_ranges
+from precompute.runner import ChunkRunner, chunk_ranges, stage_label
 from pure_core.activations import pooled_activations, pooled_activations_and_outputs
 from pure_core.attribution import pure_attributions, pure_attributions_for_pairs
 from pure_core.labels import top_classes
@@ -107,7 +107,7 @@ def run(job: Job) -> None:
     strategy = attribution_strategy(indices.size, len(unique), job.attribution_strategy)
     attribute = _pure_per_image if strategy == "per_image" else _pure_per_pair
     runner = ChunkRunner(job, "attributions", len(unique), job.image_chunk,
-                         f"2/5 attributions ({strategy.replace('_', ' ')})", "pair",
+                         stage_label("attributions", f"attributions ({strategy.replace('_', ' ')})"), "pair",
                          weight=lambda chunk: sum(len(pairs[u]) for u in chunk))
     for chunk_id, chunk in runner.pending():
         images = torch.stack([job.preprocess.to_tensor(job.load_reference(unique[u])) for u in chunk])

@@ -14,7 +14,7 @@ import numpy as np
 
 from precompute.config import RunConfig
 from precompute.job import Job
-from precompute.runner import ChunkRunner, chunk_ranges
+from precompute.runner import ChunkRunner, chunk_ranges, stage_label
 from precompute.stages.scores import label_index, virtual_neuron_labels
 from pure_core import clip_labels
 from pure_core.models import MissingWeightsError
@@ -39,6 +39,7 @@ from store.schema import (
 __all__ = ["NAME", "PARTS", "is_pending", "run", "vocabulary"]
 
 NAME = "clip_labels"
+LABEL = stage_label(NAME, "CLIP labels")
 PARTS = ("clip_labels",)
 CLIP_BATCH = 32  # fixed, not --batch-size: a resumed run must encode with the same batches
 
@@ -72,23 +73,23 @@ def run(job: Job) -> None:
     records; or only ``clip_status`` when CLIP is off or its weights are missing."""
     store, config, spec = job.store, job.config, job.config.clip.model
     if spec is None:
-        job.log("6/6 CLIP labels: off (no clip model configured)")
+        job.log(f"{LABEL}: off (no clip model configured)")
         _write_status(job, ClipLabelStatus("off", None))
         return
     try:
         probe = clip_labels.make_clip_probe(spec, device=job.device, batch_size=CLIP_BATCH)
     except MissingWeightsError as error:
         reason = str(error).splitlines()[0]
-        job.log(f"6/6 CLIP labels skipped: {reason} Everything else is stored; run the same command with "
+        job.log(f"{LABEL} skipped: {reason} Everything else is stored; run the same command with "
                 "the weights on this machine to add the labels.")
         _write_status(job, ClipLabelStatus("skipped", spec, reason))
         return
     names = vocabulary(config)
-    job.log(f"6/6 CLIP labels: {probe.name}, text features of {len(names)} vocabulary names")
+    job.log(f"{LABEL}: {probe.name}, text features of {len(names)} vocabulary names")
     text = probe.encode_texts(names)
     references = store.read(References)
     neurons, n_ref = references.neuron_ids, references.n_ref
-    runner = ChunkRunner(job, NAME, len(neurons), job.chunk_neurons, "6/6 CLIP labels", "crop",
+    runner = ChunkRunner(job, NAME, len(neurons), job.chunk_neurons, LABEL, "crop",
                          weight=lambda chunk: len(chunk) * n_ref)
     for chunk_id, chunk in runner.pending():
         crops = [store.read(Crops, neurons[row]).images for row in chunk]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from precompute.job import Job, PrecomputeError
-from precompute.runner import ChunkRunner, chunk_ranges
+from precompute.runner import ChunkRunner, chunk_ranges, stage_label
 from pure_core.crops import reference_crops
 from pure_core.heatmaps import input_heatmaps_for_pairs, resolve_heatmap_method
 from store.codecs import EMBED_QUALITY, THUMB_QUALITY, encode_image
@@ -54,7 +54,7 @@ def run(job: Job) -> None:
     method = heatmap_method(job)
     references = store.read(References)
     neurons, n_ref = references.neuron_ids, references.n_ref
-    runner = ChunkRunner(job, "crops", len(neurons), job.chunk_neurons, "3/5 crops", "crop",
+    runner = ChunkRunner(job, "crops", len(neurons), job.chunk_neurons, stage_label("crops", "crops"), "crop",
                          weight=lambda chunk: len(chunk) * n_ref)
     for chunk_id, chunk in runner.pending():
         rows = list(chunk)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from precompute.job import Job
-from precompute.runner import ChunkRunner, chunk_ranges
+from precompute.runner import ChunkRunner, chunk_ranges, stage_label
 from store.codecs import decode_image
 from store.schema import Crops, Embeddings, References
 
@@ -19,7 +19,8 @@ def run(job: Job) -> None:
     store = job.store
     references = store.read(References)
     neurons, n_ref = references.neuron_ids, references.n_ref
-    runner = ChunkRunner(job, "embeddings", len(neurons), job.chunk_neurons, "4/5 embeddings", "crop",
+    runner = ChunkRunner(job, "embeddings", len(neurons), job.chunk_neurons,
+                         stage_label("embeddings", "embeddings"), "crop",
                          weight=lambda chunk: len(chunk) * n_ref)
     for chunk_id, chunk in runner.pending():
         crops = [store.read(Crops, neurons[row]).images for row in chunk]

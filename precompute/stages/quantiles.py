@@ -23,12 +23,11 @@ import torch
 from PIL import Image
 
 from precompute.job import Job
-from precompute.runner import ChunkRunner, chunk_ranges
+from precompute.runner import ChunkRunner, chunk_ranges, stage_label
 from pure_core.activations import pooled_activations
 from pure_core.attribution import pure_attributions_for_pairs
 from pure_core.quantiles import activation_bands, probe_indices
 from pure_core.sources import iterate_batches
-from store import STAGES
 from store.codecs import encode_image, reference_quality
 from store.schema import PureVectors, QuantileBands, QuantileSamples, ReferenceImage, References, key
 
@@ -38,7 +37,7 @@ NAME = "quantiles"
 PARTS = ("quantiles",)
 PROBE_BATCH = 64  # probe images per forward pass (fixed: equal batches give equal floats)
 PAIR_BATCH = 32  # (image, neuron) pairs per backward pass, cut from one neuron's samples
-LABEL = f"{STAGES.index(NAME) + 1}/{len(STAGES)} reference quantiles"
+LABEL = stage_label(NAME, "reference quantiles")
 
 
 class Probe:

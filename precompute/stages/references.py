@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from precompute.job import Job, PrecomputeError
-from precompute.runner import ChunkRunner
+from precompute.runner import ChunkRunner, stage_label
 from pure_core.activations import ReferenceScan, TopReferences
 from pure_core.sources import DatasetError, iterate_batches
 from store.codecs import encode_image, reference_quality
@@ -49,7 +49,7 @@ def _scan(job: Job) -> None:
     n_images = len(source)
     _check_world(job)
     runner = ChunkRunner(job, "references", n_images, config.batch_size * job.checkpoint_every,
-                         "1/5 references: scan", "img")
+                         stage_label("references", "references: scan"), "img")
     key = _state_key(group.rank, group.world)
     state = store.get(key) or {"n_seen": 0, "n_skipped": 0, "skipped": []}
     top = (TopReferences(config.n_ref, state["values"], state["indices"], state["positions"])
@@ -116,7 +116,8 @@ def run(job: Job) -> None:
     if job.store.read(References) is None:
         _scan(job)
     unique = np.unique(job.store.read(References).indices)
-    runner = ChunkRunner(job, "images", len(unique), IMAGE_CHUNK, "1/5 references: images", "img")
+    runner = ChunkRunner(job, "images", len(unique), IMAGE_CHUNK,
+                         stage_label("references", "references: images"), "img")
     for chunk_id, chunk in runner.pending():
         images = {int(unique[i]): job.preprocess.geometric(job.load_reference(unique[i])) for i in chunk}
         encoded = {index: encode_image(image, reference_quality(image)) for index, image in images.items()}

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from precompute.config import UmapConfig
 from precompute.job import Job
-from precompute.runner import ChunkRunner
+from precompute.runner import ChunkRunner, stage_label
 from pure_core import scores as sc
 from pure_core.k_choice import k_diagnostics
 from pure_core.labels import label_shares
@@ -197,7 +197,8 @@ def run(job: Job) -> None:
     store, config = job.store, job.config
     references = store.read(References)
     neurons = references.neuron_ids
-    runner = ChunkRunner(job, "scores", len(neurons), job.chunk_neurons, "5/5 scores + UMAP", "neuron")
+    runner = ChunkRunner(job, "scores", len(neurons), job.chunk_neurons,
+                         stage_label("scores", "scores + UMAP"), "neuron")
     pending = list(runner.pending())
     if pending:
         import_umap()  # numba's runtime too; also keeps its import time out of the progress bar's rate
