@@ -40,7 +40,8 @@ HEADER_PX, ROW_PX = 35, 46  # the ranking table's glide grid: header and row hei
 K_SHOWN = """(k) => {
     const heading = [...document.querySelectorAll('h3')]
         .some(e => e.textContent.includes(k + ' virtual neuron'));
-    const plots = [...document.querySelectorAll('.js-plotly-plot')];
+    const plots = [...document.querySelectorAll('.js-plotly-plot')]  // the UMAPs: a trace per cluster
+        .filter(p => p.layout && p.layout.meta === 'reference-points');
     const drawn = plots.length > 0
         && plots.every(p => p.data && p.data.length === k && p.querySelector('.main-svg'));
     const captions = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]

@@ -146,7 +146,8 @@ def test_suggested_k_is_computed_for_older_stores_and_the_button_takes_it(monkey
     [text] = [m.value for m in at.markdown if m.value.startswith("**Suggested k")]
     assert text.startswith(f"**Suggested k = {expected.suggested_k}**")
     assert text == neuron_page.suggestion_text(analysis.k_choice(run, 7))
-    (diagnostics,) = [e for e in at.expander if e.label.startswith("k diagnostics")]
+    at.toggle(key="k_diagnostics").set_value(True).run()
+    assert any(c.key == "k_diagnostics_7" for c in at.get("plotly_chart"))
     at.button(key="use_suggested_k").click().run()
     assert not at.exception
     assert at.slider(key="k_select").value == expected.suggested_k

@@ -184,7 +184,7 @@ def test_deep_link_opens_the_neuron_with_k_virtual_neurons(monkeypatch, small_ru
     assert list(scores["method"]) == [
         analysis.METHOD_LABELS[m] for m in ("pure", "activation", "embedding", "unclustered")
     ]
-    assert len(_charts(at)) == 3  # k diagnostics and the two UMAPs; circuits are light HTML bars
+    assert len(_charts(at)) == 2  # the two UMAPs; circuits are light HTML bars
     assert len(at.get("html")) == 3  # one circuit per virtual neuron
 
 

@@ -67,10 +67,11 @@ def test_the_neuron_page_charts_where_the_circuit_splits(monkeypatch, chain_runs
     at.query_params = {"page": "neuron", "run": "demo", "neuron": str(neuron), "k": "2"}
     at.run()
     assert not at.exception
-    [expander] = [e for e in at.expander if e.label.startswith("Where the circuit splits")]
+    assert not any(c.key == f"depth_{neuron}" for c in at.get("plotly_chart"))  # on request only
+    at.toggle(key="circuit_depth").set_value(True).run()
     best = depth.layers[int(np.nanargmax(depth.rho_gap))]
-    assert f"circuits taken at `{best}`" in " ".join(m.value for m in expander.markdown)
+    assert any(f"circuits taken at `{best}`" in m.value for m in at.markdown)
     assert any(c.key == f"depth_{neuron}" for c in at.get("plotly_chart"))
     at.query_params = {"page": "neuron", "run": "demo-block3", "neuron": str(neuron), "k": "2"}
     at.run()
-    assert not [e for e in at.expander if e.label.startswith("Where the circuit splits")]
+    assert not [t for t in at.toggle if t.key == "circuit_depth"]

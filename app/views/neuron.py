@@ -492,28 +492,27 @@ def suggestion_text(choice: KChoice) -> str:
     )
 
 
-def _use_k(k: int) -> None:
-    st.session_state["k"] = int(k)
-
-
 @st.cache_resource(show_spinner=False, max_entries=256)
 def _k_figure(run: RunRef, neuron: int):
     """Cached k-diagnostics figure of a neuron (it does not depend on the chosen k)."""
     return figures.k_diagnostics_figure(analysis.k_choice(run, neuron), MIN_STABILITY)
 
 
+@st.fragment
 def k_suggestion(run: RunRef, nd: NeuronData) -> None:
-    """The suggested k just above the k control, a button that takes it, and the diagnostics per k behind
-    it. Outside the k fragment: none of it depends on k, so a k change neither recomputes nor re-sends it."""
+    """The suggested k just above the k control, a button that takes it, and on request the diagnostics per
+    k behind it (a toggle, not an expander: a hidden chart would still be sent and drawn). Outside the k
+    fragment: none of it depends on k, so a k change neither recomputes nor re-sends it."""
     choice = analysis.k_choice(run, nd.neuron)
     if choice is None or choice.suggested_k > nd.n_references:
         return
     text, button = st.columns([5, 1], vertical_alignment="center")
     text.markdown(suggestion_text(choice))
-    button.button(
-        f"Use k = {choice.suggested_k}", key="use_suggested_k", on_click=_use_k, args=(choice.suggested_k,)
-    )
-    with st.expander("k diagnostics: silhouette, stability over seeds and the score per k"):
+    if button.button(f"Use k = {choice.suggested_k}", key="use_suggested_k",
+                     help="sets k for the virtual neurons below"):
+        st.session_state["k"] = int(choice.suggested_k)
+        st.rerun(scope="app")  # the k fragment below redraws with it
+    if st.toggle("k diagnostics: silhouette, stability over seeds and the score per k", key="k_diagnostics"):
         st.plotly_chart(_k_figure(run, nd.neuron), key=f"k_diagnostics_{nd.neuron}")
 
 
@@ -523,6 +522,7 @@ def _depth_figure(run: RunRef, neuron: int):
     return figures.depth_figure(depth.layers, depth.rho_gap, depth.ari)
 
 
+@st.fragment
 def circuit_depth(run: RunRef, nd: NeuronData) -> None:
     """Where the circuit splits: PURE's k = 2 split with the circuits taken at each lower layer the run
     analysed (stage 8), as a chart; nothing for runs without depth layers."""
@@ -530,7 +530,7 @@ def circuit_depth(run: RunRef, nd: NeuronData) -> None:
     if depth is None or len(depth.layers) < 2:
         return
     layers = ", ".join(code(name, max_chars=40) for name in depth.layers)
-    with st.expander("Where the circuit splits: circuits taken at " + layers, icon=":material/layers:"):
+    if st.toggle("Where the circuit splits: circuits taken at " + layers, key="circuit_depth"):
         gaps = np.nan_to_num(depth.rho_gap, nan=-np.inf)
         best = depth.layers[int(np.argmax(gaps))]
         st.markdown(
