@@ -165,7 +165,7 @@ def test_the_same_command_adds_only_this_stage_and_leaves_every_other_record_as_
     capsys.readouterr()
     assert main([*ARGS, "--out", str(older)]) == 0
     printed = capsys.readouterr().out
-    assert f"{len(STAGES)}/{len(STAGES)} reference quantiles" in printed
+    assert f"{STAGES.index('quantiles') + 1}/{len(STAGES)} reference quantiles" in printed
     assert "references: scan" not in printed and "CLIP labels" not in printed  # no other stage ran
     after, original = _values(older), _values(tiny_run)
     assert {k: v for k, v in after.items() if k in before}.keys() == before.keys()
@@ -271,7 +271,8 @@ def test_each_sample_goes_to_the_virtual_neuron_predict_names_and_the_page_count
 def test_a_store_made_before_the_stage_shows_one_caption(tmp_path):
     from pure_explorer.fixtures import SMALL_NEURONS, write_small_store
 
-    older = write_small_store(tmp_path / "older", neurons={3: SMALL_NEURONS[3]}, stages=STAGES[:-1])
+    before = STAGES[:STAGES.index("quantiles")]
+    older = write_small_store(tmp_path / "older", neurons={3: SMALL_NEURONS[3]}, stages=before)
     at = _below_the_top(older, 3, 2)
     assert not at.get("html") and [c.value for c in at.caption] == [
         "No reference quantiles in this run: stores written before precompute's `quantiles` stage lack them; "
