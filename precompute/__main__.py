@@ -375,7 +375,7 @@ def run(args: argparse.Namespace, log=print) -> Path:
         if not pending_stages(store, config):
             log(f"precompute: {out} already holds this run, complete (run {store.run_id})")
             if group.is_main:
-                store.finalize()
+                _finalize(store, out, log)
             log(_dashboard_hint(out))
             return out
         checkpoint_every = args.checkpoint_every or max(1, round(2048 / config.batch_size))
@@ -399,13 +399,21 @@ def run(args: argparse.Namespace, log=print) -> Path:
             store.close()
         group.barrier()  # the other ranks have let go of the store
         if group.is_main:
-            store.finalize()
+            _finalize(store, out, log)
             _report(store, out, setup_s, time.perf_counter() - t_start, log)
     finally:
         store.close()
         if group.world > 1:
             torch.distributed.destroy_process_group()
     return out
+
+
+def _finalize(store, out: Path, log) -> None:
+    """The store made one self-contained file (`RunStore.finalize`), or a note why not."""
+    if not store.finalize():
+        log(f"precompute: note: another process (a dashboard?) keeps {out} open, so it stays in SQLite's WAL "
+            "mode: complete and readable here, but not yet one file for a read-only mount; run the same "
+            "command again once that process is gone")
 
 
 def _silent(_message: str) -> None:

@@ -195,10 +195,20 @@ class RunStore:
         """Remove `key` if present (precompute drops its scratch entries when a stage is done)."""
         self._writer().delete(key)
 
-    def finalize(self) -> None:
+    def finalize(self) -> bool:
         """Switch SQLite from WAL to a rollback journal (DELETE), so the finished store is one self-contained
-        ``cache.db`` that readers can open from a read-only mount. Reopening for writing keeps the mode."""
-        self._writer().reset("sqlite_journal_mode", "delete")
+        ``cache.db`` that readers can open from a read-only mount. Reopening for writing keeps the mode.
+
+        False when another process keeps the store open past SQLite's busy timeout (a dashboard that read it
+        while it was computed): the store stays in WAL mode, complete and readable where it is, and the same
+        command run again once the reader is gone makes it one file."""
+        try:
+            self._writer().reset("sqlite_journal_mode", "delete")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            return False
+        return True
 
     def transaction(self) -> AbstractContextManager[Any]:
         """Group writes so that a kill leaves either all of them or none."""

@@ -1,8 +1,12 @@
 """The run store: identity checks, resume markers, read-only reading."""
 
 import hashlib
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
+import diskcache
 import numpy as np
 import pytest
 
@@ -97,3 +101,39 @@ def test_small_reference_images_are_stored_exactly_large_ones_at_the_embedding_q
     assert lossy.shape == pixels.shape and not np.array_equal(lossy, pixels)
     side = int(LOSSLESS_MAX_PIXELS**0.5) + 1
     assert reference_quality(Image.new("RGB", (side, side))) == EMBED_QUALITY
+
+
+def _journal_mode(directory: Path) -> str:
+    with sqlite3.connect(directory / "cache.db") as connection:
+        return connection.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_finalize_waits_for_a_reader_that_lets_go_and_makes_one_file(tmp_path):
+    store = _make(tmp_path)
+    store.put("k", 1)
+    reader = sqlite3.connect(tmp_path / "run" / "cache.db", check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM Cache").fetchone()  # a read transaction holds the WAL open
+
+    def let_go() -> None:
+        time.sleep(1.0)
+        reader.rollback()
+        reader.close()
+
+    threading.Thread(target=let_go).start()
+    assert store.finalize() is True
+    store.close()
+    assert _journal_mode(tmp_path / "run") == "delete"
+
+
+def test_finalize_reports_a_store_that_another_process_keeps_open(tmp_path, monkeypatch):
+    store = _make(tmp_path)
+
+    def locked(*_args, **_kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(diskcache.Cache, "reset", locked)
+    assert store.finalize() is False  # complete and readable, still in WAL mode
+    monkeypatch.undo()
+    assert store.finalize() is True
+    store.close()
