@@ -535,8 +535,10 @@ def circuit_depth(run: RunRef, nd: NeuronData) -> None:
         best = depth.layers[int(np.argmax(gaps))]
         st.markdown(
             f"The k = {depth.k} virtual neurons are most distinct (ρ_inter − ρ_intra of their references' "
-            f"crops) with the circuits taken at {code(best, max_chars=40)}. A layer where the value drops "
-            "has already merged the routes that a deeper layer keeps apart."
+            f"crops) with the circuits taken at {code(best, max_chars=40)}. Where the value is low, the "
+            "circuits at that layer do not tell the virtual neurons apart: close to the analysed layer the "
+            "routes may already run through the same channels, far below it a circuit may see only parts "
+            "that both meanings share."
         )
         st.plotly_chart(_depth_figure(run, nd.neuron), key=f"depth_{nd.neuron}")
 
