@@ -68,3 +68,15 @@ def test_a_model_that_cannot_be_loaded_is_one_warning(monkeypatch, missing_model
     at.toggle(key="causal_on").set_value(True).run()
     assert not at.exception
     assert any("model could not be loaded" in w.value for w in at.warning)
+
+
+def test_samples_below_the_top_are_shown_on_request(monkeypatch, demo_runs_root):
+    root, _ = demo_runs_root
+    name, run = _demo(root)
+    neuron = store_access.neuron_order(run)[0]
+    at = _page(monkeypatch, root, name, neuron=neuron, k=2)
+    below = [h for h in at.get("html") if "<b>Below the top</b>" in h.proto.body]
+    assert not at.exception and not below  # nothing re-sent on every k change until asked for
+    at.toggle(key="below_the_top").set_value(True).run()
+    [block] = [h.proto.body for h in at.get("html") if "<b>Below the top</b>" in h.proto.body]
+    assert "VN 1:" in block and "of the top references" in block

@@ -19,7 +19,6 @@ from app.hover_thumbnails import hover_thumbnails
 from app.reference_tiles import reference_tiles
 from app.safe_text import code
 from app.store_access import NeuronData, RunRef
-from pure_core.k_choice import MIN_STABILITY
 from store.schema import KChoice
 
 N_CIRCUIT_CHANNELS = 8
@@ -468,7 +467,9 @@ def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
     )
     result = pure if method == "pure" or activation is None else activation
     virtual_neuron_grids(run, nd, k, result.method, result, show_all)
-    quantile_view.below_the_top(run, nd, pure)
+    if st.toggle("Below the top: samples from lower activation bands, assigned to these virtual neurons",
+                 key="below_the_top"):  # on request: its tiles would be re-sent on every k change
+        quantile_view.below_the_top(run, nd, pure)
     circuit_checks.section(run, nd, k)
     downloads(run, neuron, k)
     prefetch_all_k(run, nd, result.method)
@@ -476,6 +477,8 @@ def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
 
 def suggestion_text(choice: KChoice) -> str:
     """Why this k is suggested, in one sentence (`pure_core.k_choice.suggest_k`'s rule)."""
+    from pure_core.k_choice import MIN_STABILITY  # scikit-learn: imported by the neuron page only when used
+
     ks, stability = list(choice.ks), np.nan_to_num(choice.stability, nan=-1.0)
     if choice.suggested_k in ks:
         at = ks.index(choice.suggested_k)
@@ -495,6 +498,8 @@ def suggestion_text(choice: KChoice) -> str:
 @st.cache_resource(show_spinner=False, max_entries=256)
 def _k_figure(run: RunRef, neuron: int):
     """Cached k-diagnostics figure of a neuron (it does not depend on the chosen k)."""
+    from pure_core.k_choice import MIN_STABILITY
+
     return figures.k_diagnostics_figure(analysis.k_choice(run, neuron), MIN_STABILITY)
 
 
