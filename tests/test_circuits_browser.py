@@ -6,7 +6,6 @@ channel's link down to its own page, and the breadcrumb back up."""
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
@@ -69,39 +68,46 @@ def test_the_causal_check_draws_its_ablation_chart_and_selectivity(app):
     page.screenshot(path=str(ARTIFACTS / "causal-check.png"), full_page=True)
 
 
-def _circuit_ratios(store_dir: Path, image: Image.Image) -> dict[int, float]:
-    """Per analysed neuron, the image's `radius_ratio` against its k = 2 virtual neurons (as the page
-    judges it: the run's model, the stored centroids numbered by size, the stored references' radii)."""
+def _circuit_ratios(store_dir: Path, images: list[Image.Image]) -> list[dict[int, float]]:
+    """Per image, per analysed neuron, its `radius_ratio` against the neuron's k = 2 virtual neurons (as the
+    page judges it: the run's model, the stored centroids numbered by size, the stored references' radii);
+    one model and one attribution pass for all images."""
     load_plugins()
     with RunStore.open(store_dir) as store:
         meta = store.read(RunMeta)
         loaded = build_model(ModelSpec.from_dict(meta.config["model"]), fetch_missing=False)
         neurons = store.read(References).neuron_ids
-        x = loaded.preprocess.to_tensor(image)[None]
-        circuits = pure_attributions(loaded.model, x, meta.layer, meta.lower_layer, neurons)[0].numpy()
-        ratios = {}
+        x = loaded.preprocess.to_batch(images)
+        circuits = pure_attributions(loaded.model, x, meta.layer, meta.lower_layer, neurons).numpy()
+        ratios = [{} for _ in images]
         for row, neuron in enumerate(neurons):
             R = store.read(PureVectors, neuron).values.astype(np.float64)
             fitted = VirtualNeurons.from_stored(store.read(NeuronScores, neuron).centroids[2], R,
                                                 random_state=meta.seed)
-            ratios[neuron] = float(fitted.radius_ratio(circuits[row][None])[0])
+            for i, ratio in enumerate(fitted.radius_ratio(circuits[:, row])):
+                ratios[i][neuron] = float(ratio)
     return ratios
 
 
-def test_an_image_unlike_any_circuit_is_flagged_and_a_reference_is_not(app, tmp_path):
-    url, store_dir, run_name, page = app
-    grey = Image.new("RGB", (64, 64), (128, 128, 128))
-    ratios = _circuit_ratios(store_dir, grey)
-    flagged = [n for n, ratio in ratios.items() if ratio > 1.2]  # clearly beyond every radius
-    assert flagged, ratios
-    neuron = flagged[0]
-    path = tmp_path / "grey.png"
-    grey.save(path)
+def _upload(page, url: str, run_name: str, neuron: int, path: Path) -> None:
+    """Upload ``path`` on the upload page for ``neuron`` at k = 2 and wait until it is analysed."""
     page.goto(f"{url}/upload?run={run_name}&neuron={neuron}&k=2")
     page.get_by_text("Images (PNG, JPEG or WEBP)").wait_for()
     page.locator('input[type="file"]').set_input_files(str(path))
     page.get_by_text("Neurons this image activates most").wait_for(timeout=180_000)
     _idle(page)
+
+
+def test_an_image_unlike_any_circuit_is_flagged_and_a_reference_is_not(app, tmp_path):
+    url, store_dir, run_name, page = app
+    grey = Image.new("RGB", (64, 64), (128, 128, 128))
+    [ratios] = _circuit_ratios(store_dir, [grey])
+    flagged = [n for n, ratio in ratios.items() if ratio > 1.2]  # clearly beyond every radius
+    assert flagged, ratios
+    neuron = flagged[0]
+    path = tmp_path / "grey.png"
+    grey.save(path)
+    _upload(page, url, run_name, neuron, path)
     assert page.get_by_text("Unlike any circuit.").count() == 1
     assert page.get_by_text(re.compile(r"beyond every virtual neuron's radius \(\d+\.\d× the closest one\)"))\
         .count() == 1
@@ -109,19 +115,13 @@ def test_an_image_unlike_any_circuit_is_flagged_and_a_reference_is_not(app, tmp_
 
     with RunStore.open(store_dir) as store:  # the neuron's own reference inside a radius: no flag
         references = store.read(References)
-        row = references.row(neuron)
-        candidates = [int(i) for i in references.indices[row][:8]]
-        images = {i: decode_image(store.read(ReferenceImage, i).data).convert("RGB") for i in candidates}
-    inside = next(i for i in candidates if _circuit_ratios(store_dir, images[i])[neuron] < 0.8)
-    buffer = io.BytesIO()
-    images[inside].save(buffer, format="PNG")
+        candidates = [int(i) for i in references.indices[references.row(neuron)][:8]]
+        images = [decode_image(store.read(ReferenceImage, i).data).convert("RGB") for i in candidates]
+    inside = next(image for image, r in zip(images, _circuit_ratios(store_dir, images), strict=True)
+                  if r[neuron] < 0.8)
     reference = tmp_path / "reference.png"
-    reference.write_bytes(buffer.getvalue())
-    page.goto(f"{url}/upload?run={run_name}&neuron={neuron}&k=2")
-    page.get_by_text("Images (PNG, JPEG or WEBP)").wait_for()
-    page.locator('input[type="file"]').set_input_files(str(reference))
-    page.get_by_text("Neurons this image activates most").wait_for(timeout=180_000)
-    _idle(page)
+    inside.save(reference)
+    _upload(page, url, run_name, neuron, reference)
     assert page.get_by_text("Unlike any circuit.").count() == 0
 
 
