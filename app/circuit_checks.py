@@ -13,7 +13,6 @@ import numpy as np
 import streamlit as st
 
 from app import analysis, figures, model_cache, state, store_access
-from app.safe_text import code
 from app.store_access import NeuronData, RunRef
 
 BATCH = 64  # references per forward pass
@@ -73,15 +72,6 @@ def controls(nd: NeuronData, c_lower: int) -> Settings:
     return Settings(int(n_channels), mode)
 
 
-def model_problem(run: RunRef) -> str | None:
-    """Why the run's model cannot be run here (one line), or None."""
-    try:
-        model_cache.model_for(run)
-    except Exception as error:  # noqa: BLE001 - any model failure becomes a message, never a traceback
-        return f"The run's model could not be loaded: {code(error, max_chars=300)}"
-    return None
-
-
 def section(run: RunRef, nd: NeuronData, k: int) -> None:
     """The causal check for this k on request, then the selectivity across k on a second request."""
     with st.expander("Causal check: ablate each virtual neuron's circuit", icon=":material/science:"):
@@ -97,7 +87,7 @@ def section(run: RunRef, nd: NeuronData, k: int) -> None:
         settings = controls(nd, c_lower)
         if not st.toggle("Run the causal check (runs the model on the references)", key="causal_on"):
             return
-        problem = model_problem(run)
+        problem = model_cache.model_problem(run)
         if problem:
             st.warning(problem, icon=":material/warning:")
             return

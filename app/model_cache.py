@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 from PIL import Image
 
+from app.safe_text import code
 from app.store_access import RunRef, crop_heatmap_method, neuron_order, references, run_details
 from app.uploads import UploadAnalysis, analyse_image
 
@@ -24,6 +25,15 @@ def model_for(run: RunRef):
     load_plugins()
     model = run_details(run).meta.model
     return build_model(ModelSpec(model.name, model.weights, model.checkpoint), fetch_missing=False)
+
+
+def model_problem(run: RunRef) -> str | None:
+    """Why the run's model cannot be loaded here, as one line for the page (never a traceback), or None."""
+    try:
+        model_for(run)
+    except Exception as error:  # noqa: BLE001 - any model failure becomes a message
+        return f"The run's model could not be loaded: {code(error, max_chars=300)}"
+    return None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -317,14 +317,11 @@ def render() -> None:
             "code as the precomputed references."
         )
         return
-    try:
-        model_cache.model_for(run)
-        matches = model_cache.model_matches_run(run)
-    except Exception as error:  # noqa: BLE001 - any model failure becomes a message, never a traceback
-        st.error(
-            f"The run's model could not be loaded: {code(error, max_chars=300)}", icon=":material/error:"
-        )
+    problem = model_cache.model_problem(run)
+    if problem:
+        st.error(problem, icon=":material/error:")
         return
+    matches = model_cache.model_matches_run(run)
     if matches is False:
         st.warning(
             "The model loaded for this run has other weights than the one precompute used (fingerprint "
