@@ -1,4 +1,5 @@
-"""Figures as pure functions of plain data: Plotly for the pages, PIL for the PNG downloads.
+"""Figures as pure functions of plain data: Plotly for the neuron and upload pages (the overview's are
+Vega-Lite, `app.overview_charts`), PIL for the PNG downloads.
 
 Plotly hover labels cannot show images (plotly.js #1323), so scatter points carry the reference's position
 in ``customdata``: app/hover_thumbnails.py shows the hovered one's thumbnail, the pages show the selected
@@ -13,13 +14,12 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 from app.safe_text import html_text
 from store.codecs import decode_image
-from store.schema import DistanceCorrelation, KChoice, MethodComparison
+from store.schema import KChoice
 
 # Colour of virtual neuron i (0-based); shared by the Plotly figures and the PNG report.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -57,99 +57,7 @@ def cluster_name(i: int, method: str = "pure") -> str:
     return vn_name(i) if method == "pure" else f"cluster {chr(ord('A') + i)}"
 
 
-# -- overview ----------------------------------------------------------------------------------------------
-# From this many neurons on, Fig. A.2 is drawn with WebGL: a layer of 2048 channels is one canvas, not 2048
-# SVG nodes that every pan, zoom and selection restyles. Below it SVG keeps dots drawn whole on the axes' edge
-# (`cliponaxis`, which WebGL traces lack) and one DOM node per dot (browser tests click them).
-WEBGL_MIN_POINTS = 1000
-
-
-def distribution_figure(table: pd.DataFrame, highlight: int | None = None) -> go.Figure:
-    """Fig. A.2: overall embedding distance vs rho_inter - rho_intra, a dot per neuron (customdata = id),
-    coloured by the score, with its colour bar; WebGL from `WEBGL_MIN_POINTS` neurons on."""
-    webgl = len(table) >= WEBGL_MIN_POINTS
-    dots = {
-        "type": "scattergl" if webgl else "scatter",
-        "x": table["overall"].to_numpy(),
-        "y": table["polysemanticity"].to_numpy(),
-        "mode": "markers",
-        "name": "neurons",
-        "customdata": table["neuron"].to_numpy(),
-        "text": [f"neuron {n} (rank {r})" for n, r in zip(table["neuron"], table["rank"], strict=True)],
-        "hovertemplate": "%{text}<br>overall %{x:.3f}<br>ρ_inter − ρ_intra %{y:.3f}<extra></extra>",
-        "marker": {
-            "size": 9,
-            "color": table["polysemanticity"].to_numpy(),
-            "colorscale": "Viridis",
-            "showscale": True,
-            "colorbar": {"title": {"text": "ρ_inter −<br>ρ_intra", "side": "top"}, "thickness": 12},
-            "line": {"width": 0.5, "color": "white"},
-        },
-    }
-    if not webgl:
-        dots["cliponaxis"] = False  # a dot on the edge of the axes is drawn whole
-    fig = go.Figure(
-        {
-            "data": [dots],
-            "layout": {
-                **_LAYOUT,
-                "margin": {**_LAYOUT["margin"], "t": 36},  # room for the top dot and the toolbar
-                "xaxis": {"title": {"text": "overall distance (mean over all pairs)"}},
-                "yaxis": {"title": {"text": "ρ_inter − ρ_intra"}},
-                "showlegend": False,
-            },
-        }
-    )
-    if highlight is not None and (table["neuron"] == highlight).any():
-        row = table[table["neuron"] == highlight].iloc[0]
-        fig.add_trace(
-            go.Scatter(
-                x=[row["overall"]],
-                y=[row["polysemanticity"]],
-                mode="markers",
-                name=f"neuron {highlight}",
-                hoverinfo="skip",
-                marker={"size": 16, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "red"}},
-            )
-        )
-    return fig
-
-
-def method_comparison_figure(comparison: MethodComparison, labels: Mapping[str, str]) -> go.Figure:
-    """Fig. 4: mean rho_intra (solid) and rho_inter (dashed) per method over k; the unclustered mean distance
-    as a grey line."""
-    fig = go.Figure()
-    for method, by_k in comparison.methods.items():
-        if not by_k:
-            continue
-        ks = sorted(by_k)
-        for key, dash in (("rho_intra", "solid"), ("rho_inter", "dash")):
-            fig.add_trace(
-                go.Scatter(
-                    x=ks,
-                    y=[getattr(by_k[k], key) for k in ks],
-                    mode="lines+markers",
-                    name=f"{labels.get(method, method)}: {key.replace('rho_', 'ρ_')}",
-                    line={"color": METHOD_COLOURS.get(method, "#444"), "dash": dash},
-                )
-            )
-    if math.isfinite(comparison.unclustered):
-        fig.add_hline(
-            y=comparison.unclustered,
-            line={"color": METHOD_COLOURS["unclustered"], "dash": "dot"},
-            annotation_text="unclustered",
-            annotation_position="top left",
-        )
-    fig.update_layout(
-        **{**_LAYOUT, "height": 420},
-        xaxis_title="k (virtual neurons per neuron)",
-        yaxis_title="mean embedding distance",
-        xaxis={"dtick": 1},
-        legend={"font": {"size": 10}, "orientation": "h", "y": -0.25},
-    )
-    return fig
-
-
+# -- neuron: choosing k ------------------------------------------------------------------------------------
 K_DIAGNOSTICS = (
     ("silhouette", "silhouette", "how much closer each reference is to its own VN than to the next"),
     ("stability", "stability (ARI)", "agreement of k-means splits from different seeds"),
@@ -254,23 +162,6 @@ def depth_figure(layers: Sequence[str], rho_gap: np.ndarray, ari: np.ndarray) ->
         yaxis2={"title": {"text": "ARI"}, "overlaying": "y", "side": "right", "range": [-0.05, 1.05]},
         legend={"orientation": "h", "y": -0.35},
     )
-    return fig
-
-
-def correlation_figure(correlation: DistanceCorrelation, labels: Mapping[str, str]) -> go.Figure:
-    """Sec. 4.2: Pearson r of each method's pairwise distances with the embedder's, with its SEM."""
-    methods = list(correlation.methods)
-    pooled = [correlation.methods[m] for m in methods]
-    fig = go.Figure(
-        go.Bar(
-            x=[labels.get(m, m) for m in methods],
-            y=[p.r for p in pooled],
-            error_y={"type": "data", "array": [p.sem if math.isfinite(p.sem) else 0.0 for p in pooled]},
-            marker_color=[METHOD_COLOURS.get(m, "#444") for m in methods],
-            hovertemplate="%{x}<br>r = %{y:.3f}<extra></extra>",
-        )
-    )
-    fig.update_layout(**_LAYOUT, yaxis_title="Pearson r with the embedder's distances")
     return fig
 
 

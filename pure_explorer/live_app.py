@@ -39,10 +39,16 @@ CHROMIUM_ARGS = [
     # 156 falls back to SwiftShader by itself, a fallback Chromium has deprecated; this flag keeps it allowed.
     "--enable-unsafe-swiftshader",
 ]
-# Every Plotly chart on the page has drawn its SVG.
+# Streamlit's chart elements of the pages: Plotly (neuron and upload pages) and Vega-Lite (the overview).
+CHARTS = '[data-testid="stPlotlyChart"], [data-testid="stVegaLiteChart"]'
+# Every chart on the page is drawn: each Plotly chart has its SVG, each Vega-Lite chart its marks (an SVG, or
+# a canvas from 2,000 data points on).
 ALL_CHARTS_DRAWN = """() => {
-    const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
-    return charts > 0 && document.querySelectorAll('.js-plotly-plot .main-svg').length >= charts;
+    const plotly = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
+    const vega = document.querySelectorAll('[data-testid="stVegaLiteChart"]').length;
+    return plotly + vega > 0
+        && document.querySelectorAll('.js-plotly-plot .main-svg').length >= plotly
+        && document.querySelectorAll('[data-testid="stVegaLiteChart"] :is(svg, canvas).marks').length >= vega;
 }"""
 # The script run is over (no "Running..." widget), nothing on the page is stale, and no element is still a
 # loading skeleton (element code is loaded lazily; under load, metrics and images come seconds later).

@@ -214,3 +214,17 @@ def new_postgres_database(server_url: str) -> str:
                          dbname="postgres", autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return server.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def vega_rows():
+    """A function: the rows a Vega-Lite chart element of an AppTest run (``at.get("vega_lite_chart")[i]``)
+    sends to the browser, its named datasets concatenated, as a DataFrame."""
+    import pandas as pd
+    import pyarrow as pa
+
+    def rows(element) -> pd.DataFrame:
+        datasets = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in element.proto.datasets]
+        return pd.concat(datasets, ignore_index=True) if datasets else pd.DataFrame()
+
+    return rows

@@ -8,6 +8,7 @@ import pytest
 
 from pure_explorer.live_app import (
     ALL_CHARTS_DRAWN,
+    CHARTS,
     IDLE,
     chromium,
     free_port,
@@ -38,12 +39,12 @@ client_secret = "not a real secret"
 server_metadata_url = "http://127.0.0.1:1/.well-known/openid-configuration"
 """
 # What only an admitted visitor may see: the store's data, its images and charts, the page navigation.
-DATA_ON_PAGE = """() => ({
-    charts: document.querySelectorAll('[data-testid="stPlotlyChart"]').length,
+DATA_ON_PAGE = f"""() => ({{
+    charts: document.querySelectorAll('{CHARTS}').length,
     images: document.querySelectorAll('[data-testid="stImage"], [data-testid="stDataFrame"]').length,
     nav: document.querySelectorAll('[data-testid="stSidebarNav"]').length,
     text: document.body.innerText,
-})"""
+}})"""
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def _virtual_neuron_blocks(at: AppTest) -> list[str]:
 
 
 def _charts(at: AppTest) -> list:
-    return at.get("plotly_chart")
+    return at.get("plotly_chart") + at.get("vega_lite_chart")
 
 
 # -- states ------------------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def test_a_run_judged_by_the_analysed_network_itself_is_flagged(monkeypatch, sma
     assert len(at.warning) == 1 and "is the analysed network itself" in at.warning[0].value
 
 
-def test_overview_ranks_neurons_with_thumbnail_strips_and_figures(monkeypatch, small_runs_root):
+def test_overview_ranks_neurons_with_thumbnail_strips_and_figures(monkeypatch, small_runs_root, vega_rows):
     at = _app(monkeypatch, small_runs_root, run="small")
     _ok(at)
     assert at.query_params["run"] == "small"
@@ -99,6 +99,11 @@ def test_overview_ranks_neurons_with_thumbnail_strips_and_figures(monkeypatch, s
     assert list(table["rank"]) == list(range(1, 7))
     assert table["references"].iloc[0].startswith("data:image/jpeg;base64,")
     assert len(_charts(at)) == 3  # distribution (Fig. A.2), method comparison (Fig. 4), distance correlation
+    distribution = vega_rows(at.get("vega_lite_chart")[0])  # a dot per neuron, with its id and scores
+    assert sorted(distribution["neuron"]) == sorted(table["neuron"])
+    assert distribution.set_index("neuron")["polysemanticity"].to_dict() == pytest.approx(
+        table.set_index("neuron")["polysemanticity"].to_dict()
+    )
     facts = _text(at)
     assert "resnet18" in facts and "layer2 ← layer1" in facts and "test-embedder" in facts
     [link] = [m.value for m in at.markdown if "pure-download" in m.value]  # inline: no /media/ URL

@@ -76,11 +76,12 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     page.wait_for_function(ALL_CHARTS_DRAWN)
     _wait_idle(page)
     assert page.locator('[data-testid="stDataFrame"]').count() == 1
-    assert page.locator('[data-testid="stPlotlyChart"]').count() == 3
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() == 3
     _shot(page, "overview")
 
-    # 1b. clicking the highest dot of Fig. A.2 opens the most polysemantic neuron
-    dots = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point")
+    # 1b. clicking the highest dot of Fig. A.2 opens the most polysemantic neuron (an SVG node each)
+    dots = page.locator('[data-testid="stVegaLiteChart"]').first.locator(".mark-symbol path")
+    assert dots.count() == len(order)
     top = min((dots.nth(i).bounding_box() for i in range(dots.count())), key=lambda box: box["y"])
     page.mouse.click(top["x"] + top["width"] / 2, top["y"] + top["height"] / 2)
     page.wait_for_url("**/neuron?**")

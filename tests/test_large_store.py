@@ -55,7 +55,7 @@ def test_every_record_of_a_run_is_written_with_its_shape_and_dtype(large_root):
         assert "fixture" in store.config  # says it is a fixture, not a result
 
 
-def test_the_dashboard_opens_the_large_store(monkeypatch, large_root):
+def test_the_dashboard_opens_the_large_store(monkeypatch, large_root, vega_rows):
     monkeypatch.setenv("PURE_RUNS_DIR", str(large_root))
     for params in ({}, {"page": "neuron", "neuron": "3", "k": "3"}):
         at = AppTest.from_file(str(APP), default_timeout=60)
@@ -63,6 +63,9 @@ def test_the_dashboard_opens_the_large_store(monkeypatch, large_root):
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         assert not at.error, [e.value for e in at.error]
+        if not params:  # the overview's Fig. A.2 sends every neuron as a dot
+            dots = vega_rows(at.get("vega_lite_chart")[0])
+            assert sorted(dots["neuron"]) == list(range(SHAPE["n_neurons"]))
 
 
 def test_free_text_without_the_clip_weights_says_so_and_the_label_search_still_answers(

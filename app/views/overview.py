@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import analysis, figures, model_cache, search, sheets, state, store_access, team_notes, ui
+from app import analysis, model_cache, overview_charts, search, sheets, state, store_access, team_notes, ui
 from app.safe_text import code
 from app.store_access import RunRef
 
@@ -374,15 +374,16 @@ def figures_section(run: RunRef, table: pd.DataFrame) -> None:
         st.subheader("Distribution (Fig. A.2)")
         st.caption(
             "One dot per neuron: mean distance between its references' embeddings (all pairs) against "
-            "ρ_inter − ρ_intra. Polysemantic neurons sit high. Click a dot to open the neuron."
+            "ρ_inter − ρ_intra. Polysemantic neurons sit high. Click a dot to open the neuron; drag a box "
+            "to list several."
         )
-        event = st.plotly_chart(
-            figures.distribution_figure(table),
+        event = st.altair_chart(
+            overview_charts.distribution_chart(table),
             key="distribution",
             on_select="rerun",
-            selection_mode=("points", "box", "lasso"),
+            selection_mode=(overview_charts.PICK, overview_charts.BOX),
         )
-        chosen = ui.selected_customdata(event)
+        chosen = overview_charts.chosen_neurons(event, table)
         if len(chosen) == 1:
             open_neuron(run, chosen[0])
         elif chosen:
@@ -402,8 +403,8 @@ def figures_section(run: RunRef, table: pd.DataFrame) -> None:
         )
         comparison = store_access.method_comparison(run)
         if comparison is not None:
-            st.plotly_chart(
-                figures.method_comparison_figure(comparison, analysis.METHOD_LABELS), key="methods"
+            st.altair_chart(
+                overview_charts.method_comparison_chart(comparison, analysis.METHOD_LABELS), key="methods"
             )
         else:
             st.caption("No method comparison stored in this run.")
@@ -416,8 +417,8 @@ def figures_section(run: RunRef, table: pd.DataFrame) -> None:
                 "How well each method's pairwise distances between a neuron's references follow the "
                 "embedder's (Pearson r over all neurons' pairs; error bars: SEM over neuron subsets)."
             )
-            st.plotly_chart(
-                figures.correlation_figure(correlation, analysis.METHOD_LABELS), key="correlation"
+            st.altair_chart(
+                overview_charts.correlation_chart(correlation, analysis.METHOD_LABELS), key="correlation"
             )
 
 
