@@ -122,9 +122,12 @@ def summary(annotation: Annotation) -> str:
             f"{when} (version {annotation.version})")
 
 
-def _widget_keys(key: AnnotationKey) -> dict[str, str]:
+def widget_keys(key: AnnotationKey) -> dict[str, str]:
+    """The session-state keys of the panel of ``key``: its form's widgets, what the form was loaded from, the
+    last save's message, and ``open``, whether the panel is open."""
     base = f"annotation:{key.run_id}:{key.neuron}:{key.k}:{key.virtual_neuron}"
-    return {name: f"{base}:{name}" for name in ("label", "note", "verdict", "version", "loaded", "message")}
+    names = ("label", "note", "verdict", "version", "loaded", "message", "open")
+    return {name: f"{base}:{name}" for name in names}
 
 
 def _form_values(keys: dict[str, str]) -> tuple[Any, ...]:
@@ -207,10 +210,16 @@ def panel(key: AnnotationKey, title: str) -> None:
     except AnnotationError as error:
         st.caption(f"Annotations unavailable: {code(str(error), max_chars=200)}")
         return
-    keys = _widget_keys(key)
+    keys = widget_keys(key)
     heading = f"{title}: {code(current.label, max_chars=40)}" if current and current.label else title
-    just_saved = st.session_state.get(keys["message"]) is not None  # keep the panel open to say how it went
-    with st.expander(heading, expanded=just_saved, icon=":material/edit_note:"):
+    # Lazy: its contents (a form of four widgets) are built and sent only while it is open, so the virtual
+    # neurons' panels add little to a k change. Streamlit names the panel by its heading and `expanded` too,
+    # so a save (a new heading) makes a new panel: it starts as the last one was, open, with the message.
+    was_open = bool(st.session_state.get(keys["open"])) or st.session_state.get(keys["message"]) is not None
+    with st.expander(heading, expanded=was_open, icon=":material/edit_note:", key=keys["open"],
+                     on_change="rerun") as expander:
+        if not expander.open:
+            return
         if current is None:
             st.caption("Nobody has annotated this yet.")
         else:

@@ -5,22 +5,37 @@ browsable with one line."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
 from annotations_db import AnnotationKey, AnnotationStore
 from app.auth import AccessPolicy
+from app.team_notes import widget_keys
 from store import RunStore
 
 APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
 
 
 def _page(monkeypatch, root: Path, url: str, **secrets) -> AppTest:
+    """Neuron 3 of the small run at k = 2, with its virtual neurons' note panels open (`_run`)."""
     monkeypatch.setenv("PURE_RUNS_DIR", str(root))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.secrets["annotations"] = {"url": url, **secrets}
     at.query_params = {"page": "neuron", "run": "small", "neuron": "3", "k": "2"}
+    at.run()
+    assert all(not panel.children for panel in at.expander if panel.label.startswith("Team notes on"))
+    return _run(at)
+
+
+def _run(at: AppTest) -> AppTest:
+    """Run ``at`` with the note panels of neuron 3's virtual neurons at k = 2 open: they are lazy, and AppTest
+    sends no expander's state back, as a browser does, so every run opens them again."""
+    with RunStore.open(Path(os.environ["PURE_RUNS_DIR"]) / "small") as store:
+        run_id = store.run_id
+    for vn in (1, 2):
+        at.session_state[widget_keys(AnnotationKey(run_id, 3, 2, vn))["open"]] = True
     return at.run()
 
 
@@ -34,7 +49,7 @@ def _save(at: AppTest, vn: int, label: str, note: str = "") -> AppTest:
     panel.text_input[0].set_value(label)
     panel.text_area[0].set_value(note)
     panel.button[0].click()
-    return at.run()
+    return _run(at)
 
 
 def test_a_note_saved_in_one_session_shows_in_another_and_an_old_version_is_not_saved_over_it(
@@ -50,7 +65,7 @@ def test_a_note_saved_in_one_session_shows_in_another_and_an_old_version_is_not_
     with AnnotationStore(url) as db:
         saved = db.get(AnnotationKey(run_id, 3, 2, 1))
     assert (saved.label, saved.note, saved.author) == ("dog <b>snout</b>", "the nose half", "local")
-    ben.run()  # ben's next interaction reads it
+    _run(ben)  # ben's next interaction reads it
     assert _vn_panel(ben, 1).label == "Team notes on VN 1: `dog <b>snout</b>`"  # as code, never HTML
     assert any("`dog <b>snout</b>` · unreviewed · by `local`" in m.value for m in _vn_panel(ben, 1).markdown)
     # both now edit version 1; ben saves first, then ana's save from version 1 is refused
