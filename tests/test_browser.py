@@ -20,7 +20,9 @@ import pytest
 from PIL import Image
 
 from app.figures import data_uri
+from app.views.neuron import GRID_TILES
 from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, screenshot, serve
+from pure_explorer.sessions import VN_CAPTIONS
 from store import RunStore, list_runs
 from store.schema import Summary, Thumbnails
 
@@ -29,6 +31,15 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Per tile of the virtual neurons' grids: [its virtual neuron ("■ VN 2"), its reference position]. Tiles live
+# in shadow roots; their grid's bordered container starts with the virtual neuron's caption.
+VN_TILES = """tiles => tiles.map(tile => {
+    let node = tile.getRootNode().host;
+    while (node && !(node.dataset.testid === 'stVerticalBlock' && node.innerText.trim().startsWith('■ VN'))) {
+        node = node.parentElement;
+    }
+    return node ? [node.innerText.trim().split(' ·')[0], Number(tile.dataset.reference)] : null;
+}).filter(Boolean)"""
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +174,12 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
         latencies.append(time.perf_counter() - start)
         assert _query(page)["k"] == str(new_k)
         assert page.get_by_text(f"VN {new_k} ·").count() >= 1
+        # every grid holds its own references, none twice (tiles are moved between grids, not redrawn)
+        tiles = page.locator(".pure-tile").evaluate_all(VN_TILES)
+        members = [int(re.search(r" · (\d+) references", c)[1]) for c in page.evaluate(VN_CAPTIONS)]
+        sizes = [min(n, GRID_TILES) for n in members]
+        assert [sum(vn == f"■ VN {i + 1}" for vn, _ in tiles) for i in range(new_k)] == sizes
+        assert len({reference for _, reference in tiles}) == len(tiles)
     # recorded, not asserted (no timed assertions in tests): benchmarks/bench_app.py measures it properly
     (ARTIFACTS / "browser-k-latency.json").write_text(json.dumps({"store": kind, "k_change_s": latencies}))
     _shot(page, "neuron-k")
