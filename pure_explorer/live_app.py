@@ -174,7 +174,8 @@ def screenshot(page: Page, path: Path, docs_copy: Path | None = None) -> None:
         docs_copy.parent.mkdir(parents=True, exist_ok=True)
         image = Image.open(path).convert("RGB")
         image = image.resize((image.width * 7 // 10, image.height * 7 // 10), Image.Resampling.LANCZOS)
-        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(docs_copy, optimize=True)
+        # octree keeps a chart's rare colours (median cut turned the few yellow pixels of a colour scale red)
+        image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(docs_copy, optimize=True)
 
 
 def new_page(browser: Browser, timeout_ms: int = 60_000) -> Page:
