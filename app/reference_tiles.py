@@ -28,25 +28,6 @@ _CSS = f"""
 """
 
 _JS = """
-// Tiles drawn so far in this page's current pool, by reference position. The grids of a pool (a neuron's
-// virtual neurons) never show a reference twice at once, so a k change moves each tile, with its decoded
-// image, into its new grid instead of building and decoding it again.
-let pool = null;
-const drawn = new Map();
-
-function newTile(tile) {
-    const button = document.createElement('button');
-    button.type = 'button';
-    button.className = 'pure-tile';
-    button.dataset.reference = String(tile.reference);
-    const image = document.createElement('img');
-    image.src = tile.src;
-    image.alt = 'reference ' + tile.caption;
-    button.append(image, document.createElement('span'));
-    button.tileSrc = tile.src;
-    return button;
-}
-
 export default function (component) {
     const { data, parentElement, setTriggerValue } = component;
     let grid = parentElement.querySelector('.pure-tiles');
@@ -55,21 +36,21 @@ export default function (component) {
         grid.className = 'pure-tiles';
         parentElement.appendChild(grid);
     }
-    if (data.pool !== pool) {
-        drawn.clear();
-        pool = data.pool;
-    }
     grid.style.setProperty('--tile-px', data.tile_px + 'px');
     grid.replaceChildren(...data.tiles.map((tile) => {
-        let button = data.pool === null ? undefined : drawn.get(tile.reference);
-        if (!button || button.tileSrc !== tile.src) {
-            button = newTile(tile);
-            if (data.pool !== null) drawn.set(tile.reference, button);
-        }
+        const button = document.createElement('button');
+        button.type = 'button';
+        button.className = 'pure-tile';
+        button.dataset.reference = String(tile.reference);
         const detail = tile.detail ? ' (' + tile.detail + ')' : '';
         button.title = 'Open reference ' + tile.caption + ' large' + detail;
-        button.lastChild.textContent = tile.caption;
-        button.onclick = () => setTriggerValue('opened', tile.reference);
+        const image = document.createElement('img');
+        image.src = tile.src;
+        image.alt = 'reference ' + tile.caption;
+        const caption = document.createElement('span');
+        caption.textContent = tile.caption;
+        button.append(image, caption);
+        button.addEventListener('click', () => setTriggerValue('opened', tile.reference));
         return button;
     }));
 }
@@ -89,12 +70,10 @@ class Tile:
     detail: str = ""
 
 
-def reference_tiles(tiles: Sequence[Tile], tile_px: int, key: str, pool: str | None = None) -> int | None:
-    """Draw ``tiles`` at ``tile_px`` each; the position of the tile clicked since the last run, else None.
-    Grids of one ``pool`` must never show a reference twice at once: their tiles are moved between them,
-    not drawn again."""
+def reference_tiles(tiles: Sequence[Tile], tile_px: int, key: str) -> int | None:
+    """Draw ``tiles`` at ``tile_px`` each; the position of the tile clicked since the last run, else None."""
     result = _component(
-        data={"tiles": [asdict(t) for t in tiles], "tile_px": max(int(tile_px), MIN_TILE_PX), "pool": pool},
+        data={"tiles": [asdict(t) for t in tiles], "tile_px": max(int(tile_px), MIN_TILE_PX)},
         key=key,
         on_opened_change=lambda: None,
     )

@@ -174,7 +174,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
         latencies.append(time.perf_counter() - start)
         assert _query(page)["k"] == str(new_k)
         assert page.get_by_text(f"VN {new_k} ·").count() >= 1
-        # every grid holds its own references, none twice (tiles are moved between grids, not redrawn)
+        # every grid holds its own references, none twice
         tiles = page.locator(".pure-tile").evaluate_all(VN_TILES)
         members = [int(re.search(r" · (\d+) references", c)[1]) for c in page.evaluate(VN_CAPTIONS)]
         sizes = [min(n, GRID_TILES) for n in members]

@@ -307,7 +307,6 @@ def virtual_neuron_grids(
                     sheets.tiles(run, nd.neuron, shown),
                     sheets.tile_px(run, nd.neuron),
                     key=f"tiles_{method}_{nd.neuron}_{k}_{c}",
-                    pool=f"{run.name}:{nd.neuron}:{method}",  # the k's grids split the references
                 )
                 if opened is not None:
                     enlarged_reference(run, nd, opened, k)
