@@ -1,10 +1,10 @@
 """The overview's figures as Vega-Lite charts (Altair), pure functions of plain data.
 
-Vega-Lite rather than Plotly because the overview is the page every visitor opens first: Streamlit loads
-Plotly's script (4.7 MB) on the first Plotly chart of a visit, and parsing and running it took about 1.3 s
-of a new visitor's 3.3 s overview paint on our 2-core machine, against about 0.3 s for Vega's (measured
-with `benchmarks/bench_large_browser.py`). Streamlit draws a chart of more than 2,000 data points on a
-canvas and a smaller one as SVG, one node per mark.
+Vega-Lite rather than Plotly because the overview is the page every visitor opens first and Streamlit loads
+Plotly's script (4.7 MB) with the first Plotly chart of a visit: on our 2-core machine a table with a
+2048-point chart painted 1.2 s after the table alone with Plotly, 0.4 s with Vega-Lite, and a new visitor's
+overview of 2048 neurons 2.2-2.5 s instead of 3.0-3.6 s (`benchmarks/bench_large_browser.py`). Streamlit
+draws a chart of more than 2,000 data points on a canvas and a smaller one as SVG, one node per mark.
 """
 
 from __future__ import annotations
