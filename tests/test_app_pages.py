@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from pathlib import Path
@@ -106,8 +107,13 @@ def test_overview_ranks_neurons_with_thumbnail_strips_and_figures(monkeypatch, s
     )
     facts = _text(at)
     assert "resnet18" in facts and "layer2 ← layer1" in facts and "test-embedder" in facts
-    [link] = [m.value for m in at.markdown if "pure-download" in m.value]  # inline: no /media/ URL
+    # the ranking's CSV is made on request (a button), then inline in the page: no /media/ URL serves it
+    assert not [m.value for m in at.markdown if "pure-download" in m.value]
+    at.button(key="ranking_csv").click().run()
+    [link] = [m.value for m in at.markdown if "pure-download" in m.value]
     assert "href='data:text/csv;base64," in link and "download='ranking-small.csv'" in link
+    csv = base64.b64decode(link.split("base64,")[1].split("'")[0]).decode()
+    assert [int(row.split(",")[1]) for row in csv.splitlines()[1:]] == list(table["neuron"])  # rank, neuron
 
 
 def test_every_ranking_column_fits_a_1366_px_laptop_window():
