@@ -72,16 +72,17 @@ def method_comparison_chart(
 ) -> alt.Chart | alt.LayerChart:
     """Fig. 4: mean rho_intra (solid) and rho_inter (dashed) per method over k, the unclustered mean distance
     as a grey dotted rule."""
+    drawn = [method for method, by_k in comparison.methods.items() if by_k]
     rows = [
-        {"k": k, "method": labels.get(method, method), "colour": METHOD_COLOURS.get(method, "#444"),
-         "statistic": statistic.replace("rho_", "ρ_"), "distance": getattr(by_k[k], statistic)}
-        for method, by_k in comparison.methods.items()
-        for k in sorted(by_k)
+        {"k": k, "method": labels.get(method, method), "statistic": statistic.replace("rho_", "ρ_"),
+         "distance": getattr(comparison.methods[method][k], statistic)}
+        for method in drawn
+        for k in sorted(comparison.methods[method])
         for statistic in ("rho_intra", "rho_inter")
     ]  # fmt: skip
-    data = pd.DataFrame(rows, columns=["k", "method", "colour", "statistic", "distance"])
-    methods = list(dict.fromkeys(data["method"]))
-    colours = list(dict.fromkeys(data["colour"]))
+    data = pd.DataFrame(rows, columns=["k", "method", "statistic", "distance"])
+    methods = [labels.get(m, m) for m in drawn]
+    colours = [METHOD_COLOURS.get(m, "#444") for m in drawn]  # one per method, shared or not
     lines = (
         alt.Chart(data)
         .mark_line(point=True)
