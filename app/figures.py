@@ -1,9 +1,6 @@
-"""Figures as pure functions of plain data: Plotly for the neuron and upload pages (the overview's are
-Vega-Lite, `app.overview_charts`), PIL for the PNG downloads.
-
-Plotly hover labels cannot show images (plotly.js #1323), so scatter points carry the reference's position
-in ``customdata``: app/hover_thumbnails.py shows the hovered one's thumbnail, the pages show the selected
-ones with `st.image`.
+"""Figures as pure functions of plain data: Plotly for the charts drawn on request on the neuron and upload
+pages (the overview's and the UMAPs are Vega-Lite, `app.overview_charts` and `app.umap_charts`), light HTML
+for the circuit bars, PIL for the PNG downloads.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from app.safe_text import html_text
 from store.codecs import decode_image
 from store.schema import KChoice
 
-# Colour of virtual neuron i (0-based); shared by the Plotly figures and the PNG report.
+# Colour of virtual neuron i (0-based); shared by the charts, the circuit bars and the PNG report.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 METHOD_COLOURS = {
     "pure": "#d62728",
@@ -166,61 +163,6 @@ def depth_figure(layers: Sequence[str], rho_gap: np.ndarray, ari: np.ndarray) ->
 
 
 # -- neuron ------------------------------------------------------------------------------------------------
-REFERENCE_POINTS = "reference-points"  # layout.meta of figures whose points' customdata are reference ids
-
-
-def umap_figure(
-    coords: np.ndarray,
-    labels: np.ndarray,
-    title: str,
-    max_activations: Sequence[float] | None = None,
-    method: str = "pure",
-) -> go.Figure:
-    """Stored UMAP coordinates ``(n, 2)`` coloured by the ``method``'s clusters ``labels (n,)``
-    (`cluster_name`, `colour`); customdata = reference position (0-based, in ranking order), shared by both
-    UMAPs of a neuron so that app/hover_thumbnails.py can highlight a reference in both. Built from one dict:
-    5x faster than trace-by-trace updates."""
-    labels = np.asarray(labels)
-    traces = []
-    for c in range(int(labels.max(initial=-1)) + 1):
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:
-            continue
-        hover = [
-            f"reference #{i + 1}"
-            + (f"<br>activation {max_activations[i]:.2f}" if max_activations is not None else "")
-            for i in members
-        ]
-        traces.append(
-            {
-                "type": "scatter",
-                "x": coords[members, 0],
-                "y": coords[members, 1],
-                "mode": "markers",
-                "name": f"{cluster_name(c, method)} ({len(members)})",
-                "customdata": members,
-                "text": hover,
-                "hovertemplate": "%{text}<extra>" + cluster_name(c, method) + "</extra>",
-                "marker": {
-                    "size": 10,
-                    "color": colour(c, method),
-                    "symbol": MARKERS.get(method, "circle"),
-                    "line": {"width": 0.5, "color": "white"},
-                },
-            }
-        )
-    layout = {
-        **_LAYOUT,
-        "height": 340,
-        "title": {"text": title},
-        "xaxis": {"showticklabels": False},
-        "yaxis": {"showticklabels": False},
-        "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"},
-        "meta": REFERENCE_POINTS,  # app/hover_thumbnails.py shows the hovered reference's thumbnail
-    }
-    return go.Figure({"data": traces, "layout": layout})
-
-
 def top_channels(weights: np.ndarray, top_n: int = 8) -> list[int]:
     """Indices of the ``top_n`` largest entries of a centroid ``(C_lower,)``, largest first."""
     weights = np.asarray(weights, dtype=np.float64)

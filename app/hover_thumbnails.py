@@ -1,12 +1,12 @@
-"""Reference thumbnails on hover over Plotly scatter points, and the same reference ringed in the other map.
+"""Reference thumbnails on hover over the UMAP points, and the same reference ringed in the other map.
 
-Plotly hover labels cannot show images (plotly.js #1323), so this Streamlit v2 component (JavaScript in the
-app page, no iframe) listens to `plotly_hover` on every chart whose ``layout.meta`` is
-`app.figures.REFERENCE_POINTS` and shows the thumbnail of the hovered point's ``customdata`` (a reference
-position) beside the cursor. Every other such chart (the neuron page's second UMAP) gets a ring around its
-point with the same customdata, placed from the chart's own axes (``_fullLayout.xaxis.l2p``), so a reference
-can be followed from the PURE map to the activation map and back. The thumbnails are sent once per neuron
-page, not with every k redraw.
+A Vega-Lite tooltip shows text only, so this Streamlit v2 component (JavaScript in the app page, no iframe)
+watches the pointer over the page's Vega-Lite charts. Streamlit draws a chart of fewer than 2,000 points as
+SVG, and Vega keeps each point's scene item, whose ``datum`` is the point's row, on its SVG node; a point
+whose row has the `app.umap_charts.REFERENCE` field (a reference position) gets that reference's thumbnail
+beside the cursor. Every other such chart (the neuron page's second UMAP) gets a ring around its point with
+the same reference, so a reference can be followed from the PURE map to the activation map and back. The
+thumbnails are sent once per neuron page, not with every k redraw.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from app.figures import REFERENCE_POINTS
+from app.umap_charts import REFERENCE
 
 _JS = """
 export default function (component) {
-    const thumbnails = component.data.thumbnails;
+    window.__pureHoverThumbnails = component.data.thumbnails;
     let tip = document.getElementById('pure-hover-thumbnail');
     if (!tip) {
         tip = document.createElement('img');
@@ -32,6 +32,7 @@ export default function (component) {
         });
         document.body.appendChild(tip);
     }
+    const CHART = '[data-testid="stVegaLiteChart"]';
     const rings = new Map();  // chart -> its ring element
     const ringOf = (chart) => {
         if (!rings.has(chart)) {
@@ -47,62 +48,64 @@ export default function (component) {
         }
         return rings.get(chart);
     };
-    const twins = (chart) => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(
-        (other) => other !== chart && other.layout && other.layout.meta === '%META%');
+    // the reference position of a point's SVG node (Vega's scene item -> its row), else undefined
+    const referenceOf = (node) => {
+        const datum = node && node.__data__ && node.__data__.datum;
+        return datum && Number.isInteger(datum['%FIELD%']) ? datum['%FIELD%'] : undefined;
+    };
     const ringTwins = (chart, reference) => {
-        for (const other of twins(chart)) {
+        for (const other of document.querySelectorAll(CHART)) {
+            if (other === chart) continue;
             const ring = ringOf(other);
             ring.style.display = 'none';
-            const layout = other._fullLayout;
-            for (const trace of other._fullData || []) {
-                const at = Array.from(trace.customdata || []).findIndex((value) => value === reference);
-                if (at < 0 || !layout) continue;
-                const box = other.getBoundingClientRect();
-                const x = layout.xaxis._offset + layout.xaxis.l2p(trace.x[at]);
-                const y = layout.yaxis._offset + layout.yaxis.l2p(trace.y[at]);
-                ring.style.left = (box.left + x) + 'px';
-                ring.style.top = (box.top + y) + 'px';
-                ring.dataset.reference = String(reference);
-                ring.style.display = 'block';
-                break;
-            }
+            const point = Array.from(other.querySelectorAll('.mark-symbol path'))
+                .find((node) => referenceOf(node) === reference);
+            if (!point) continue;
+            const box = point.getBoundingClientRect();
+            ring.style.left = (box.left + box.width / 2) + 'px';
+            ring.style.top = (box.top + box.height / 2) + 'px';
+            ring.dataset.reference = String(reference);
+            ring.style.display = 'block';
         }
     };
+    let shown;  // the reference whose thumbnail is up
     const hide = () => {
+        shown = undefined;
         tip.style.display = 'none';
         rings.forEach((ring) => { ring.style.display = 'none'; });
     };
-    const hook = (chart) => {
-        if (chart.__pureHoverThumbnails || typeof chart.on !== 'function') return;
-        chart.__pureHoverThumbnails = true;
-        chart.on('plotly_hover', (event) => {
-            if (!chart.layout || chart.layout.meta !== '%META%') return;
-            const point = event.points && event.points[0];
-            const src = point && window.__pureHoverThumbnails[point.customdata];
-            if (!src) return hide();
-            ringTwins(chart, point.customdata);
-            const x = event.event.clientX, y = event.event.clientY;
+    const move = (event) => {
+        const chart = event.target.closest ? event.target.closest(CHART) : null;
+        const reference = chart ? referenceOf(event.target) : undefined;
+        const src = reference !== undefined && window.__pureHoverThumbnails[reference];
+        if (!src) {
+            if (shown !== undefined) hide();
+            return;
+        }
+        if (reference !== shown) {
+            shown = reference;
             tip.src = src;
-            tip.style.left = Math.min(x + 18, window.innerWidth - 124) + 'px';
-            tip.style.top = Math.max(y - 124, 4) + 'px';
-            tip.style.display = 'block';
-        });
-        chart.on('plotly_unhover', hide);
+            ringTwins(chart, reference);
+        }
+        tip.style.left = Math.min(event.clientX + 18, window.innerWidth - 124) + 'px';
+        tip.style.top = Math.max(event.clientY - 124, 4) + 'px';
+        tip.style.display = 'block';
     };
-    window.__pureHoverThumbnails = thumbnails;
-    if (window.__pureHoverObserver) window.__pureHoverObserver.disconnect();
-    const observer = new MutationObserver(() => document.querySelectorAll('.js-plotly-plot').forEach(hook));
-    observer.observe(document.body, {childList: true, subtree: true});
-    window.__pureHoverObserver = observer;
-    document.querySelectorAll('.js-plotly-plot').forEach(hook);
-    return () => { observer.disconnect(); hide(); rings.forEach((ring) => ring.remove()); };
+    if (window.__pureHoverMove) document.removeEventListener('pointermove', window.__pureHoverMove);
+    window.__pureHoverMove = move;
+    document.addEventListener('pointermove', move, {passive: true});
+    return () => {
+        document.removeEventListener('pointermove', move);
+        hide();
+        rings.forEach((ring) => ring.remove());
+    };
 }
-""".replace("%META%", REFERENCE_POINTS)
+""".replace("%FIELD%", REFERENCE)
 
 _component = st.components.v2.component("pure_explorer.hover_thumbnails", js=_JS)
 
 
 def hover_thumbnails(thumbnail_uris: Sequence[str], key: str) -> None:
-    """Show ``thumbnail_uris[i]`` (data URIs) when the cursor is on a point with customdata ``i`` of any
-    chart on the page whose layout.meta is `REFERENCE_POINTS`."""
+    """Show ``thumbnail_uris[i]`` (data URIs) when the cursor is on a point of reference position ``i`` of any
+    Vega-Lite chart on the page whose rows carry `REFERENCE`."""
     _component(data={"thumbnails": list(thumbnail_uris)}, key=key)

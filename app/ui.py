@@ -118,20 +118,6 @@ def favicon_uri() -> str:
     return image_uri(canvas)
 
 
-def selected_customdata(event: Any) -> list[int]:
-    """The ``customdata`` ids (neurons, reference positions) of the points selected in a Plotly chart, in
-    selection order without repeats (list-valued customdata: its first entry)."""
-    points = (getattr(event, "selection", None) or {}).get("points", []) if event else []
-    chosen = []
-    for point in points:
-        value = point.get("customdata")
-        if isinstance(value, list | tuple):
-            value = value[0] if value else None
-        if value is not None:
-            chosen.append(int(value))
-    return list(dict.fromkeys(chosen))
-
-
 # -- run ---------------------------------------------------------------------------------------------------
 def choose_run() -> RunRef | None:
     """The sidebar's run selector; renders the "no store yet" state and returns None when there is no run."""

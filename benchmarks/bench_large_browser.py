@@ -11,8 +11,8 @@ fresh browser context, i.e. a new Streamlit session. Measured:
   HTTP cache) and a returning one (the same context loading the page again: scripts cached, a new session);
   the very first visit also meets the server's cold caches (store opened, ranking read).
 - neuron paint: navigation start -> "2 virtual neurons" heading and every chart drawn: a new visitor's first
-  neuron page (Plotly's script loaded then, the overview has none); then, scripts cached, `--repeats`
-  neurons down the ranking, each a first visit of that neuron (its k-means run on the server), and the
+  neuron page (the scripts of its elements that the overview has none of loaded then); then, scripts cached,
+  `--repeats` neurons down the ranking, each a first visit of that neuron (its k-means run on the server), and the
   first one again (warm).
 - k change (target p90 < 300 ms): keydown on the k slider -> the new k drawn, timed in the page
   (`bench_app.time_k_changes`), and -> Streamlit idle, timed by the driver.
@@ -119,12 +119,12 @@ def bench(directory: Path, repeats: int, sessions: int, k_changes: int) -> dict:
         picks = order[:: max(1, len(order) // repeats)][:repeats]
         page = new_page(browser, timeout_ms=180_000)
         painted_s(page, overview, OVERVIEW_PAINTED, len(order))  # the overview's scripts in the HTTP cache
-        # the first neuron page of this visitor also loads Plotly's script (the overview needs none)
-        plotly = painted_s(page, f"{url}/neuron?run={run}&neuron={order[-1]}&k=2", NEURON_PAINTED, 2)
+        # the first neuron page of this visitor also loads the scripts of elements the overview has none of
+        first_page = painted_s(page, f"{url}/neuron?run={run}&neuron={order[-1]}&k=2", NEURON_PAINTED, 2)
         first = [painted_s(page, f"{url}/neuron?run={run}&neuron={n}&k=2", NEURON_PAINTED, 2) for n in picks]
         again = painted_s(page, f"{url}/neuron?run={run}&neuron={picks[0]}&k=2", NEURON_PAINTED, 2)
         report["neuron_paint_s"] = {"neurons": picks, "first_visit": first, "again": again,
-                                    "first_of_a_new_visitor": plotly}
+                                    "first_of_a_new_visitor": first_page}
         drawn, idle = time_k_changes(page, k_changes)
         report["k_change_s"] = {"drawn": drawn, "idle": idle}
         page.context.close()

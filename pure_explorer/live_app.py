@@ -1,6 +1,6 @@
 """A live dashboard for browser tests and benchmarks: `streamlit run <installed app/server.py>` on a free
 localhost port, and Debian's chromium driven by Playwright (never `playwright install`); plus what a page
-script waits for (`ALL_CHARTS_DRAWN`, `IDLE`, `K_REDRAW_PROBE`).
+script waits for (`ALL_CHARTS_DRAWN`, `IDLE`, `K_DRAWN`, `K_REDRAW_PROBE`).
 
 Used by the browser tests (tests/test_browser.py, test_concurrency.py, test_access_browser.py,
 test_dockerfile.py) and by benchmarks/.
@@ -185,25 +185,39 @@ def new_page(browser: Browser, timeout_ms: int = 60_000) -> Page:
     return page
 
 
+# The neuron page's reference maps (the UMAPs, `app.umap_charts`) as drawn: per Vega-Lite chart whose points
+# carry a reference position, its points as [reference, cluster], in reference order (Vega keeps each
+# point's row on its SVG node).
+REFERENCE_MAPS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+    .map(chart => [...chart.querySelectorAll('.mark-symbol path')]
+        .map(node => node.__data__ && node.__data__.datum)
+        .filter(row => row && Number.isInteger(row.reference))
+        .map(row => [row.reference, row.cluster])
+        .sort((a, b) => a[0] - b[0]))
+    .filter(points => points.length > 0)"""
+# The page shows k virtual neurons: its "k virtual neurons" heading, and every reference map drawn with k
+# clusters.
+K_DRAWN = f"""(k) => {{
+    const heading = [...document.querySelectorAll('h3')]
+        .some(e => e.textContent.includes(k + ' virtual neuron'));
+    const maps = ({REFERENCE_MAPS})();
+    return heading && maps.length > 0 && maps.every(points => new Set(points.map(p => p[1])).size === k);
+}}"""
 # Arm before a k change on the neuron page: from the keydown to the first moment the page shows the new k
-# (its "k virtual neurons" heading, every UMAP chart drawn with k traces, no stale element left), measured
-# in the page itself with performance.now(), so driver round trips are not counted. Read `window.__kRedraw`.
-K_REDRAW_PROBE = """(k) => {
-    const m = window.__kRedraw = {};
+# (`K_DRAWN`, no stale element left), measured in the page itself with performance.now(), so driver round
+# trips are not counted. Read `window.__kRedraw`.
+K_REDRAW_PROBE = f"""(k) => {{
+    const m = window.__kRedraw = {{}};
     if (window.__kObserver) window.__kObserver.disconnect();
-    document.addEventListener('keydown', () => { m.key = performance.now(); }, {once: true, capture: true});
-    const check = () => {
+    document.addEventListener('keydown', () => {{ m.key = performance.now(); }},
+                              {{once: true, capture: true}});
+    const check = () => {{
         if (m.key === undefined || m.drawn !== undefined) return;
-        const heading = [...document.querySelectorAll('h3')]
-            .some(e => e.textContent.includes(k + ' virtual neuron'));
-        const plots = [...document.querySelectorAll('.js-plotly-plot')];
-        const drawn = plots.length > 0
-            && plots.every(p => p.data && p.data.length === k && p.querySelector('.main-svg'));
-        if (heading && drawn && !document.querySelector('[data-stale="true"]')) {
+        if (({K_DRAWN})(k) && !document.querySelector('[data-stale="true"]')) {{
             m.drawn = performance.now() - m.key;
-        }
-    };
+        }}
+    }};
     window.__kObserver = new MutationObserver(check);
-    window.__kObserver.observe(document.body, {subtree: true, childList: true, attributes: true,
-                                               characterData: true});
-}"""
+    window.__kObserver.observe(document.body, {{subtree: true, childList: true, attributes: true,
+                                               characterData: true}});
+}}"""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.state import DEFAULT_K
-from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE
+from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, K_DRAWN, REFERENCE_MAPS
 from store import RunStore, list_runs
 from store.codecs import decode_image
 from store.schema import ReferenceImage, References, Summary
@@ -35,19 +35,10 @@ VIEWPORT = {"width": 1280, "height": 1800}
 STEPS = ("overview", "neuron", "k change", "upload page", "upload")
 HEADER_PX, ROW_PX = 35, 46  # the ranking table's glide grid: header and row heights (overview row_height)
 
-# The neuron page shows k: its "k virtual neurons" heading, every UMAP chart drawn with k traces, and k
-# virtual-neuron captions ("■ VN i · ...").
-K_SHOWN = """(k) => {
-    const heading = [...document.querySelectorAll('h3')]
-        .some(e => e.textContent.includes(k + ' virtual neuron'));
-    const plots = [...document.querySelectorAll('.js-plotly-plot')]  // the UMAPs: a trace per cluster
-        .filter(p => p.layout && p.layout.meta === 'reference-points');
-    const drawn = plots.length > 0
-        && plots.every(p => p.data && p.data.length === k && p.querySelector('.main-svg'));
-    const captions = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
-        .filter(e => e.innerText.startsWith('■ VN')).length;
-    return heading && drawn && captions === k;
-}"""
+# The neuron page shows k: `K_DRAWN` (its heading, every UMAP with k clusters) and k virtual-neuron captions
+# ("■ VN i · ...").
+K_SHOWN = f"""(k) => ({K_DRAWN})(k) && [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+    .filter(e => e.innerText.startsWith('■ VN')).length === k"""
 # A dataframe's cells as the glide grid's accessible table holds them (full-precision values; rows in view):
 # one {column header: text} per row, image columns (data URIs) left out.
 GRID_ROWS = """(grid) => {
@@ -61,7 +52,7 @@ METRICS = """() => [...document.querySelectorAll('[data-testid="stMetric"]')]
     .map(m => m.innerText.replace(/\\s+/g, ' ').trim())"""
 VN_CAPTIONS = """() => [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
     .map(e => e.innerText.trim()).filter(t => t.startsWith('■ VN'))"""
-# Each Plotly chart's traces as [name, number of points, y values when there are few].
+# Each Plotly chart's traces (the upload page's distances) as [name, number of points, y values when few].
 TRACES = """() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p._fullData.map(
     t => [t.name, t._length, t._length <= 16 && t.y ? Array.from(t.y) : null]))"""
 # What must never be on a page: Streamlit exception boxes, error alerts, a Python traceback.
@@ -150,11 +141,11 @@ async def _check(page: Any, result: SessionResult, step: str) -> None:
 
 
 async def _k_view(page: Any) -> dict[str, Any]:
-    """What the neuron page shows for the current k (URL, virtual neurons, UMAP traces, scores table)."""
+    """What the neuron page shows for the current k (URL, virtual neurons, UMAP points, scores table)."""
     return {
         "url": page.url.split("/", 3)[-1],
         "virtual neurons": await page.evaluate(VN_CAPTIONS),
-        "umap": await page.evaluate(TRACES),
+        "umap": await page.evaluate(REFERENCE_MAPS),
         "scores": await _grid(page),
     }
 

@@ -219,12 +219,14 @@ def new_postgres_database(server_url: str) -> str:
 @pytest.fixture(scope="session")
 def vega_rows():
     """A function: the rows a Vega-Lite chart element of an AppTest run (``at.get("vega_lite_chart")[i]``)
-    sends to the browser, its named datasets concatenated, as a DataFrame."""
+    sends to the browser, its unnamed data and named datasets concatenated, as a DataFrame."""
     import pandas as pd
     import pyarrow as pa
 
     def rows(element) -> pd.DataFrame:
-        datasets = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in element.proto.datasets]
-        return pd.concat(datasets, ignore_index=True) if datasets else pd.DataFrame()
+        data = [element.proto.data.data] if element.proto.data.data else []
+        data += [d.data.data for d in element.proto.datasets]
+        frames = [pa.ipc.open_stream(d).read_all().to_pandas() for d in data]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     return rows

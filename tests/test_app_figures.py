@@ -8,15 +8,6 @@ from PIL import Image
 from app import figures
 
 
-def test_umap_traces_are_virtual_neurons_and_carry_reference_positions():
-    coords = np.arange(12, dtype=float).reshape(6, 2)
-    labels = np.array([0, 1, 0, 2, 1, 0])
-    fig = figures.umap_figure(coords, labels, "t", max_activations=np.ones(6))
-    assert [t.name for t in fig.data] == ["VN 1 (3)", "VN 2 (2)", "VN 3 (1)"]
-    assert list(fig.data[0].customdata) == [0, 2, 5]
-    assert fig.data[1].marker.color == figures.colour(1)
-
-
 def test_circuit_shows_the_largest_centroid_weights():
     weights = np.array([0.1, -0.5, 0.4, 0.0, 0.3])
     assert figures.top_channels(weights, 3) == [2, 4, 0]

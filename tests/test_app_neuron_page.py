@@ -45,15 +45,6 @@ def test_activation_clusters_have_their_own_names_and_colours():
         "cluster C",
     ]
     assert not {figures.colour(i, "activation") for i in range(8)} & {figures.colour(i) for i in range(8)}
-    labels = np.array([0, 0, 1])
-    coords = np.zeros((3, 2))
-    baseline = figures.umap_figure(coords, labels, "t", method="activation")
-    pure = figures.umap_figure(coords, labels, "t", method="pure")
-    assert [t.name for t in baseline.data] == ["cluster A (2)", "cluster B (1)"]
-    assert baseline.data[0].marker.color != pure.data[0].marker.color
-    assert baseline.data[0].marker.symbol == "diamond" and pure.data[0].marker.symbol == "circle"
-    # both maps carry the reference positions, so a hover in one can ring the same reference in the other
-    assert sorted(np.concatenate([t.customdata for t in baseline.data])) == [0, 1, 2]
 
 
 def test_grids_are_tiles_at_the_stored_thumbnail_size(small_runs_root):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app import analysis, store_access, ui
+from app import analysis, store_access
 from app.safe_text import code
 from app.views import neuron as neuron_page
 from app.views import overview as overview_page
@@ -175,11 +175,6 @@ def test_selection_helpers_map_positions_and_points_to_neurons():
         selection = type("S", (), {"rows": [0]})()
 
     assert overview_page.selected_row_neuron(Event(), view) == 3
-    event = type(
-        "E", (), {"selection": {"points": [{"customdata": 7}, {"customdata": [3]}, {"customdata": 7}]}}
-    )()
-    assert ui.selected_customdata(event) == [7, 3]
-    assert ui.selected_customdata(None) == []
 
 
 # -- neuron explorer ---------------------------------------------------------------------------------------
@@ -199,8 +194,9 @@ def test_deep_link_opens_the_neuron_with_k_virtual_neurons(monkeypatch, small_ru
     assert len(at.get("html")) == 3  # one circuit per virtual neuron
 
 
-def test_changing_k_reclusters_live_and_updates_the_link(monkeypatch, small_runs_root):
+def test_changing_k_reclusters_live_and_updates_the_link(monkeypatch, small_runs_root, vega_rows):
     at = _app(monkeypatch, small_runs_root, page="neuron", run="small", neuron=7, k=2)
+    umaps = {c.proto.id: c.proto.spec for c in at.get("vega_lite_chart")}
     for k in (5, 1, 3):
         at.slider(key="k_select").set_value(k).run()
         _ok(at)
@@ -208,6 +204,14 @@ def test_changing_k_reclusters_live_and_updates_the_link(monkeypatch, small_runs
         assert len(blocks) == k and at.query_params["k"] == str(k)
         sizes = [int(b.split("· ")[1].split(" references")[0]) for b in blocks]
         assert sum(sizes) == 24 and sizes == sorted(sizes, reverse=True)
+        # the UMAPs are the same elements with the same spec (the browser keeps them), with new rows:
+        # every reference once, in the k clusters of the blocks above (pure) and of the baseline
+        charts = at.get("vega_lite_chart")
+        assert {c.proto.id: c.proto.spec for c in charts} == umaps
+        pure, baseline = (vega_rows(c) for c in charts)
+        assert sorted(pure["reference"]) == sorted(baseline["reference"]) == list(range(24))
+        assert sorted(pure["cluster"].value_counts()) == sorted(sizes)
+        assert baseline["cluster"].nunique() == k
 
 
 def test_pure_recovers_the_planted_concepts_where_activations_do_not(monkeypatch, small_runs_root):

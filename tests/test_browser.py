@@ -118,11 +118,14 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     _shot(page, "neuron")
 
     # 2b. hovering a UMAP point shows that reference's thumbnail beside the cursor (app/hover_thumbnails.py)
-    box = page.locator(".js-plotly-plot .scatterlayer .point").first.bounding_box()
+    umaps = page.locator('[data-testid="stVegaLiteChart"]')
+    box = umaps.first.locator(".mark-symbol path").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     thumbnail = page.locator("#pure-hover-thumbnail")
     thumbnail.wait_for(state="visible")
-    rank = int(re.search(r"reference #(\d+)", page.locator(".hoverlayer .hovertext").first.text_content())[1])
+    tooltip = page.locator("#vg-tooltip-element")  # Vega's own tooltip names the reference
+    tooltip.wait_for(state="visible")
+    rank = int(re.search(r"reference #\s*(\d+)", tooltip.inner_text())[1])
     with RunStore.open(root / run.directory.name) as store:
         expected = data_uri(store.read(Thumbnails, order[1]).images[rank - 1])
     assert thumbnail.get_attribute("src") == expected
@@ -131,7 +134,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     twin.wait_for(state="visible")
     assert twin.get_attribute("data-reference") == str(rank - 1)
     ring = twin.bounding_box()
-    other = page.locator('[data-testid="stPlotlyChart"]').nth(1).bounding_box()
+    other = umaps.nth(1).bounding_box()
     centre = (ring["x"] + ring["width"] / 2, ring["y"] + ring["height"] / 2)
     assert other["x"] <= centre[0] <= other["x"] + other["width"]
     assert other["y"] <= centre[1] <= other["y"] + other["height"]

@@ -98,7 +98,7 @@ def test_hosting_defaults_in_the_copied_streamlit_config():
     assert server["maxUploadSize"] == MAX_UPLOAD_MB
     assert server["enableXsrfProtection"] is True and server["enableCORS"] is True
     assert config["client"]["showErrorDetails"] == "none"  # no traceback or server path reaches a visitor
-    assert config["runner"]["postScriptGC"] is False  # a full collection after each run delayed every k change
+    assert config["runner"]["postScriptGC"] is False  # a full collection after each run delayed a k change
 
 
 def test_an_open_instance_listens_on_localhost_and_only_the_container_binds_every_interface():

@@ -13,7 +13,18 @@ import numpy as np
 import streamlit as st
 
 from annotations_db import AnnotationKey
-from app import analysis, circuit_checks, figures, quantile_view, sheets, state, store_access, team_notes, ui
+from app import (
+    analysis,
+    circuit_checks,
+    figures,
+    quantile_view,
+    sheets,
+    state,
+    store_access,
+    team_notes,
+    ui,
+    umap_charts,
+)
 from app.analysis import Clustering
 from app.hover_thumbnails import hover_thumbnails
 from app.reference_tiles import reference_tiles
@@ -141,17 +152,9 @@ def reference_grid(run: RunRef, nd: NeuronData) -> None:
             enlarged_reference(run, nd, opened, st.session_state.get("k"))
 
 
-@st.cache_resource(show_spinner=False, max_entries=512)
-def _umap_figure(run: RunRef, neuron: int, k: int, method: str, title: str):
-    """Cached Plotly figure (building one costs more than the k-means it shows)."""
-    nd = store_access.neuron_data(run, neuron)
-    result = analysis.clustering(run, neuron, k, method)
-    return figures.umap_figure(
-        nd.umap.of(method), result.labels, f"UMAP of {title}", nd.max_activations, method
-    )
-
-
 def umap_panels(run: RunRef, nd: NeuronData, k: int, pure: Clustering, activation: Clustering | None) -> None:
+    """The two UMAPs side by side, coloured by ``pure``'s and ``activation``'s clusters; the references
+    clicked or boxed in one are listed below it."""
     if nd.umap is None:
         st.caption("UMAP coordinates are not stored yet (scores stage).")
         return
@@ -163,13 +166,16 @@ def umap_panels(run: RunRef, nd: NeuronData, k: int, pure: Clustering, activatio
         if result is None:
             continue
         with column:
-            event = st.plotly_chart(
-                _umap_figure(run, nd.neuron, k, method, title),
-                key=f"umap_{method}_{nd.neuron}",
+            rows = umap_charts.umap_rows(nd.umap.of(method), result.labels, method, nd.max_activations)
+            event = st.vega_lite_chart(
+                rows,
+                umap_charts.umap_spec(method, f"UMAP of {title}"),
+                key=f"umap_{method}_{nd.neuron}",  # one chart for every k: new rows re-colour it in place
                 on_select="rerun",
-                selection_mode=("points", "box", "lasso"),
+                selection_mode=(umap_charts.PICK, umap_charts.BOX),
+                width="stretch",
             )
-            chosen = sorted(i for i in ui.selected_customdata(event) if i < len(nd.thumbnails))
+            chosen = [i for i in umap_charts.chosen_references(event, rows) if i < len(nd.thumbnails)]
             if chosen:
                 st.caption(f"{len(chosen)} selected reference(s) (click one to open it large):")
                 opened = reference_tiles(
@@ -179,8 +185,8 @@ def umap_panels(run: RunRef, nd: NeuronData, k: int, pure: Clustering, activatio
                     enlarged_reference(run, nd, opened, k)
             else:
                 st.caption(
-                    "Hover a point to see its reference and where it lies in the other map; click or draw a "
-                    "lasso to list them."
+                    "Hover a point to see its reference and where it lies in the other map; click it or drag "
+                    "a box to list them."
                 )
 
 
@@ -575,13 +581,8 @@ def prefetch_all_k(run: RunRef, nd: NeuronData, method: str) -> None:
     if (run.name, nd.neuron, method) in warmed:
         return
     for k in range(state.K_MIN, state.clamp_k(state.K_MAX, nd.n_references) + 1):
-        for name, title in (
-            ("pure", "PURE circuit vectors"),
-            ("activation", "activation vectors (baseline)"),
-        ):
-            if nd.umap is not None and analysis.clustering(run, nd.neuron, k, name) is not None:
-                _umap_figure(run, nd.neuron, k, name, title)
-        analysis.clustering(run, nd.neuron, k, method)
+        for name in ("pure", "activation"):  # both UMAPs are coloured by their clusters
+            analysis.clustering(run, nd.neuron, k, name)
         analysis.cluster_labels(run, nd.neuron, k, method)
         analysis.cluster_labels(run, nd.neuron, k, method, source="data")
         analysis.cluster_labels(run, nd.neuron, k, method, source="clip")
