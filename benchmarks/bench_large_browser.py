@@ -11,9 +11,9 @@ fresh browser context, i.e. a new Streamlit session. Measured:
   HTTP cache) and a returning one (the same context loading the page again: scripts cached, a new session);
   the very first visit also meets the server's cold caches (store opened, ranking read).
 - neuron paint: navigation start -> "2 virtual neurons" heading and every chart drawn: a new visitor's first
-  neuron page (the scripts of its elements that the overview has none of loaded then); then, scripts cached,
-  `--repeats` neurons down the ranking, each a first visit of that neuron (its k-means run on the server), and the
-  first one again (warm).
+  neuron page (the scripts of its elements that the overview has none of loaded then); then, scripts
+  cached, `--repeats` neurons down the ranking, each a first visit of that neuron (its k-means run on the
+  server), and the first one again (warm).
 - k change (target p90 < 300 ms): keydown on the k slider -> the new k drawn, timed in the page
   (`bench_app.time_k_changes`), and -> Streamlit idle, timed by the driver.
 - server memory: resident set of the streamlit process (Linux /proc) with one session open (overview, then a
