@@ -8,12 +8,21 @@ outside pure_core (the synthetic world's demo net) are registered by `pure_core.
 
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 from PIL import Image
 
 from app.safe_text import code
 from app.store_access import RunRef, crop_heatmap_method, neuron_order, references, run_details
 from app.uploads import UploadAnalysis, analyse_image
+
+# One forward pass at a time in this server, held around every use of a cached model. Sessions run in
+# threads of their own and share the cached models: pure_core's forward hooks, put on a shared model by one
+# session, would also fire in another's forward; and forwards running at once came out a few ulp apart
+# from a forward alone (upload distances differing in the ninth digit between 20 concurrent sessions and
+# one alone, benchmarks/bench_concurrency.py). On a CPU they take no longer one after another.
+FORWARD_LOCK = threading.Lock()
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -60,7 +69,9 @@ def clip_probe(spec: str):
 @st.cache_data(show_spinner=False, max_entries=256)
 def clip_text_vector(spec: str, text: str):
     """``text``'s unit-length CLIP feature (prompt-ensembled like the vocabulary), cached per query."""
-    return clip_probe(spec).encode_texts([text])[0]
+    probe = clip_probe(spec)
+    with FORWARD_LOCK:
+        return probe.encode_texts([text])[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -70,6 +81,8 @@ def analyse_upload(
     """The k-independent part of an upload's analysis (`app.uploads.analyse_image`), cached by image hash."""
     meta = run_details(run).meta
     refs = references(run)
-    return analyse_image(model_for(run), _image, meta.layer, meta.lower_layer, neuron, neuron_order(run),
-                         top_n=top_n, heatmap_method=crop_heatmap_method(run),
-                         weakest=None if refs is None else refs.weakest_activations())
+    loaded, order, method = model_for(run), neuron_order(run), crop_heatmap_method(run)
+    weakest = None if refs is None else refs.weakest_activations()
+    with FORWARD_LOCK:
+        return analyse_image(loaded, _image, meta.layer, meta.lower_layer, neuron, order, top_n=top_n,
+                             heatmap_method=method, weakest=weakest)

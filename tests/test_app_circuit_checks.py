@@ -80,3 +80,33 @@ def test_samples_below_the_top_are_shown_on_request(monkeypatch, demo_runs_root)
     at.toggle(key="below_the_top").set_value(True).run()
     [block] = [h.proto.body for h in at.get("html") if "<b>Below the top</b>" in h.proto.body]
     assert "VN 1:" in block and "of the top references" in block
+
+
+def test_every_forward_on_a_cached_model_holds_the_servers_forward_lock(monkeypatch, demo_runs_root):
+    """Sessions share the cached models, and pure_core's forward hooks on a shared model would fire in
+    another session's forward: the causal check and the upload analysis run under `FORWARD_LOCK`."""
+    from PIL import Image
+
+    import pure_core.causal
+    from app import model_cache, uploads
+
+    root, _ = demo_runs_root
+    _, run = _demo(root)
+    neuron = store_access.neuron_order(run)[0]
+    held = []
+
+    def holding(real):
+        def call(*args, **kwargs):
+            held.append(model_cache.FORWARD_LOCK.locked())
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(pure_core.causal, "causal_check", holding(pure_core.causal.causal_check))
+    monkeypatch.setattr(model_cache, "analyse_image", holding(uploads.analyse_image))
+    circuit_checks.causal_check.clear()
+    model_cache.analyse_upload.clear()
+    circuit_checks.causal_check(run, neuron, 2, circuit_checks.Settings(n_channels=2, mode="zero"))
+    image = Image.new("RGB", (64, 64), "orange")
+    model_cache.analyse_upload(run, "an orange square", image, neuron)
+    assert held == [True, True] and not model_cache.FORWARD_LOCK.locked()
