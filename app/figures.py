@@ -34,7 +34,7 @@ _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 20, "b": 10}, "height": 360}
 # The activation baseline's clusters are not virtual neurons: their own names (letters) and their own muted
 # palette and marker, so a "VN 2" never looks like an activation cluster.
 ACTIVATION_PALETTE = ("#7f7f7f", "#bcbd22", "#8c6d31", "#393b79", "#e7969c", "#637939", "#9c9ede", "#843c39")
-MARKERS = {"pure": "circle", "activation": "diamond"}
+MARKERS = {"pure": "circle", "activation": "diamond"}  # the UMAPs' point shapes (Vega-Lite's names)
 
 
 def colour(i: int, method: str = "pure") -> str:

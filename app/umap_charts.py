@@ -21,6 +21,7 @@ from typing import Any
 import altair as alt
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from app.figures import MARKERS, cluster_name, colour
 
@@ -32,7 +33,7 @@ HEIGHT_PX = 300
 
 @functools.cache
 def _spec(method: str, title: str) -> dict:
-    shape = MARKERS.get(method, "circle")  # Plotly's marker names, which Vega-Lite shares
+    shape = MARKERS.get(method, "circle")
     chart = (
         alt.Chart(title=title, height=HEIGHT_PX)
         .mark_point(
@@ -73,7 +74,7 @@ def umap_spec(method: str, title: str) -> dict:
 
 
 def umap_rows(
-    coords: np.ndarray, labels: np.ndarray, method: str, max_activations: np.ndarray | None = None
+    coords: np.ndarray, labels: np.ndarray, method: str, max_activations: ArrayLike | None = None
 ) -> pd.DataFrame:
     """One row per reference of the stored UMAP coordinates ``(n, 2)`` and the ``method``'s cluster
     ``labels (n,)``: its position (`REFERENCE`), rank, x, y, cluster name with the cluster's size
