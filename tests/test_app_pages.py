@@ -159,7 +159,7 @@ def test_selecting_a_ranking_row_opens_that_neuron(monkeypatch, small_runs_root)
     assert at.query_params["run"] == "small"
 
 
-def test_selection_helpers_map_positions_and_points_to_neurons():
+def test_selection_helpers_map_table_rows_to_neurons():
     import pandas as pd
 
     table = pd.DataFrame({"rank": [1, 2], "neuron": [7, 3], "polysemanticity": [1.0, 0.5]})
