@@ -39,17 +39,20 @@ CHROMIUM_ARGS = [
     # 156 falls back to SwiftShader by itself, a fallback Chromium has deprecated; this flag keeps it allowed.
     "--enable-unsafe-swiftshader",
 ]
-# Streamlit's chart elements of the pages: Plotly (neuron and upload pages) and Vega-Lite (the overview).
-CHARTS = '[data-testid="stPlotlyChart"], [data-testid="stVegaLiteChart"]'
+# Streamlit's chart elements of the pages: Plotly (charts drawn on request on the neuron and upload pages)
+# and Vega-Lite (the overview's figures and the neuron page's UMAPs).
+PLOTLY_CHART = '[data-testid="stPlotlyChart"]'
+VEGA_CHART = '[data-testid="stVegaLiteChart"]'
+CHARTS = f"{PLOTLY_CHART}, {VEGA_CHART}"
 # Every chart on the page is drawn: each Plotly chart has its SVG, each Vega-Lite chart its marks (an SVG, or
 # a canvas from 2,000 data points on).
-ALL_CHARTS_DRAWN = """() => {
-    const plotly = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
-    const vega = document.querySelectorAll('[data-testid="stVegaLiteChart"]').length;
+ALL_CHARTS_DRAWN = f"""() => {{
+    const plotly = document.querySelectorAll('{PLOTLY_CHART}').length;
+    const vega = document.querySelectorAll('{VEGA_CHART}').length;
     return plotly + vega > 0
         && document.querySelectorAll('.js-plotly-plot .main-svg').length >= plotly
-        && document.querySelectorAll('[data-testid="stVegaLiteChart"] :is(svg, canvas).marks').length >= vega;
-}"""
+        && document.querySelectorAll('{VEGA_CHART} :is(svg, canvas).marks').length >= vega;
+}}"""
 # The script run is over (no "Running..." widget), nothing on the page is stale, and no element is still a
 # loading skeleton (element code is loaded lazily; under load, metrics and images come seconds later).
 IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
@@ -188,7 +191,7 @@ def new_page(browser: Browser, timeout_ms: int = 60_000) -> Page:
 # The neuron page's reference maps (the UMAPs, `app.umap_charts`) as drawn: per Vega-Lite chart whose points
 # carry a reference position, its points as [reference, cluster], in reference order (Vega keeps each
 # point's row on its SVG node).
-REFERENCE_MAPS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+REFERENCE_MAPS = f"""() => [...document.querySelectorAll('{VEGA_CHART}')]
     .map(chart => [...chart.querySelectorAll('.mark-symbol path')]
         .map(node => node.__data__ && node.__data__.datum)
         .filter(row => row && Number.isInteger(row.reference))
