@@ -50,10 +50,10 @@ def causal_check(run: RunRef, neuron: int, k: int, settings: Settings):
 
     result = analysis.clustering(run, neuron, k, "pure")
     meta = store_access.run_details(run).meta
-    model, inputs = model_cache.model_for(run).model, reference_inputs(run, neuron)
-    with model_cache.FORWARD_LOCK:
-        return check(model, inputs, meta.layer, meta.lower_layer, neuron, result.centers, result.labels,
-                     n_channels=settings.n_channels, mode=settings.mode, batch_size=BATCH)
+    inputs = reference_inputs(run, neuron)
+    with model_cache.exclusive_model(run) as loaded:
+        return check(loaded.model, inputs, meta.layer, meta.lower_layer, neuron, result.centers,
+                     result.labels, n_channels=settings.n_channels, mode=settings.mode, batch_size=BATCH)
 
 
 def controls(nd: NeuronData, c_lower: int) -> Settings:

@@ -9,6 +9,9 @@ outside pure_core (the synthetic world's demo net) are registered by `pure_core.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import streamlit as st
 from PIL import Image
@@ -16,6 +19,9 @@ from PIL import Image
 from app.safe_text import code
 from app.store_access import RunRef, crop_heatmap_method, neuron_order, references, run_details
 from app.uploads import UploadAnalysis, analyse_image
+
+if TYPE_CHECKING:
+    from pure_core.models import LoadedModel
 
 # One forward pass at a time in this server, held around every use of a cached model. Sessions run in
 # threads of their own and share the cached models: pure_core's forward hooks, put on a shared model by one
@@ -34,6 +40,15 @@ def model_for(run: RunRef):
     load_plugins()
     model = run_details(run).meta.model
     return build_model(ModelSpec(model.name, model.weights, model.checkpoint), fetch_missing=False)
+
+
+@contextmanager
+def exclusive_model(run: RunRef) -> Iterator[LoadedModel]:
+    """The run's model (`model_for`) for this session alone until the block ends (`FORWARD_LOCK`): the way
+    to run it."""
+    loaded = model_for(run)
+    with FORWARD_LOCK:
+        yield loaded
 
 
 def model_problem(run: RunRef) -> str | None:
@@ -81,8 +96,8 @@ def analyse_upload(
     """The k-independent part of an upload's analysis (`app.uploads.analyse_image`), cached by image hash."""
     meta = run_details(run).meta
     refs = references(run)
-    loaded, order, method = model_for(run), neuron_order(run), crop_heatmap_method(run)
+    order, method = neuron_order(run), crop_heatmap_method(run)
     weakest = None if refs is None else refs.weakest_activations()
-    with FORWARD_LOCK:
+    with exclusive_model(run) as loaded:
         return analyse_image(loaded, _image, meta.layer, meta.lower_layer, neuron, order, top_n=top_n,
                              heatmap_method=method, weakest=weakest)

@@ -82,7 +82,7 @@ def umap_rows(
     so the legend lists the clusters in order."""
     labels = np.asarray(labels, dtype=int)
     n = len(labels)
-    sizes = np.bincount(labels, minlength=int(labels.max(initial=-1)) + 1)
+    sizes = np.bincount(labels)
     names = {c: f"{cluster_name(c, method)} ({sizes[c]})" for c in np.unique(labels)}
     rows = pd.DataFrame({
         REFERENCE: np.arange(n),
