@@ -16,6 +16,8 @@ fresh browser context, i.e. a new Streamlit session. Measured:
   server), and the first one again (warm).
 - k change (target p90 < 300 ms): keydown on the k slider -> the new k drawn, timed in the page
   (`bench_app.time_k_changes`), and -> Streamlit idle, timed by the driver.
+- keep-alive response: a small answer (/_stcore/health) on one HTTP keep-alive connection, as the page's
+  ~150 scripts arrive; about 40 ms each where the server leaves Nagle's algorithm on (`app.server.NoDelay`).
 - server memory: resident set of the streamlit process (Linux /proc) with one session open (overview, then a
   neuron page) and with `--sessions` open, after a first session warmed the shared caches; MB per extra
   session.
@@ -25,6 +27,7 @@ Chromium and the server share this machine's cores; the load average is printed 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -85,6 +88,22 @@ def rss_mb(url: str) -> float:
     raise RuntimeError(f"no streamlit process serves {url}")
 
 
+def keep_alive_s(url: str, requests: int = 20) -> list[float]:
+    """Seconds per request for ``requests`` small answers in a row on one keep-alive connection."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    seconds = []
+    try:
+        for _ in range(requests):
+            start = time.perf_counter()
+            connection.request("GET", "/_stcore/health")
+            connection.getresponse().read()
+            seconds.append(time.perf_counter() - start)
+    finally:
+        connection.close()
+    return seconds
+
+
 def ranking(directory: Path) -> list[int]:
     """The store's neurons, most polysemantic first (the overview's order)."""
     with RunStore.open(directory) as store:
@@ -108,6 +127,7 @@ def bench(directory: Path, repeats: int, sessions: int, k_changes: int) -> dict:
     report: dict = {"neurons": len(order), "load_average_before": os.getloadavg()}
     log = Path("/tmp/bench-large-browser-server.log")
     with serve(directory.parent, log=log) as url, chromium() as browser:
+        report["keep_alive_s"] = keep_alive_s(url)
         overview = f"{url}/?run={run}"
         fresh, cached = [], []
         for _ in range(repeats + 1):
@@ -169,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     r = bench(directory, args.repeats, args.sessions, args.k_changes)
     print(f"store {directory}: {r['neurons']} neurons; {os.cpu_count()} cores shared by chromium and server")
     print(f"load average before {r['load_average_before']}, after {r['load_average_after']}")
+    print(f"keep-alive response:               {_ms(r['keep_alive_s'])}")
     print(f"overview paint, cold server:       {r['overview_paint_s']['cold server'] * 1000:6.0f} ms")
     print(f"overview paint, new visitor:       {_ms(r['overview_paint_s']['new visitor'])}")
     print(f"overview paint, returning visitor: {_ms(r['overview_paint_s']['returning'])}")
