@@ -9,6 +9,8 @@ draws a chart of more than 2,000 data points on a canvas and a smaller one as SV
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from app.chart_specs import data_free_spec
 from app.figures import METHOD_COLOURS
 from store.schema import DistanceCorrelation, MethodComparison
 
@@ -25,13 +28,13 @@ PICK, BOX = "pick", "box"
 HEIGHT_PX = 360
 
 
-def distribution_chart(table: pd.DataFrame) -> alt.Chart:
-    """Fig. A.2: overall embedding distance vs rho_inter - rho_intra, a dot per neuron coloured by the score
-    (with its legend), its id, rank and scores on hover; a click selects the neuron (`PICK`), a drag a box
-    of them (`BOX`)."""
-    data = table[["neuron", "rank", "overall", "polysemanticity"]]
-    return (
-        alt.Chart(data, height=HEIGHT_PX)
+DISTRIBUTION_FIELDS = ["neuron", "rank", "overall", "polysemanticity"]
+
+
+@functools.cache
+def _distribution_spec() -> dict:
+    chart = (
+        alt.Chart(height=HEIGHT_PX)
         .mark_circle(size=70, opacity=0.9, stroke="white", strokeWidth=0.5)
         .encode(
             x=alt.X("overall:Q", title="overall distance (mean over all pairs)", scale=alt.Scale(zero=False)),
@@ -49,6 +52,19 @@ def distribution_chart(table: pd.DataFrame) -> alt.Chart:
             alt.selection_interval(name=BOX, encodings=["x", "y"]),
         )
     )
+    return data_free_spec(chart)
+
+
+def distribution_spec() -> dict:
+    """Fig. A.2's Vega-Lite spec, without data (the rows are `distribution_rows`): overall embedding distance
+    vs rho_inter - rho_intra, a dot per neuron coloured by the score (with its legend), its id, rank and
+    scores on hover; a click selects the neuron (`PICK`), a drag a box of them (`BOX`)."""
+    return copy.deepcopy(_distribution_spec())
+
+
+def distribution_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Fig. A.2's rows: a neuron each, with its `DISTRIBUTION_FIELDS`."""
+    return table[DISTRIBUTION_FIELDS]
 
 
 def chosen_neurons(event: Any, table: pd.DataFrame) -> list[int]:

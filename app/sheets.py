@@ -69,8 +69,11 @@ def thumbnail_strip(run: RunRef, neuron: int, n_thumbnails: int = 6, height_px: 
     return figures.jpeg_data_uri(figures.strip(thumbs, height_px))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
 def thumbnail_strips(run: RunRef, neurons: list[int]) -> dict[int, str]:
-    """`thumbnail_strip` of each of ``neurons`` that has thumbnails."""
+    """`thumbnail_strip` of each of ``neurons`` that has thumbnails. Cached as a whole too: the ranking asks
+    for the same 150 on every run of the overview, and 150 cache lookups (each hashing the run) cost more
+    than the rest of the table."""
     strips = {int(n): thumbnail_strip(run, int(n)) for n in neurons}
     return {n: uri for n, uri in strips.items() if uri is not None}
 

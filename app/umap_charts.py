@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from app.chart_specs import data_free_spec
 from app.figures import MARKERS, cluster_name, colour
 
 # Selection parameters: a click picks one reference (shift-click adds more), a drag boxes several.
@@ -60,10 +61,7 @@ def _spec(method: str, title: str) -> dict:
             alt.selection_interval(name=BOX, encodings=["x", "y"]),
         )
     )
-    spec = chart.to_dict()
-    for key in ("data", "datasets", "config"):  # the rows come separately (`umap_rows`)
-        spec.pop(key, None)
-    return spec
+    return data_free_spec(chart)  # the rows come separately (`umap_rows`)
 
 
 def umap_spec(method: str, title: str) -> dict:

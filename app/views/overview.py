@@ -369,6 +369,21 @@ def ranking_section(run: RunRef, table: pd.DataFrame) -> None:
     )
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def paper_figure_specs(run: RunRef) -> dict[str, dict]:
+    """The Vega-Lite specs, data included, of the run's method comparison (Fig. 4, "methods") and distance
+    correlation (Sec. 4.2, "correlation"), those it has stored: built once per run, as building an Altair
+    chart and validating its spec took longer than the rest of the overview's script."""
+    specs, labels = {}, analysis.METHOD_LABELS
+    comparison = store_access.method_comparison(run)
+    if comparison is not None:
+        specs["methods"] = overview_charts.method_comparison_chart(comparison, labels).to_dict()
+    correlation = store_access.distance_correlation(run)
+    if correlation is not None and correlation.methods:
+        specs["correlation"] = overview_charts.correlation_chart(correlation, labels).to_dict()
+    return specs
+
+
 def figures_section(run: RunRef, table: pd.DataFrame) -> None:
     left, right = st.columns(2)
     with left:
@@ -378,8 +393,9 @@ def figures_section(run: RunRef, table: pd.DataFrame) -> None:
             "ρ_inter − ρ_intra. Polysemantic neurons sit high. Click a dot to open the neuron; drag a box "
             "to list several."
         )
-        event = st.altair_chart(
-            overview_charts.distribution_chart(table),
+        event = st.vega_lite_chart(
+            overview_charts.distribution_rows(table),
+            overview_charts.distribution_spec(),
             key="distribution",
             on_select="rerun",
             selection_mode=(overview_charts.PICK, overview_charts.BOX),
@@ -402,15 +418,12 @@ def figures_section(run: RunRef, table: pd.DataFrame) -> None:
             "(baseline), or by the embeddings themselves (upper bound), judged by the embedder: mean "
             "distance within (ρ_intra, solid; lower is better) and across groups (ρ_inter, dashed)."
         )
-        comparison = store_access.method_comparison(run)
-        if comparison is not None:
-            st.altair_chart(
-                overview_charts.method_comparison_chart(comparison, analysis.METHOD_LABELS), key="methods"
-            )
+        specs = paper_figure_specs(run)
+        if "methods" in specs:
+            st.vega_lite_chart(specs["methods"], key="methods")
         else:
             st.caption("No method comparison stored in this run.")
-    correlation = store_access.distance_correlation(run)
-    if correlation is not None and correlation.methods:
+    if "correlation" in specs:
         left, _ = st.columns(2)
         with left:
             st.subheader("Distance correlation (Sec. 4.2)")
@@ -418,9 +431,7 @@ def figures_section(run: RunRef, table: pd.DataFrame) -> None:
                 "How well each method's pairwise distances between a neuron's references follow the "
                 "embedder's (Pearson r over all neurons' pairs; error bars: SEM over neuron subsets)."
             )
-            st.altair_chart(
-                overview_charts.correlation_chart(correlation, analysis.METHOD_LABELS), key="correlation"
-            )
+            st.vega_lite_chart(specs["correlation"], key="correlation")
 
 
 def render() -> None:
