@@ -79,11 +79,10 @@ def _as_rows(vectors: np.ndarray) -> np.ndarray:
 
 def fit_virtual_neurons(vectors: np.ndarray, k: int, seed: int) -> VirtualNeurons:
     """k-means (`VirtualNeurons`, ``seed``) on ``vectors (n, d)`` with one thread, numbered by size."""
-    from threadpoolctl import threadpool_limits
-
+    from pure_core.threads import one_thread
     from pure_core.virtual import VirtualNeurons
 
-    with threadpool_limits(1):
+    with one_thread():
         fitted = VirtualNeurons(n_clusters=int(k), random_state=seed).fit(_as_rows(vectors))
     return fitted.numbered_by_size()
 
@@ -188,12 +187,11 @@ def k_choice(run: RunRef, neuron: int) -> KChoice | None:
         return None
     if data.k_choice is not None:
         return data.k_choice
-    from threadpoolctl import threadpool_limits
-
     from pure_core.k_choice import k_diagnostics
+    from pure_core.threads import one_thread
 
     meta = run_details(run).meta
-    with threadpool_limits(1):
+    with one_thread():
         result = k_diagnostics(data.pure, meta.ks or [2, 3, 4, 5], data.embeddings, random_state=meta.seed)
     return KChoice(result.ks, result.silhouette, result.stability, result.score, result.suggested_k)
 

@@ -93,9 +93,9 @@ def write_small_store(
 
     Every value goes in as its `store.schema` record, as precompute writes them. ``seed`` seeds the planted
     data; the run's k-means seed is `RUN_SEED`."""
-    from threadpoolctl import threadpool_limits
+    from pure_core.threads import one_thread
 
-    with threadpool_limits(1):  # k-means on tiny arrays: OpenMP start-up costs 20x the work
+    with one_thread():  # k-means on tiny arrays: OpenMP start-up costs 20x the work
         return _write_small_store(
             directory, neurons, layer, lower_layer, c_lower, c_layer, n_ref, stages, seed, model
         )

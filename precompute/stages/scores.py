@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from joblib import Parallel, delayed
-from threadpoolctl import threadpool_limits
 
 from precompute.config import UmapConfig
 from precompute.job import Job
@@ -24,6 +23,7 @@ from pure_core.k_choice import k_diagnostics
 from pure_core.labels import label_shares
 from pure_core.projection import import_umap, umap_2d
 from pure_core.sources import GroundTruth
+from pure_core.threads import one_thread
 from store import RunStore
 from store.schema import (
     ActivationVectors,
@@ -123,7 +123,7 @@ def score_neuron(inputs: NeuronInputs, ks: list[int], seed: int, umap_cfg: UmapC
     single-threaded, so a process per neuron gives the values of the serial loop."""
     embeddings, pure, activation = inputs.embeddings, inputs.pure, inputs.activation
     n = len(embeddings)
-    with threadpool_limits(1):
+    with one_thread():
         poly = sc.polysemanticity(embeddings, random_state=seed)
         ks = [int(k) for k in ks if k <= n]
         fits = sc.fit_methods({"pure": pure, "activation": activation, "embedding": embeddings}, ks, seed)
@@ -219,7 +219,7 @@ def run(job: Job) -> None:
                         store.write(record, neuron)
     runner.close()
     if job.group.is_main:  # every rank's neurons are scored now
-        with threadpool_limits(1):
+        with one_thread():
             _aggregate(job, references, None if labelled is None else labelled[0])
     job.group.barrier()
 
