@@ -23,6 +23,7 @@ type); OIDC is the way to real identities. Failed passwords are limited per clie
 (`AttemptLimiter`), compared in constant time, and a successful login sets a signed cookie
 (`AccessPolicy.session_token`: HMAC-SHA256 over e-mail and expiry, keyed by the cookie secret and the
 password), so a reload or a shared link in a new tab stays logged in until it expires or the user logs out.
+Logging out revokes that cookie on the server (`RevokedTokens`): a copy of it admits nobody afterwards.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from secrets import token_urlsafe
 from typing import Any, Literal
 
 import streamlit as st
@@ -114,11 +116,12 @@ class AccessPolicy:
 
     def session_token(self, email: str, now: float) -> str | None:
         """A login cookie's value for ``email``, valid `session_s` from ``now`` (epoch seconds):
-        ``<e-mail, base64url>.<expiry>.<HMAC-SHA256 hex>``; None without a cookie secret."""
+        ``<e-mail, base64url>.<expiry>.<nonce>.<HMAC-SHA256 hex>``, the nonce making each login's cookie its
+        own (to revoke one, `RevokedTokens`); None without a cookie secret."""
         if self.cookie_secret is None:
             return None
         name = base64.urlsafe_b64encode(email.encode()).decode().rstrip("=")
-        payload = f"{name}.{int(now + self.session_s)}"
+        payload = f"{name}.{int(now + self.session_s)}.{token_urlsafe(9)}"
         return f"{payload}.{hmac.new(self._cookie_key(), payload.encode(), hashlib.sha256).hexdigest()}"
 
     def token_email(self, token: object, now: float) -> str | None:
@@ -127,7 +130,8 @@ class AccessPolicy:
         if self.cookie_secret is None or not isinstance(token, str) or len(token) > 1024:
             return None
         payload, _, signature = token.rpartition(".")
-        name, _, expiry = payload.partition(".")
+        name, _, rest = payload.partition(".")
+        expiry = rest.partition(".")[0]  # the nonce follows
         expected = hmac.new(self._cookie_key(), payload.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(signature.encode(), expected.encode()):
             return None
@@ -184,6 +188,36 @@ class AttemptLimiter:
 LOGIN_ATTEMPTS = AttemptLimiter()
 
 
+class RevokedTokens:
+    """Login cookies whose owner logged out before they expired, shared by all sessions of the process
+    (thread-safe): a copy of the cookie (another browser, a leaked header) admits nobody afterwards. Each is
+    kept until it would have expired anyway; a server restart forgets them, and a copied cookie then works
+    until its own expiry (at most ``session_hours`` after its login)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._until: dict[str, float] = {}  # token -> when it expires by itself
+        self._lock = threading.Lock()
+
+    def revoke(self, token: str, until: float) -> None:
+        """Refuse ``token`` from now until ``until`` (epoch seconds); forgets those past their time."""
+        now = self.clock()
+        with self._lock:
+            self._until = {t: end for t, end in self._until.items() if end > now}
+            self._until[token] = until
+
+    def __contains__(self, token: object) -> bool:
+        with self._lock:
+            return isinstance(token, str) and self._until.get(token, -math.inf) > self.clock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._until)
+
+
+REVOKED_TOKENS = RevokedTokens()
+
+
 def _email_list(values: Any) -> frozenset[str]:
     """An allow-list from secrets.toml: exact addresses and ``@domain`` entries, lower-case."""
     if isinstance(values, str):
@@ -232,17 +266,25 @@ def _admitted_email(policy: AccessPolicy) -> str | None:
             return None
         email = st.user.get("email") or ""
         return email if policy.email_allowed(email) else None
+    if st.session_state.get("access_token") in REVOKED_TOKENS:  # logged out in another tab or browser
+        _log_out_of_password(policy)
     email = st.session_state.get("access_email")
     if email is None and not st.session_state.get("access_logged_out"):
-        email = policy.token_email(st.context.cookies.get(SESSION_COOKIE), time.time())
+        token = st.context.cookies.get(SESSION_COOKIE)
+        email = None if token in REVOKED_TOKENS else policy.token_email(token, time.time())
         if email is not None:
             st.session_state["access_email"] = email
+            st.session_state["access_token"] = token
     return email
 
 
-def _log_out_of_password() -> None:
-    """Forget the login in this session and have the page delete its cookie (which this session, having
-    read the cookie when it connected, ignores from now on)."""
+def _log_out_of_password(policy: AccessPolicy) -> None:
+    """Forget the login in this session, revoke its cookie (`REVOKED_TOKENS`: copies of it are refused too)
+    and have the page delete it (this session, having read the cookie when it connected, ignores it from now
+    on)."""
+    token = st.session_state.pop("access_token", None)
+    if token is not None:
+        REVOKED_TOKENS.revoke(token, until=time.time() + policy.session_s)
     st.session_state.pop("access_email", None)
     st.session_state["access_logged_out"] = True
     st.session_state["access_cookie"] = ""
@@ -288,7 +330,7 @@ def require_access() -> None:
     elif policy.mode == "password":
         with st.sidebar:
             st.caption(f"Signed in as {code(email)} (self-declared: the password is shared)")
-            st.button("Log out", on_click=_log_out_of_password)
+            st.button("Log out", on_click=_log_out_of_password, args=(policy,))
             _write_pending_cookie(policy)
 
 
@@ -322,7 +364,8 @@ def _check_password(policy: AccessPolicy, email: str, attempt: str) -> None:
         st.session_state.pop("access_logged_out", None)
         token = policy.session_token(email, time.time())
         if token is not None:
-            st.session_state["access_cookie"] = token
+            st.session_state["access_cookie"] = token  # to write from the page
+            st.session_state["access_token"] = token  # to revoke at logout
         st.rerun()
     LOGIN_ATTEMPTS.failed(client)
     st.error("Wrong password, or this e-mail is not on the allow-list.")

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import TextInput
 
 from app import auth
-from app.auth import SESSION_COOKIE, AccessPolicy, AttemptLimiter
+from app.auth import SESSION_COOKIE, AccessPolicy, AttemptLimiter, RevokedTokens
 
 PAGE = """
 from app.auth import require_access
@@ -204,11 +204,13 @@ def test_session_token_is_signed_expires_and_follows_the_secret_password_and_all
     token = policy.session_token("ada@lab.org", now=1_000.0)
     assert policy.token_email(token, now=1_000.0 + 2 * 3600 - 1) == "ada@lab.org"
     assert policy.token_email(token, now=1_000.0 + 2 * 3600) is None  # expired
-    name, expiry, signature = token.split(".")
+    name, expiry, nonce, signature = token.split(".")
+    assert policy.session_token("ada@lab.org", now=1_000.0) != token  # each login's cookie is its own
     forged = [
-        f"{name}.{int(expiry) + 10**6}.{signature}",  # a later expiry
+        f"{name}.{int(expiry) + 10**6}.{nonce}.{signature}",  # a later expiry
+        f"{name}.{expiry}.{nonce[::-1]}.{signature}",  # another nonce
         token.replace(name, "ZXZlQGxhYi5vcmc"),  # another e-mail (eve@lab.org)
-        f"{name}.{expiry}.{'0' * 64}",
+        f"{name}.{expiry}.{nonce}.{'0' * 64}",
         "",
         "a.b",
         "x" * 5000,
@@ -239,6 +241,36 @@ def test_login_sets_the_signed_cookie_from_the_page_and_logout_deletes_it(clock)
     assert "PROTECTED CONTENT" not in _markdown(at)
     [script] = [h.proto.body for h in at.get("html")]
     assert f"document.cookie = '{SESSION_COOKIE}=; Max-Age=0;" in script
+
+
+def test_revoked_tokens_are_refused_until_they_would_have_expired_and_then_forgotten():
+    clock = FakeClock()
+    revoked = RevokedTokens(clock=clock)
+    revoked.revoke("a.1.n.sig", until=clock.now + 60)
+    assert "a.1.n.sig" in revoked and "b.1.n.sig" not in revoked and None not in revoked
+    clock.now += 60
+    assert "a.1.n.sig" not in revoked  # it has expired by itself: nothing left to refuse
+    revoked.revoke("b.1.n.sig", until=clock.now + 60)
+    assert len(revoked) == 1  # the lapsed one was dropped, so the list stays as long as the live logouts
+
+
+def _cookie_set_by(at: AppTest) -> str:
+    """The login cookie's value that the page was told to set after ``at``'s login."""
+    [script] = [h.proto.body for h in at.sidebar.get("html")]
+    return re.search(rf"{SESSION_COOKIE}=([^;]+);", script).group(1)
+
+
+def test_logging_out_revokes_the_cookie_and_ends_every_session_admitted_with_it(clock, monkeypatch):
+    monkeypatch.setattr(auth, "REVOKED_TOKENS", RevokedTokens())
+    at = _log_in(_app(PASSWORD_SECRETS), "ada@lab.org", "s3cret")
+    other = _log_in(_app(PASSWORD_SECRETS), "ada@lab.org", "s3cret")  # another tab, its own cookie
+    token, other_token = _cookie_set_by(at), _cookie_set_by(other)
+    at.sidebar.button[0].click().run()  # log out
+    assert token in auth.REVOKED_TOKENS and other_token not in auth.REVOKED_TOKENS
+    assert "PROTECTED CONTENT" in _markdown(other.run())  # other logins stand
+    auth.REVOKED_TOKENS.revoke(other_token, until=time.time() + 60)  # its owner logs out in another tab
+    assert "PROTECTED CONTENT" not in _markdown(other.run())
+    assert other.button[0].label == "Log in"
 
 
 def test_password_login_says_the_email_is_self_declared():

@@ -153,7 +153,7 @@ def test_nothing_the_pages_fetch_answers_with_data_without_a_login_and_nothing_l
     assert {"data:image/jpeg", "data:image/png", "data:text/csv"} <= inline
 
 
-def test_a_login_survives_a_reload_and_a_new_tab_until_logging_out(instance):
+def test_a_login_survives_a_reload_and_a_new_tab_until_logging_out_which_revokes_it(instance):
     url, run, browser = instance
     context = browser.new_context(viewport={"width": 1400, "height": 1400})
     page = context.new_page()
@@ -177,6 +177,14 @@ def test_a_login_survives_a_reload_and_a_new_tab_until_logging_out(instance):
     page.get_by_role("button", name="Log in").wait_for()
     assert page.get_by_text("Signed in as").count() == 0
     context.close()
+    # a copy of the cookie, taken before the logout (another browser, a leaked header), admits nobody now
+    copied = browser.new_context(viewport={"width": 1400, "height": 1400})
+    copied.add_cookies([cookie])
+    page = copied.new_page()
+    page.goto(f"{url}/neuron?run={run}&k=2")
+    page.get_by_role("button", name="Log in").wait_for()
+    assert page.get_by_text("Signed in as").count() == 0
+    copied.close()
 
 
 def test_crafted_query_values_render_as_text_without_links_images_or_html(instance):
