@@ -23,12 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
 from pure_core.attribution import pure_attributions_for_pairs
-from pure_core.scores import cluster_distances
-from pure_core.virtual import VirtualNeurons
+from pure_core.k_choice import split_readings
 
 __all__ = ["DepthProfile", "circuits_at_layers", "depth_profile"]
 
@@ -76,12 +75,8 @@ def depth_profile(circuits: Mapping[str, np.ndarray], embeddings=None, concepts:
         R = np.asarray(circuits[name], dtype=np.float64)
         if not 2 <= k < len(R):
             continue
-        labels = VirtualNeurons(n_clusters=k, random_state=random_state).fit(R).labels_
-        if len(np.unique(labels)) > 1:
-            silhouette[i] = silhouette_score(R, labels)
-        if embeddings is not None:
-            rho_intra, rho_inter = cluster_distances(embeddings, labels)
-            rho_gap[i] = rho_inter - rho_intra
+        fitted = split_readings(R, k, embeddings, random_state=random_state)
+        silhouette[i], rho_gap[i] = fitted.silhouette, fitted.rho_gap
         if concepts is not None:
-            ari[i] = adjusted_rand_score(list(concepts), labels)
+            ari[i] = adjusted_rand_score(list(concepts), fitted.labels)
     return DepthProfile(layers, int(k), rho_gap, silhouette, ari)

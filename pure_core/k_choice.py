@@ -29,7 +29,8 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from pure_core.scores import cluster_distances
 from pure_core.virtual import VirtualNeurons
 
-__all__ = ["MIN_STABILITY", "N_SEEDS", "KDiagnostics", "k_diagnostics", "split_stability", "suggest_k"]
+__all__ = ["MIN_STABILITY", "N_SEEDS", "KDiagnostics", "Split", "k_diagnostics", "split_readings",
+           "split_stability", "suggest_k"]
 
 N_SEEDS = 5  # k-means starts compared per k
 MIN_STABILITY = 0.8  # mean ARI between starts for a k to count as stable
@@ -45,6 +46,32 @@ class KDiagnostics:
     stability: np.ndarray
     score: np.ndarray
     suggested_k: int
+
+
+@dataclass(frozen=True)
+class Split:
+    """One k-split of a neuron's circuits: its ``labels (n,)``, their ``silhouette`` (NaN for a single
+    cluster) and its ``rho_gap``, rho_inter - rho_intra under the crops' embeddings (NaN without them)."""
+
+    labels: np.ndarray
+    silhouette: float
+    rho_gap: float
+
+
+def split_readings(R: np.ndarray, k: int, embeddings=None, *, labels: np.ndarray | None = None,
+          random_state: int = 0) -> Split:
+    """The `Split` of the circuits ``R (n, C)`` into ``k`` virtual neurons: k-means with ``random_state``
+    (`VirtualNeurons`, as precompute and the app split), or ``labels`` when already fitted; ``embeddings
+    (n, D)``: the crops' embeddings for the rho gap. Read per k by `k_diagnostics`, per layer by
+    `pure_core.depth.depth_profile`."""
+    if labels is None:
+        labels = VirtualNeurons(n_clusters=k, random_state=random_state).fit(R).labels_
+    silhouette = float(silhouette_score(R, labels)) if len(np.unique(labels)) > 1 else np.nan
+    rho_gap = np.nan
+    if embeddings is not None:
+        rho_intra, rho_inter = cluster_distances(embeddings, labels)
+        rho_gap = float(rho_inter - rho_intra)
+    return Split(labels, silhouette, rho_gap)
 
 
 def split_stability(R: np.ndarray, k: int, n_seeds: int = N_SEEDS, random_state: int = 0) -> float:
@@ -82,13 +109,7 @@ def k_diagnostics(R, ks: Sequence[int], embeddings=None, *, labels: dict[int, np
     for i, k in enumerate(ks):
         if not 2 <= k < n:
             continue
-        split = (labels or {}).get(k)
-        if split is None:
-            split = VirtualNeurons(n_clusters=k, random_state=random_state).fit(R).labels_
-        if len(np.unique(split)) > 1:
-            silhouette[i] = silhouette_score(R, split)
+        fitted = split_readings(R, k, embeddings, labels=(labels or {}).get(k), random_state=random_state)
+        silhouette[i], score[i] = fitted.silhouette, fitted.rho_gap
         stability[i] = split_stability(R, k, n_seeds, random_state)
-        if embeddings is not None:
-            rho_intra, rho_inter = cluster_distances(embeddings, split)
-            score[i] = rho_inter - rho_intra
     return KDiagnostics(ks, silhouette, stability, score, suggest_k(ks, silhouette, stability, min_stability))
