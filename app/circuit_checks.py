@@ -30,16 +30,13 @@ class Settings:
 def reference_inputs(run: RunRef, neuron: int):
     """The neuron's references as the model's inputs ``(n, 3, H, W)`` on its device: the stored images are
     at model-input geometry already, so only the model's normalisation is applied."""
-    from store.codecs import decode_image
+    from store.codecs import decode_pixels
 
     nd = store_access.neuron_data(run, neuron)
     loaded = model_cache.model_for(run)
-    pixels = np.stack([
-        np.asarray(decode_image(store_access.reference_image(run, int(i))).convert("RGB"))
-        for i in nd.dataset_indices[: nd.n_references]
-    ])
+    blobs = [store_access.reference_image(run, int(i)) for i in nd.dataset_indices[: nd.n_references]]
     device = next(loaded.model.parameters()).device
-    return loaded.preprocess.from_pixels(pixels).to(device)
+    return loaded.preprocess.from_pixels(decode_pixels(blobs)).to(device)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

@@ -45,7 +45,7 @@ from pure_core.models import (
 from pure_core.purify import PurifiedExportError, PurifiedModel, purified_pass, purify, save_purified
 from pure_core.virtual import VirtualNeurons
 from store import RunStore, StoreError
-from store.codecs import decode_image
+from store.codecs import decode_pixels
 from store.schema import NeuronScores, PureVectors, ReferenceImage, References, RunMeta, Summary
 
 __all__ = ["NeuronReport", "NeuronSplit", "PurifyError", "main", "measure", "read_splits", "select_neurons"]
@@ -140,13 +140,13 @@ def read_splits(store: RunStore, references: References, neurons: Sequence[int],
 def reference_inputs(store: RunStore, indices: np.ndarray, preprocess: Preprocessing) -> torch.Tensor:
     """The stored reference images ``indices`` as model inputs ``(n, 3, H, W)``: decoded at model-input
     resolution and normalised as precompute's stages do (`Preprocessing.from_pixels`)."""
-    pixels = []
+    blobs = []
     for index in indices:
         record = store.read(ReferenceImage, int(index))
         if record is None:
             raise PurifyError(f"store {store.directory} is incomplete: reference image {index} is missing")
-        pixels.append(np.asarray(decode_image(record.data)))
-    return preprocess.from_pixels(np.stack(pixels))
+        blobs.append(record.data)
+    return preprocess.from_pixels(decode_pixels(blobs))
 
 
 # -- measuring -----------------------------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
+import numpy as np
 from PIL import Image
 
-__all__ = ["EMBED_QUALITY", "LOSSLESS_MAX_PIXELS", "THUMB_QUALITY", "decode_image", "encode_image",
-           "reference_quality"]
+__all__ = ["EMBED_QUALITY", "LOSSLESS_MAX_PIXELS", "THUMB_QUALITY", "decode_image", "decode_pixels",
+           "encode_image", "reference_quality"]
 
 EMBED_QUALITY = 90  # WEBP quality of reference images and of crops for embedding
 THUMB_QUALITY = 85  # WEBP quality of display thumbnails
@@ -35,3 +37,9 @@ def decode_image(data: bytes) -> Image.Image:
     """The RGB image stored as ``data`` (WEBP, or any format PIL reads)."""
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
+
+
+def decode_pixels(blobs: Iterable[bytes]) -> np.ndarray:
+    """The images stored as ``blobs`` (all of one size, as reference images are) as one ``(n, H, W, 3)``
+    uint8 array, the input of `pure_core.models.Preprocessing.from_pixels`."""
+    return np.stack([np.asarray(decode_image(data)) for data in blobs])
