@@ -203,9 +203,9 @@ def trail(run: RunRef, neuron: int) -> list[state.Crumb]:
     return state.parse_trail(owner[2], names)
 
 
-def write_params(run: RunRef, neuron: int, k: int) -> None:
-    """The page's URL: run, neuron, k and the trail it was reached by."""
-    ui.write_params(run=run.name, neuron=neuron, k=k, trail=state.encode_trail(trail(run, neuron)) or None)
+def write_params(run: RunRef, neuron: int, k: int, crumbs: Sequence[state.Crumb]) -> None:
+    """The page's URL: run, neuron, k and the trail it was reached by (``crumbs``, `trail`)."""
+    ui.write_params(run=run.name, neuron=neuron, k=k, trail=state.encode_trail(crumbs) or None)
 
 
 def neuron_url(run_name: str, neuron: int, k: int | None = None,
@@ -251,9 +251,9 @@ def lower_channel_html(lower: RunRef | None, links: Mapping[int, str], lower_lay
     return "".join(parts)
 
 
-def breadcrumb(run: RunRef, neuron: int) -> None:
-    """Where the visitor came from down the chain of layers, each step a link back up (at its k)."""
-    crumbs = trail(run, neuron)
+def breadcrumb(run: RunRef, neuron: int, crumbs: Sequence[state.Crumb]) -> None:
+    """Where the visitor came from down the chain of layers (``crumbs``, `trail`), each step a link back up
+    (at its k)."""
     if not crumbs:
         return
     runs = {info.directory.name: info for info in store_access.available_runs(str(store_access.runs_root()))}
@@ -282,12 +282,13 @@ def shown_in_grid(members: np.ndarray, show_all: bool) -> tuple[np.ndarray, str]
 
 
 def virtual_neuron_grids(
-    run: RunRef, nd: NeuronData, k: int, method: str, result: Clustering, show_all: bool = False
+    run: RunRef, nd: NeuronData, k: int, method: str, result: Clustering, show_all: bool,
+    crumbs: Sequence[state.Crumb],
 ) -> None:
-    """Per cluster of ``result``: its reference grid (`shown_in_grid`) beside its circuit."""
+    """Per cluster of ``result``: its reference grid (`shown_in_grid`) beside its circuit, whose channels
+    link down to the lower layer's pages with the way back up (``crumbs``, then this virtual neuron)."""
     meta = store_access.run_details(run).meta
     lower = store_access.lower_layer_run(str(store_access.runs_root()), run)
-    crumbs = trail(run, nd.neuron)
     predicted = analysis.cluster_labels(run, nd.neuron, k, method) or [None] * k
     data = analysis.cluster_labels(run, nd.neuron, k, method, source="data") or [None] * k
     clip = analysis.cluster_labels(run, nd.neuron, k, method, source="clip") or [None] * k
@@ -407,12 +408,13 @@ def enlarged_reference(run: RunRef, nd: NeuronData, position: int, k: int | None
 def render_neuron(run: RunRef, neuron: int, nd: NeuronData) -> None:
     """The k-independent part (explanation, header, all references), then the k control and everything it
     changes."""
-    breadcrumb(run, neuron)
+    crumbs = trail(run, neuron)
+    breadcrumb(run, neuron, crumbs)
     how_to_read(run)
     header(run, neuron, nd)
     team_notes.panel(AnnotationKey(run.run_id, neuron), f"Team notes on neuron {neuron}")
     if nd.n_references < 2:
-        write_params(run, neuron, ui.choose_k(nd.n_references))
+        write_params(run, neuron, ui.choose_k(nd.n_references), crumbs)
         st.warning(
             f"Neuron {neuron} has only {nd.n_references} reference(s) with a circuit vector; at least 2 are "
             "needed to split it into virtual neurons. Rerun precompute with a larger dataset or `n_ref` to "
@@ -426,15 +428,15 @@ def render_neuron(run: RunRef, neuron: int, nd: NeuronData) -> None:
     hover_thumbnails([figures.data_uri(b) for b in nd.thumbnails], key=f"hover_thumbnails_{neuron}")
     k_suggestion(run, nd)
     circuit_depth(run, nd)
-    virtual_neurons(run, neuron, nd)
+    virtual_neurons(run, neuron, nd, crumbs)
 
 
 @st.fragment
-def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
+def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData, crumbs: Sequence[state.Crumb]) -> None:
     """The k control and the virtual neurons for that k. A fragment: moving k reruns only this part, so the
     header, the reference sheet and the neuron controls above are neither recomputed nor re-sent."""
     k = ui.choose_k(nd.n_references)
-    write_params(run, neuron, k)
+    write_params(run, neuron, k, crumbs)
     pure = analysis.clustering(run, neuron, k, "pure")
     activation = analysis.clustering(run, neuron, k, "activation")
     st.subheader(f"{k} virtual neuron{'s' if k > 1 else ''}")
@@ -472,7 +474,7 @@ def virtual_neurons(run: RunRef, neuron: int, nd: NeuronData) -> None:
         help=f"Off: each grid shows its {GRID_TILES} most activating references, so k redraws fast.",
     )
     result = pure if method == "pure" or activation is None else activation
-    virtual_neuron_grids(run, nd, k, result.method, result, show_all)
+    virtual_neuron_grids(run, nd, k, result.method, result, show_all, crumbs)
     if st.toggle("Below the top: samples from lower activation bands, assigned to these virtual neurons",
                  key="below_the_top"):  # on request: its tiles would be re-sent on every k change
         quantile_view.below_the_top(run, nd, pure)
@@ -604,7 +606,7 @@ def render() -> None:
     if not run.complete:
         ui.progress(run, "the references, virtual neurons and scores")
     if nd is None or nd.pure is None or not nd.thumbnails:
-        write_params(run, neuron, ui.choose_k(nd.n_references if nd is not None else 0))
+        write_params(run, neuron, ui.choose_k(nd.n_references if nd is not None else 0), trail(run, neuron))
         return
     render_neuron(run, neuron, nd)
 
