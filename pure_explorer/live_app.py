@@ -188,6 +188,12 @@ def new_page(browser: Browser, timeout_ms: int = 60_000) -> Page:
     return page
 
 
+def wait_idle(page: Page, settle_ms: int = 150) -> None:
+    """Wait ``settle_ms`` for a click's rerun to begin, then until the page is `IDLE`."""
+    page.wait_for_timeout(settle_ms)
+    page.wait_for_function(IDLE)
+
+
 # The neuron page's reference maps (the UMAPs, `app.umap_charts`) as drawn: per Vega-Lite chart whose points
 # carry a reference position, its points as [reference, cluster], in reference order (Vega keeps each
 # point's row on its SVG node).

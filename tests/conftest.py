@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pure_explorer.fixtures import LOWER_NEURONS, SMALL_NEURONS, write_small_store
-from pure_explorer.live_app import chromium_path
+from pure_explorer.live_app import chromium, chromium_path
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -27,6 +27,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 TINY_CLIP = "pure-test-tiny-clip"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module (`pure_explorer.live_app.chromium`; Playwright's sync API drives one at a
+    time)."""
+    with chromium() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from pure_explorer.live_app import (
     ALL_CHARTS_DRAWN,
     CHARTS,
     IDLE,
-    chromium,
     free_port,
     new_page,
     serve,
@@ -48,7 +47,7 @@ DATA_ON_PAGE = f"""() => ({{
 
 
 @pytest.fixture(scope="module")
-def protected(demo_runs_root, tmp_path_factory, request):
+def protected(demo_runs_root, tmp_path_factory, request, browser):
     """URL of the app on the demo store, protected by the secrets in ``request.param``."""
     root, _ = demo_runs_root
     secrets = tmp_path_factory.mktemp("secrets") / "secrets.toml"
@@ -56,7 +55,7 @@ def protected(demo_runs_root, tmp_path_factory, request):
     port = free_port()
     command = [*streamlit_command(port), "--secrets.files", str(secrets)]
     run = next(info for info in list_runs(root) if info.complete).directory.name
-    with serve(root, command=command, port=port) as url, chromium() as browser:
+    with serve(root, command=command, port=port) as url:
         yield url, run, browser
 
 

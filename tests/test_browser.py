@@ -21,7 +21,7 @@ from PIL import Image
 
 from app.figures import data_uri
 from app.views.neuron import GRID_TILES
-from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, screenshot, serve
+from pure_explorer.live_app import ALL_CHARTS_DRAWN, new_page, screenshot, serve, wait_idle
 from pure_explorer.sessions import VN_CAPTIONS
 from store import RunStore, list_runs
 from store.schema import Summary, Thumbnails
@@ -51,9 +51,8 @@ def app_url(demo_runs_root):
 
 
 @pytest.fixture(scope="module")
-def page():
-    with chromium() as browser:
-        yield new_page(browser)
+def page(browser):
+    return new_page(browser)
 
 
 def _shot(page, name: str) -> None:
@@ -63,11 +62,6 @@ def _shot(page, name: str) -> None:
 
 def _query(page) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
-
-
-def _wait_idle(page) -> None:
-    page.wait_for_timeout(150)
-    page.wait_for_function(IDLE)
 
 
 def _ranking(root: Path, run_name: str) -> list[int]:
@@ -85,7 +79,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     page.goto(f"{url}/?run={run.directory.name}")
     page.get_by_text("Neurons ranked by polysemanticity").wait_for()
     page.wait_for_function(ALL_CHARTS_DRAWN)
-    _wait_idle(page)
+    wait_idle(page)
     assert page.locator('[data-testid="stDataFrame"]').count() == 1
     assert page.locator('[data-testid="stVegaLiteChart"]').count() == 3
     _shot(page, "overview")
@@ -101,7 +95,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     page.goto(f"{url}/?run={run.directory.name}")
     page.get_by_text("Neurons ranked by polysemanticity").wait_for()
     page.wait_for_function(ALL_CHARTS_DRAWN)
-    _wait_idle(page)
+    wait_idle(page)
 
     # 2. open the second-ranked neuron by selecting its row (row marker column of the glide grid)
     grid = page.locator('[data-testid="stDataFrame"]').bounding_box()
@@ -110,7 +104,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     page.wait_for_url("**/neuron?**")
     page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
     page.wait_for_function(ALL_CHARTS_DRAWN)
-    _wait_idle(page)
+    wait_idle(page)
     params = _query(page)
     assert params["run"] == run.directory.name and int(params["neuron"]) == order[1]
     k = int(params["k"])
@@ -143,7 +137,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     twin.wait_for(state="hidden")
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a click lists it below
     page.get_by_text("1 selected reference(s)").wait_for()
-    _wait_idle(page)
+    wait_idle(page)
 
     # 2c. grids are tiles at the stored thumbnail size; any tile opens its reference large
     with RunStore.open(root / run.directory.name) as store:
@@ -162,7 +156,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     _shot(page, "neuron-reference")
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
-    _wait_idle(page)
+    wait_idle(page)
 
     # 3. change k with the keyboard on the slider; time until the page shows the new clustering
     slider = page.locator('[data-testid="stSlider"] input[type="range"]')
@@ -173,7 +167,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
         slider.press(key)
         page.get_by_role("heading", name=f"{new_k} virtual neurons").wait_for()
         page.wait_for_function(ALL_CHARTS_DRAWN)
-        _wait_idle(page)
+        wait_idle(page)
         latencies.append(time.perf_counter() - start)
         assert _query(page)["k"] == str(new_k)
         assert page.get_by_text(f"VN {new_k} ·").count() >= 1
@@ -197,7 +191,7 @@ def test_overview_neuron_k_and_upload_in_a_real_browser(app_url, page, tmp_path)
     page.locator('input[type="file"]').set_input_files(str(photo))
     page.get_by_text(re.compile("^(Assigned to|No assignment: )")).first.wait_for(timeout=180_000)
     page.get_by_text("Neurons this image activates most").wait_for()
-    _wait_idle(page)
+    wait_idle(page)
     assert page.get_by_text(f"Activation of neuron {order[0]}").count() == 1
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     _shot(page, "upload")
@@ -213,7 +207,7 @@ def test_neuron_page_at_phone_width_keeps_tiles_usable(app_url, page):
         page.goto(f"{url}/neuron?run={run.directory.name}&neuron={neuron}&k=2")
         visible = page.locator(".pure-tile >> visible=true")
         visible.first.wait_for()
-        _wait_idle(page)
+        wait_idle(page)
         widths = [visible.nth(i).bounding_box()["width"] for i in range(min(6, visible.count()))]
         assert min(widths) >= 40, widths
         _shot(page, "neuron-phone")
@@ -229,7 +223,7 @@ def test_the_ranking_fits_a_1366_px_laptop_screen(app_url, page):
     try:
         page.goto(f"{url}/?run={run.directory.name}")
         page.get_by_text("Neurons ranked by polysemanticity").wait_for()
-        _wait_idle(page)
+        wait_idle(page)
         scroller = page.locator('[data-testid="stDataFrame"] .dvn-scroller')
         scroller.wait_for()
         overflow = scroller.evaluate("(element) => element.scrollWidth - element.clientWidth")

@@ -17,7 +17,7 @@ from pure_core.attribution import pure_attributions
 from pure_core.models import ModelSpec, build_model
 from pure_core.registry import load_plugins
 from pure_core.virtual import VirtualNeurons
-from pure_explorer.live_app import IDLE, chromium, new_page, serve
+from pure_explorer.live_app import new_page, serve, wait_idle
 from store import RunStore, list_runs
 from store.codecs import decode_image
 from store.schema import NeuronScores, PureVectors, ReferenceImage, References, RunMeta
@@ -29,12 +29,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with chromium() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def app(demo_runs_root, browser):
     root, _ = demo_runs_root
     ARTIFACTS.mkdir(exist_ok=True)
@@ -43,25 +37,20 @@ def app(demo_runs_root, browser):
         yield url, root / run.directory.name, run.directory.name, new_page(browser)
 
 
-def _idle(page) -> None:
-    page.wait_for_timeout(150)
-    page.wait_for_function(IDLE)
-
-
 def test_the_causal_check_draws_its_ablation_chart_and_selectivity(app):
     url, store_dir, run_name, page = app
     with RunStore.open(store_dir) as store:
         neuron = store.read(References).neuron_ids[0]
     page.goto(f"{url}/neuron?run={run_name}&neuron={neuron}&k=2")
     page.get_by_role("heading", name="2 virtual neurons").wait_for(timeout=120_000)
-    _idle(page)
+    wait_idle(page)
     expander = page.get_by_text("Causal check: ablate each virtual neuron's circuit")
     expander.scroll_into_view_if_needed()
     expander.click()
     page.get_by_text("Run the causal check (runs the model on the references)").click()
     removes = re.compile(r"VN 1: its circuit removes \d+% of the activation")
     page.get_by_text(removes).wait_for(timeout=120_000)
-    _idle(page)
+    wait_idle(page)
     chart = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="VN 1's references")
     assert chart.count() == 1 and chart.get_by_text("ablate VN 2").count() >= 1
     assert page.get_by_text(re.compile(r"VN 2: its circuit removes \d+%")).count() == 1
@@ -95,7 +84,7 @@ def _upload(page, url: str, run_name: str, neuron: int, path: Path) -> None:
     page.get_by_text("Images (PNG, JPEG or WEBP)").wait_for()
     page.locator('input[type="file"]').set_input_files(str(path))
     page.get_by_text("Neurons this image activates most").wait_for(timeout=180_000)
-    _idle(page)
+    wait_idle(page)
 
 
 def test_an_image_unlike_any_circuit_is_flagged_and_a_reference_is_not(app, tmp_path):
@@ -140,7 +129,7 @@ def test_a_circuit_channel_leads_to_its_own_page_and_the_breadcrumb_back_up(chai
         neuron = store.read(References).neuron_ids[0]
     page.goto(f"{url}/neuron?run=demo&neuron={neuron}&k=2")
     page.get_by_role("heading", name="2 virtual neurons").wait_for(timeout=120_000)
-    _idle(page)
+    wait_idle(page)
     # where the circuit splits: the chain's deeper layer charted beside the run's own lower layer
     page.get_by_text(re.compile(r"^Where the circuit splits: circuits taken at")).click()  # the toggle
     depth = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="ARI vs planted concepts")
@@ -161,7 +150,7 @@ def test_a_circuit_channel_leads_to_its_own_page_and_the_breadcrumb_back_up(chai
     assert nav.get_by_text(re.compile(rf"block4 · neuron {neuron} · VN \d of 2")).count() == 1
     assert nav.get_by_text(re.compile(rf"block3 · neuron {channel}")).count() == 1
     page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
-    _idle(page)
+    wait_idle(page)
     page.screenshot(path=str(ARTIFACTS / "drill-down.png"))
     nav.get_by_role("link").first.click()  # back up to the neuron whose circuit was followed, at its k
     page.wait_for_url(re.compile(rf".*/neuron\?run=demo&neuron={neuron}&k=2.*"))

@@ -18,12 +18,11 @@ from PIL import Image
 
 from pure_explorer.live_app import (
     ALL_CHARTS_DRAWN,
-    IDLE,
-    chromium,
     free_port,
     new_page,
     serve,
     streamlit_command,
+    wait_idle,
 )
 from store import list_runs
 
@@ -46,7 +45,7 @@ CRAFTED = (
 
 
 @pytest.fixture(scope="module")
-def instance(demo_runs_root, tmp_path_factory):
+def instance(demo_runs_root, tmp_path_factory, browser):
     """(URL, run name, browser) of the app on the demo store behind the password login."""
     root, _ = demo_runs_root
     secrets = tmp_path_factory.mktemp("secrets") / "secrets.toml"
@@ -54,13 +53,8 @@ def instance(demo_runs_root, tmp_path_factory):
     port = free_port()
     command = [*streamlit_command(port), "--secrets.files", str(secrets)]
     run = next(info for info in list_runs(root) if info.complete).directory.name
-    with serve(root, command=command, port=port) as url, chromium() as browser:
+    with serve(root, command=command, port=port) as url:
         yield url, run, browser
-
-
-def _idle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_function(IDLE)
 
 
 def _log_in(page, url: str) -> None:
@@ -69,7 +63,7 @@ def _log_in(page, url: str) -> None:
     page.get_by_label("Password", exact=True).fill("correct horse")
     page.get_by_role("button", name="Log in").click()
     page.get_by_text("Signed in as").wait_for()
-    _idle(page)
+    wait_idle(page, settle_ms=300)
 
 
 def _fetch_without_cookie(url: str) -> tuple[int, str, bytes]:
@@ -103,14 +97,14 @@ def _visit_every_page(page, url: str, run: str, tmp_path) -> set[str]:
     _log_in(page, f"{url}/?run={run}")
     page.get_by_text("Neurons ranked by polysemanticity").wait_for()
     page.wait_for_function(ALL_CHARTS_DRAWN)
-    _idle(page)
+    wait_idle(page, settle_ms=300)
     seen = _inline_data(page)
     page.goto(f"{url}/neuron?run={run}&k=3")
     page.get_by_role("heading", name="3 virtual neurons").wait_for()
     page.wait_for_function(ALL_CHARTS_DRAWN)
     page.get_by_role("button", name="Download these figures (PNG)").click()
     page.get_by_text("Download these figures (PNG)").and_(page.locator("a")).wait_for()
-    _idle(page)
+    wait_idle(page, settle_ms=300)
     seen |= _inline_data(page)
     photo = tmp_path / "upload.png"
     Image.new("RGB", (96, 96), (200, 30, 40)).save(photo)
@@ -118,7 +112,7 @@ def _visit_every_page(page, url: str, run: str, tmp_path) -> set[str]:
     page.get_by_text("Images (PNG, JPEG or WEBP)").wait_for()
     page.locator('input[type="file"]').set_input_files(str(photo))
     page.get_by_text("Neurons this image activates most").wait_for(timeout=180_000)
-    _idle(page)
+    wait_idle(page, settle_ms=300)
     return seen | _inline_data(page)
 
 
@@ -171,7 +165,7 @@ def test_a_login_survives_a_reload_and_a_new_tab_until_logging_out_which_revokes
 
     page.get_by_role("button", name="Log out").click()
     page.get_by_role("button", name="Log in").wait_for()
-    _idle(page)
+    wait_idle(page, settle_ms=300)
     assert not [c for c in context.cookies() if c["name"] == "pure_explorer_session"]
     page.reload()
     page.get_by_role("button", name="Log in").wait_for()
@@ -192,7 +186,7 @@ def test_crafted_query_values_render_as_text_without_links_images_or_html(instan
     page = new_page(browser)
     _log_in(page, f"{url}/neuron?run={quote(CRAFTED)}&neuron={quote(CRAFTED)}&k={quote(CRAFTED)}")
     page.get_by_text("from the link", exact=False).first.wait_for()
-    _idle(page)
+    wait_idle(page, settle_ms=300)
     main = page.locator('[data-testid="stMain"]')
     assert main.locator("a[href*='evil'], img[src*='evil'], script").count() == 0
     assert page.locator('[data-testid="stAlertContentInfo"] code').count() >= 3

@@ -19,7 +19,6 @@ from pure_explorer.live_app import (
     ALL_CHARTS_DRAWN,
     IDLE,
     K_REDRAW_PROBE,
-    chromium,
     new_page,
     screenshot,
     serve,
@@ -78,58 +77,56 @@ def _coloured_pixels(png: bytes) -> int:
     return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 40).sum())
 
 
-def test_overview_and_a_neuron_page_of_a_2048_neuron_store(large_url):
-    with chromium() as browser:
-        page = new_page(browser, timeout_ms=120_000)
-        page.goto(f"{large_url}/?run=large")
-        page.get_by_text("Neurons ranked by polysemanticity").wait_for()
-        _settle(page)
-        # Fig. A.2 (every neuron a dot: tests/test_large_store.py) is drawn on a canvas, not 2048 SVG nodes
-        chart = page.locator('[data-testid="stVegaLiteChart"]').first
-        chart.scroll_into_view_if_needed()
-        assert chart.locator("canvas.marks").count() == 1 and chart.locator(".mark-symbol").count() == 0
-        # the dots are painted, not just sent
-        assert _coloured_pixels(chart.screenshot()) > 2000
-        assert page.locator('[data-testid="stDataFrame"]').count() == 1
-        page.goto(f"{large_url}/neuron?run=large&neuron=1999&k=3")
-        page.get_by_role("heading", name=re.compile(r"^3 virtual neurons$")).wait_for()
-        _settle(page)
-        assert parse_qs(urlparse(page.url).query)["neuron"] == ["1999"]  # the link's neuron, not a default
-        screenshot(page, ROOT / "test-artifacts" / "large-neuron.png")
+def test_overview_and_a_neuron_page_of_a_2048_neuron_store(large_url, browser):
+    page = new_page(browser, timeout_ms=120_000)
+    page.goto(f"{large_url}/?run=large")
+    page.get_by_text("Neurons ranked by polysemanticity").wait_for()
+    _settle(page)
+    # Fig. A.2 (every neuron a dot: tests/test_large_store.py) is drawn on a canvas, not 2048 SVG nodes
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
+    chart.scroll_into_view_if_needed()
+    assert chart.locator("canvas.marks").count() == 1 and chart.locator(".mark-symbol").count() == 0
+    # the dots are painted, not just sent
+    assert _coloured_pixels(chart.screenshot()) > 2000
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1
+    page.goto(f"{large_url}/neuron?run=large&neuron=1999&k=3")
+    page.get_by_role("heading", name=re.compile(r"^3 virtual neurons$")).wait_for()
+    _settle(page)
+    assert parse_qs(urlparse(page.url).query)["neuron"] == ["1999"]  # the link's neuron, not a default
+    screenshot(page, ROOT / "test-artifacts" / "large-neuron.png")
 
-        # a k change redraws the UMAPs with 4 virtual neurons and updates the link
-        slider = page.locator('[data-testid="stSlider"] input[type="range"]')
-        slider.focus()
-        page.evaluate(K_REDRAW_PROBE, 4)
-        slider.press("ArrowRight")
-        page.wait_for_function("() => window.__kRedraw.drawn !== undefined")
-        _settle(page)
-        assert parse_qs(urlparse(page.url).query)["k"] == ["4"]
-        assert [caption.split(" · ")[0] for caption in page.evaluate(VN_CAPTIONS)] == [
-            f"■ VN {i}" for i in range(1, 5)
-        ]
+    # a k change redraws the UMAPs with 4 virtual neurons and updates the link
+    slider = page.locator('[data-testid="stSlider"] input[type="range"]')
+    slider.focus()
+    page.evaluate(K_REDRAW_PROBE, 4)
+    slider.press("ArrowRight")
+    page.wait_for_function("() => window.__kRedraw.drawn !== undefined")
+    _settle(page)
+    assert parse_qs(urlparse(page.url).query)["k"] == ["4"]
+    assert [caption.split(" · ")[0] for caption in page.evaluate(VN_CAPTIONS)] == [
+        f"■ VN {i}" for i in range(1, 5)
+    ]
 
 
-def test_the_score_filter_narrows_the_ranking(large_url, large_root):
+def test_the_score_filter_narrows_the_ranking(large_url, large_root, browser):
     """The lower end of the score slider moved near the top: the table lists exactly the neurons whose
     rho_inter - rho_intra is at least that end."""
     with RunStore.open(large_root / "large") as store:
         scores = np.array([row.polysemanticity for row in store.read(Summary).rows])
-    with chromium() as browser:
-        page = new_page(browser, timeout_ms=120_000)
-        page.goto(f"{large_url}/?run=large")
-        page.get_by_text("Neurons ranked by polysemanticity").wait_for()
-        _settle(page)
-        page.wait_for_function(f"() => ({RANKING_ROWS})() === {N_NEURONS}")
-        low = page.locator('[data-testid="stSlider"] input[type="range"]').first
-        low.focus()
-        page.keyboard.press("End")  # the lower end onto the upper one: no neuron in range
-        page.get_by_text(re.compile(r"^No neuron of this run has ρ_inter − ρ_intra in")).wait_for()
-        low.focus()  # kept across the rerun, unless the page moved it
-        for _ in range(60):  # 0.6 down from the top
-            page.keyboard.press("ArrowLeft")
-        expected = int((scores >= float(low.input_value()) - 1e-9).sum())
-        assert 0 < expected < N_NEURONS
-        page.wait_for_function(f"() => ({RANKING_ROWS})() === {expected}")
-        _settle(page)
-        assert page.evaluate(RANKING_ROWS) == expected
+    page = new_page(browser, timeout_ms=120_000)
+    page.goto(f"{large_url}/?run=large")
+    page.get_by_text("Neurons ranked by polysemanticity").wait_for()
+    _settle(page)
+    page.wait_for_function(f"() => ({RANKING_ROWS})() === {N_NEURONS}")
+    low = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    low.focus()
+    page.keyboard.press("End")  # the lower end onto the upper one: no neuron in range
+    page.get_by_text(re.compile(r"^No neuron of this run has ρ_inter − ρ_intra in")).wait_for()
+    low.focus()  # kept across the rerun, unless the page moved it
+    for _ in range(60):  # 0.6 down from the top
+        page.keyboard.press("ArrowLeft")
+    expected = int((scores >= float(low.input_value()) - 1e-9).sum())
+    assert 0 < expected < N_NEURONS
+    page.wait_for_function(f"() => ({RANKING_ROWS})() === {expected}")
+    _settle(page)
+    assert page.evaluate(RANKING_ROWS) == expected

@@ -29,12 +29,13 @@ def _event(**selection) -> SimpleNamespace:
 def test_distribution_has_one_dot_per_neuron_with_its_id_and_both_selections():
     table = _table(2048)
     rows = overview_charts.distribution_rows(table)
-    assert rows[["neuron", "overall", "polysemanticity"]].equals(table[["neuron", "overall", "polysemanticity"]])
+    fields = ["neuron", "overall", "polysemanticity"]
+    assert rows[fields].equals(table[fields])
     spec = overview_charts.distribution_spec()
     assert not {"data", "datasets"} & set(spec)  # the rows go separately: one spec for every run
-    fields = {spec["encoding"][channel]["field"] for channel in ("x", "y", "color")}
-    fields |= {t["field"] for t in spec["encoding"]["tooltip"]}
-    assert fields <= set(rows.columns)
+    encoded = {spec["encoding"][channel]["field"] for channel in ("x", "y", "color")}
+    encoded |= {t["field"] for t in spec["encoding"]["tooltip"]}
+    assert encoded <= set(rows.columns)
     assert spec["mark"]["type"] == "circle"
     assert (spec["encoding"]["x"]["field"], spec["encoding"]["y"]["field"]) == ("overall", "polysemanticity")
     assert spec["encoding"]["color"]["field"] == "polysemanticity"  # coloured by the score, with a legend

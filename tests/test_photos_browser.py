@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from app.search import label_hits
-from pure_explorer.live_app import ALL_CHARTS_DRAWN, IDLE, chromium, new_page, screenshot, serve
+from pure_explorer.live_app import ALL_CHARTS_DRAWN, new_page, screenshot, serve, wait_idle
 from store import RunStore, list_runs
 from store.schema import (
     ClassNames,
@@ -50,17 +50,12 @@ def photos_root(tmp_path_factory) -> Path:
     return root
 
 
-def _idle(page) -> None:
-    page.wait_for_timeout(150)
-    page.wait_for_function(IDLE)
-
-
 def _shot(page, name: str) -> None:
     """Screenshot to test-artifacts/; also to docs/screenshots/ with PURE_UPDATE_SCREENSHOTS=1."""
     screenshot(page, ARTIFACTS / f"{name}.png", ROOT / "docs" / "screenshots" / f"{name}.png")
 
 
-def test_the_photos_run_in_a_real_browser(photos_root):
+def test_the_photos_run_in_a_real_browser(photos_root, browser):
     run = next(info for info in list_runs(photos_root) if info.complete)
     assert run.config["model"]["name"] == "efficientnet-lite0" and run.config["dataset"]["kind"] == "photos"
     with RunStore.open(run.directory) as store:
@@ -73,12 +68,12 @@ def test_the_photos_run_in_a_real_browser(photos_root):
     assert len(names) == 1000 and "Egyptian cat" in names  # ImageNet's classes, from the model's weights
     assert "astronaut" in data_names  # the dataset's labels: the photographs
 
-    with serve(photos_root, log=ARTIFACTS / "photos-server.log") as url, chromium() as browser:
+    with serve(photos_root, log=ARTIFACTS / "photos-server.log") as url:
         page = new_page(browser, timeout_ms=120_000)
         page.goto(f"{url}/?run={run.directory.name}")
         page.get_by_text("Neurons ranked by polysemanticity").wait_for()
         page.wait_for_function(ALL_CHARTS_DRAWN)
-        _idle(page)
+        wait_idle(page)
         body = page.locator("body").inner_text()
         assert "efficientnet-lite2" in body and "efficientnet-lite0" in body  # the judge is another network
         assert "is the analysed network itself" not in body
@@ -89,7 +84,7 @@ def test_the_photos_run_in_a_real_browser(photos_root):
         search.fill("astronaut")
         search.press("Enter")
         page.get_by_text("Virtual neurons labelled").wait_for()
-        _idle(page)
+        wait_idle(page)
         first = label_hits(index, {"data": data_names, "predicted": names}, "astronaut").iloc[0]
         grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
         page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 46 / 2)  # row marker of the first row
@@ -102,7 +97,7 @@ def test_the_photos_run_in_a_real_browser(photos_root):
         page.get_by_role("heading", name="2 virtual neurons").wait_for()
         page.wait_for_function(ALL_CHARTS_DRAWN)
         page.get_by_text("model predicts:").nth(1).wait_for()
-        _idle(page)
+        wait_idle(page)
         headers = [t for t in page.locator('[data-testid="stMarkdownContainer"]').all_inner_texts()
                    if "model predicts:" in t]
         assert len(headers) == 2

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from pure_explorer.live_app import IDLE, chromium, new_page, serve
+from pure_explorer.live_app import new_page, serve, wait_idle
 from store import RunStore, list_runs
 from store.schema import (
     DatasetLabelNames,
@@ -32,24 +32,12 @@ HEADER_PX, ROW_PX = 35, 46  # the glide grid's header and a row of 40 px thumbna
 
 
 @pytest.fixture(scope="module")
-def browser():
-    """One Chromium for the module (Playwright's sync API drives one at a time)."""
-    with chromium() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def app(demo_runs_root, browser):
     root, _ = demo_runs_root
     ARTIFACTS.mkdir(exist_ok=True)
     run = next(info for info in list_runs(root) if info.complete)
     with serve(root, log=ARTIFACTS / "streamlit-search-server.log") as url:
         yield url, root / run.directory.name, run.directory.name, new_page(browser)
-
-
-def _idle(page) -> None:
-    page.wait_for_timeout(150)
-    page.wait_for_function(IDLE)
 
 
 def _grid_cells(grid) -> list[str]:
@@ -71,7 +59,7 @@ def test_searching_a_label_lists_its_virtual_neurons_and_a_hit_opens_the_neuron_
     box.fill(label)
     box.press("Enter")
     page.get_by_text(re.compile(r"^Virtual neurons labelled")).wait_for()
-    _idle(page)
+    wait_idle(page)
     hits = page.locator('[data-testid="stDataFrame"]').first
     cells = _grid_cells(hits)
     assert label in cells, cells
@@ -79,7 +67,7 @@ def test_searching_a_label_lists_its_virtual_neurons_and_a_hit_opens_the_neuron_
     page.mouse.click(grid["x"] + 18, grid["y"] + HEADER_PX + ROW_PX / 2)  # the first hit's row marker
     page.wait_for_url("**/neuron?**")
     page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
-    _idle(page)
+    wait_idle(page)
     query = {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
     assert query["run"] == run_name and int(query["k"]) >= 2
     # the virtual neuron that carries the label says so in its header (the planted concepts of a world run)
@@ -103,7 +91,7 @@ def test_uploading_an_image_of_a_concept_lists_the_circuits_it_fires_with_that_c
     page.get_by_text("Images (PNG, JPEG or WEBP)").wait_for()
     page.locator('input[type="file"]').set_input_files(str(path))
     page.get_by_text("Neurons this image activates most").wait_for(timeout=180_000)
-    _idle(page)
+    wait_idle(page)
     table = page.locator('[data-testid="stDataFrame"]').last
     cells = _grid_cells(table)
     assert any(cell.startswith(concept) for cell in cells), (concept, cells)
@@ -140,7 +128,7 @@ def test_free_text_lists_the_virtual_neurons_that_look_like_it_and_a_hit_opens_t
     box.fill("a striped red bar")  # in no vocabulary: only CLIP's joint space can answer
     box.press("Enter")
     page.get_by_text(re.compile(r"^Virtual neurons that look like")).wait_for(timeout=120_000)
-    _idle(page)
+    wait_idle(page)
     hits = page.locator('[data-testid="stDataFrame"]').first  # no label hits: the CLIP hits come first
     cells = _grid_cells(hits)
     rows = [cells[i:i + 5] for i in range(0, len(cells), 5)]  # neuron, references, VN, k, cosine
@@ -151,6 +139,6 @@ def test_free_text_lists_the_virtual_neurons_that_look_like_it_and_a_hit_opens_t
     page.mouse.click(grid["x"] + 18, grid["y"] + HEADER_PX + ROW_PX / 2)
     page.wait_for_url("**/neuron?**")
     page.get_by_role("heading", name=re.compile(r"^\d+ virtual neurons?$")).wait_for()
-    _idle(page)
+    wait_idle(page)
     assert page.get_by_text(re.compile(r"· CLIP: ")).count() >= 1  # each virtual neuron's CLIP names
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from annotations_db import AnnotationKey, AnnotationStore
-from pure_explorer.live_app import IDLE, chromium, free_port, new_page, screenshot, serve, streamlit_command
+from pure_explorer.live_app import (
+    free_port,
+    new_page,
+    screenshot,
+    serve,
+    streamlit_command,
+    wait_idle,
+)
 from store import RunStore, list_runs
 
 pytestmark = pytest.mark.browser
@@ -33,7 +40,7 @@ url = "{url}"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def instance(request, demo_runs_root, tmp_path_factory):
+def instance(request, demo_runs_root, tmp_path_factory, browser):
     root, _ = demo_runs_root
     run = next(info for info in list_runs(root) if info.complete)
     directory = tmp_path_factory.mktemp("team")
@@ -46,13 +53,8 @@ def instance(request, demo_runs_root, tmp_path_factory):
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     with serve(root, command=[*streamlit_command(port), "--secrets.files", str(secrets)], port=port,
-               log=ARTIFACTS / "streamlit-team-server.log") as app_url, chromium() as browser:
+               log=ARTIFACTS / "streamlit-team-server.log") as app_url:
         yield app_url, run.directory.name, url, browser, run.directory
-
-
-def _idle(page) -> None:
-    page.wait_for_timeout(150)
-    page.wait_for_function(IDLE)
 
 
 def _log_in(browser, url: str, email: str):
@@ -66,7 +68,7 @@ def _log_in(browser, url: str, email: str):
 
 
 def _annotate(page, vn: int, label: str, note: str) -> None:
-    _idle(page)  # a click during a rerun can land on an element about to be replaced
+    wait_idle(page)  # a click during a rerun can land on an element about to be replaced
     panel = page.locator('[data-testid="stExpander"]').filter(has_text=f"Team notes on VN {vn}")
     field = panel.get_by_label("Label")
     if not field.is_visible():
@@ -76,7 +78,7 @@ def _annotate(page, vn: int, label: str, note: str) -> None:
     panel.get_by_label("Note").fill(note)
     panel.get_by_role("button", name="Save").click()
     page.get_by_text(re.compile(r"^Saved \(version \d+\)")).wait_for()
-    _idle(page)
+    wait_idle(page)
 
 
 def test_two_collaborators_annotate_see_each_others_labels_search_and_export(instance):
@@ -85,7 +87,7 @@ def test_two_collaborators_annotate_see_each_others_labels_search_and_export(ins
     ana, ben = _log_in(browser, neuron_page, "ana@lab.org"), _log_in(browser, neuron_page, "ben@lab.org")
     for page in (ana, ben):
         page.get_by_role("heading", name="2 virtual neurons").wait_for()
-        _idle(page)
+        wait_idle(page)
     _annotate(ana, 1, "bar half <b>x</b>", "ana's note")
     screenshot(ana, ARTIFACTS / "team-notes-neuron.png", SCREENSHOTS / "team-notes.png")
     _annotate(ben, 2, "blob half", "ben's note")
@@ -104,7 +106,7 @@ def test_two_collaborators_annotate_see_each_others_labels_search_and_export(ins
     # the team page lists both saves with their authors and offers the export
     ben.goto(f"{url}/activity?run={run_name}")
     ben.get_by_role("heading", name="Team notes").wait_for()
-    _idle(ben)
+    wait_idle(ben)
     grid = ben.locator('[data-testid="stDataFrame"]').first
     grid.scroll_into_view_if_needed()
     grid.locator('[role="gridcell"]').first.wait_for(state="attached")

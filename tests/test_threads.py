@@ -16,7 +16,7 @@ def _threads_by_library() -> dict[str, int]:
 
 
 def test_every_pool_runs_one_thread_inside_the_block_and_its_own_count_after():
-    KMeans(2, n_init=1).fit(np.arange(8.0).reshape(4, 2))  # scikit-learn's OpenMP loaded, as before any real fit
+    KMeans(2, n_init=1).fit(np.arange(8.0).reshape(4, 2))  # scikit-learn's OpenMP loaded, as in any real fit
     before = _threads_by_library()
     assert before
     with threads.one_thread():
