@@ -2,8 +2,9 @@
 
 Handing Streamlit an Altair chart costs its building and a JSON-schema validation on every script run: about
 25 ms for the overview's method comparison on our machine, whose pages run their scripts on every click.
-The chart modules build their specs once (`data_free_spec`, cached by the caller) and send the rows
-separately, so a page run only serialises the rows.
+So the pages build each spec once (per process, or per run where the data is the run's) and pass the spec;
+where the rows change between runs (Fig. A.2's filter, the UMAPs' k) the spec holds none (`data_free_spec`)
+and the rows go beside it, so a page run only serialises the rows.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class Split:
 
 
 def split_readings(R: np.ndarray, k: int, embeddings=None, *, labels: np.ndarray | None = None,
-          random_state: int = 0) -> Split:
+                   random_state: int = 0) -> Split:
     """The `Split` of the circuits ``R (n, C)`` into ``k`` virtual neurons: k-means with ``random_state``
     (`VirtualNeurons`, as precompute and the app split), or ``labels`` when already fitted; ``embeddings
     (n, D)``: the crops' embeddings for the rho gap. Read per k by `k_diagnostics`, per layer by
