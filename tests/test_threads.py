@@ -1,7 +1,10 @@
 """pure_core.threads: one thread per pool inside the block, the pools restored after it, the process's
-libraries looked up once."""
+libraries looked up once, and again after imports that may have brought new ones."""
 
 from __future__ import annotations
+
+import sys
+import types
 
 import numpy as np
 import threadpoolctl
@@ -24,7 +27,11 @@ def test_every_pool_runs_one_thread_inside_the_block_and_its_own_count_after():
     assert _threads_by_library() == before
 
 
-def test_the_libraries_are_looked_up_once_per_process(monkeypatch):
+def _import_a_module(monkeypatch, name: str) -> None:
+    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+
+
+def test_the_libraries_are_looked_up_once_and_again_after_new_imports(monkeypatch):
     built = []
 
     class Counting(threadpoolctl.ThreadpoolController):
@@ -33,11 +40,12 @@ def test_the_libraries_are_looked_up_once_per_process(monkeypatch):
             super().__init__()
 
     monkeypatch.setattr(threads, "ThreadpoolController", Counting)
-    threads.controller.cache_clear()
-    try:
-        for _ in range(3):
-            with threads.one_thread():
-                pass
-    finally:
-        threads.controller.cache_clear()
+    _import_a_module(monkeypatch, "pure_test_first_import")  # whatever was looked up before is stale now
+    for _ in range(3):
+        with threads.one_thread():
+            pass
     assert len(built) == 1
+    _import_a_module(monkeypatch, "pure_test_second_import")  # it may have brought a pool of its own
+    with threads.one_thread():
+        pass
+    assert len(built) == 2
