@@ -9,8 +9,6 @@ draws a chart of more than 2,000 data points on a canvas and a smaller one as SV
 
 from __future__ import annotations
 
-import copy
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,21 +16,25 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from app.chart_specs import data_free_spec
+from app.chart_specs import BOX, PICK, built_once, chosen, data_free_spec, point_selections
 from app.figures import METHOD_COLOURS
 from store.schema import DistanceCorrelation, MethodComparison
 
+__all__ = ["BOX", "DISTRIBUTION_FIELDS", "HEIGHT_PX", "PICK", "SCORE_TITLE", "chosen_neurons",
+           "correlation_chart", "distribution_rows", "distribution_spec", "method_comparison_chart"]
+
 SCORE_TITLE = "ρ_inter − ρ_intra"
-# Selection parameters of Fig. A.2: a click picks one neuron, a drag boxes several.
-PICK, BOX = "pick", "box"
 HEIGHT_PX = 360
 
 
 DISTRIBUTION_FIELDS = ["neuron", "rank", "overall", "polysemanticity"]
 
 
-@functools.cache
-def _distribution_spec() -> dict:
+@built_once
+def distribution_spec() -> dict:
+    """Fig. A.2's Vega-Lite spec, without data (the rows are `distribution_rows`): overall embedding distance
+    vs rho_inter - rho_intra, a dot per neuron coloured by the score (with its legend), its id, rank and
+    scores on hover; a click selects the neuron (`PICK`), a drag a box of them (`BOX`)."""
     chart = (
         alt.Chart(height=HEIGHT_PX)
         .mark_circle(size=70, opacity=0.9, stroke="white", strokeWidth=0.5)
@@ -47,19 +49,9 @@ def _distribution_spec() -> dict:
                 alt.Tooltip("polysemanticity:Q", title=SCORE_TITLE, format=".3f"),
             ],
         )
-        .add_params(
-            alt.selection_point(name=PICK, fields=["neuron"], on="click"),
-            alt.selection_interval(name=BOX, encodings=["x", "y"]),
-        )
+        .add_params(*point_selections("neuron"))
     )
     return data_free_spec(chart)
-
-
-def distribution_spec() -> dict:
-    """Fig. A.2's Vega-Lite spec, without data (the rows are `distribution_rows`): overall embedding distance
-    vs rho_inter - rho_intra, a dot per neuron coloured by the score (with its legend), its id, rank and
-    scores on hover; a click selects the neuron (`PICK`), a drag a box of them (`BOX`)."""
-    return copy.deepcopy(_distribution_spec())
 
 
 def distribution_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -70,17 +62,7 @@ def distribution_rows(table: pd.DataFrame) -> pd.DataFrame:
 def chosen_neurons(event: Any, table: pd.DataFrame) -> list[int]:
     """The neurons selected in Fig. A.2's ``event``: the clicked one, else those inside the dragged box
     (ends included), in ranking order."""
-    selection = getattr(event, "selection", None) or {}
-    picked = [int(point["neuron"]) for point in selection.get(PICK) or [] if "neuron" in point]
-    if picked:
-        return list(dict.fromkeys(picked))
-    box = selection.get(BOX) or {}
-    if "overall" not in box or "polysemanticity" not in box:
-        return []
-    inside = table["overall"].between(*sorted(box["overall"])) & table["polysemanticity"].between(
-        *sorted(box["polysemanticity"])
-    )
-    return [int(n) for n in table.loc[inside].sort_values("rank")["neuron"]]
+    return chosen(event, table, "neuron", "overall", "polysemanticity")
 
 
 def method_comparison_chart(

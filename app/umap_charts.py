@@ -14,8 +14,6 @@ per point) below 2,000 references; the hover thumbnails read the points from tha
 
 from __future__ import annotations
 
-import copy
-import functools
 from typing import Any
 
 import altair as alt
@@ -23,17 +21,20 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from app.chart_specs import data_free_spec
+from app.chart_specs import BOX, PICK, built_once, chosen, data_free_spec, point_selections
 from app.figures import MARKERS, cluster_name, colour
 
-# Selection parameters: a click picks one reference (shift-click adds more), a drag boxes several.
-PICK, BOX = "pick", "box"
+__all__ = ["BOX", "HEIGHT_PX", "PICK", "REFERENCE", "chosen_references", "umap_rows", "umap_spec"]
+
 REFERENCE = "reference"  # the field holding a point's reference position
 HEIGHT_PX = 300
 
 
-@functools.cache
-def _spec(method: str, title: str) -> dict:
+@built_once
+def umap_spec(method: str, title: str) -> dict:
+    """The Vega-Lite spec of one UMAP of ``method`` ("pure" or "activation"), without data: points at (x, y),
+    coloured and named by cluster (legend below), reference number, activation and cluster on hover; a
+    click selects a reference (`PICK`), a drag a box of them (`BOX`)."""
     shape = MARKERS.get(method, "circle")
     chart = (
         alt.Chart(title=title, height=HEIGHT_PX)
@@ -56,19 +57,9 @@ def _spec(method: str, title: str) -> dict:
                 alt.Tooltip("cluster:N"),
             ],
         )
-        .add_params(
-            alt.selection_point(name=PICK, fields=[REFERENCE], on="click"),
-            alt.selection_interval(name=BOX, encodings=["x", "y"]),
-        )
+        .add_params(*point_selections(REFERENCE))
     )
     return data_free_spec(chart)  # the rows come separately (`umap_rows`)
-
-
-def umap_spec(method: str, title: str) -> dict:
-    """The Vega-Lite spec of one UMAP of ``method`` ("pure" or "activation"), without data: points at (x, y),
-    coloured and named by cluster (legend below), reference number, activation and cluster on hover; a
-    click selects a reference (`PICK`), a drag a box of them (`BOX`)."""
-    return copy.deepcopy(_spec(method, title))
 
 
 def umap_rows(
@@ -98,12 +89,4 @@ def umap_rows(
 def chosen_references(event: Any, rows: pd.DataFrame) -> list[int]:
     """The reference positions selected in a UMAP's ``event``: the clicked ones in click order, else those
     inside the dragged box (ends included) in ranking order."""
-    selection = getattr(event, "selection", None) or {}
-    picked = [int(point[REFERENCE]) for point in selection.get(PICK) or [] if REFERENCE in point]
-    if picked:
-        return list(dict.fromkeys(picked))
-    box = selection.get(BOX) or {}
-    if "x" not in box or "y" not in box:
-        return []
-    inside = rows["x"].between(*sorted(box["x"])) & rows["y"].between(*sorted(box["y"]))
-    return sorted(int(r) for r in rows.loc[inside, REFERENCE])
+    return chosen(event, rows, REFERENCE, "x", "y")
