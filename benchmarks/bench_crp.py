@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.functional import to_tensor
 
 from pure_core.embed import make_embedder
-from pure_core.lrp import lrp_composite
+from pure_core.lrp import canonizer_for
 from pure_core.models import ModelSpec, build_model
 from store import RunStore
 from store.schema import CropMethod, References
@@ -78,13 +78,14 @@ def authors_pipeline(args: argparse.Namespace, folder: Path, work: Path,
     from crp.helper import load_maximization
     from crp.image import vis_opaque_img
     from crp.visualization import FeatureVisualization
+    from zennit.composites import EpsilonPlusFlat
     from zennit.core import Composite
 
     device = args.device
     loaded = build_model(ModelSpec(args.model, args.weights), device=device)
     model, preprocess = loaded.model, loaded.preprocess
     dataset = PhotoDataset(folder, lambda image: to_tensor(preprocess.geometric(image)))
-    composite = lrp_composite(model)
+    composite = EpsilonPlusFlat(canonizers=[canonizer_for(model)])  # zennit's stock rules, as theirs
     concept = ChannelConcept()
     attribution = CondAttribution(model)
     fv = FeatureVisualization(attribution, dataset, {args.layer: concept}, preprocess_fn=preprocess.normalize,

@@ -1,0 +1,92 @@
+"""zennit's z+ rule for convolutions, computed with half the convolutions: `LeanZPlus`.
+
+zennit runs every rule as a backward hook on an identity placed before the module. Autograd therefore
+first computes the module's own input gradient, which the hook then throws away, and z+ itself runs the
+layer twice: once on the positive part of its input with the positive weights, once on the negative part
+with the negative weights, each with its own input gradient. With the ReLU networks LRP is used on, a
+convolution's input is mostly a ReLU's output, whose negative part is all zeros: that second half adds
+exactly zero.
+
+`LeanZPlus` is the same rule (it is zennit's `ZPlus`, whose modifiers, gradient mapper and reducer it
+uses), wired differently: the module runs on a detached input, so autograd keeps no graph through it, and
+a small autograd function hands the output gradient to the rule directly; the negative half is run only
+when the input has a negative entry. The relevance is the same tensor, computed by the same operations;
+ResNet-50's LRP heatmaps take 1.5x less time on a CPU (`benchmarks/bench_crops.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from zennit.core import ParamMod
+from zennit.rules import ZPlus
+
+__all__ = ["LeanZPlus"]
+
+
+class _RuleEdge(torch.autograd.Function):
+    """Identity on the module's output whose backward is the rule's relevance for the module's input."""
+
+    @staticmethod
+    def forward(ctx, graph_input: torch.Tensor, output: torch.Tensor, rule: LeanZPlus,
+                module: nn.Module) -> torch.Tensor:
+        ctx.save_for_backward(graph_input)
+        ctx.rule, ctx.module = rule, module
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (graph_input,) = ctx.saved_tensors
+        return ctx.rule.relevance(ctx.module, graph_input, grad_output), None, None, None
+
+
+class LeanZPlus(ZPlus):
+    """zennit's `ZPlus` (alpha = 1, beta = 0) for convolutions, with the same relevance, computed without the
+    module's own discarded input gradient and without the negative half when the input has no negative
+    entry. Use it in a composite's ``layer_map`` in place of `ZPlus`."""
+
+    def pre_forward(self, module: nn.Module, input: tuple[torch.Tensor, ...]):
+        """Keep the input in the graph for the rule; the module itself runs on a detached copy."""
+        graph_input = input[0]
+        if not graph_input.requires_grad:
+            return None
+        self.stored_tensors["graph_input"] = graph_input
+        return (graph_input.detach(), *input[1:])
+
+    def post_forward(self, module: nn.Module, input: tuple[torch.Tensor, ...], output: torch.Tensor):
+        """Connect the output back to the input through the rule."""
+        graph_input = self.stored_tensors.pop("graph_input", None)
+        if graph_input is None:
+            return None
+        return _RuleEdge.apply(graph_input, output, self, module)
+
+    def forward(self, module: nn.Module, input: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        """Nothing to store: the input travels with the autograd function."""
+
+    def relevance(self, module: nn.Module, graph_input: torch.Tensor,
+                  grad_output: torch.Tensor) -> torch.Tensor:
+        """The z+ relevance of the module's input given the relevance ``grad_output`` of its output (the
+        plain gradient while the hook is inactive)."""
+        create_graph = grad_output.requires_grad
+        if not self.active:
+            with torch.enable_grad():
+                original = graph_input.detach().requires_grad_()
+                (gradient,) = torch.autograd.grad(module.forward(original), original, grad_output,
+                                                  create_graph=create_graph)
+            return gradient
+        halves = 2 if bool((graph_input < 0).any()) else 1
+        inputs, outputs = [], []
+        modifiers = zip(self.input_modifiers, self.param_modifiers, self.output_modifiers, strict=True)
+        for in_mod, param_mod, out_mod in list(modifiers)[:halves]:
+            modified_input = in_mod(graph_input.detach()).requires_grad_()
+            with ParamMod.ensure(param_mod)(module) as modified, torch.enable_grad():
+                for parameter in modified.parameters(recurse=False):
+                    parameter.requires_grad_(False)  # zennit's modified parameters ask for gradients
+                outputs.append(out_mod(modified.forward(modified_input)))
+            inputs.append(modified_input)
+        # the negative half of z+'s denominator is exactly zero when it is skipped
+        grad_outputs = self.gradient_mapper(grad_output, outputs)[:halves]
+        gradients = torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, create_graph=create_graph)
+        if halves == 1:
+            return inputs[0] * gradients[0]  # z+'s reducer without its zero half
+        return self.reducer(inputs, gradients)
