@@ -10,15 +10,18 @@ exactly zero.
 `LeanZPlus` is the same rule (it is zennit's `ZPlus`, whose modifiers, gradient mapper and reducer it
 uses), wired differently: the module runs on a detached input, so autograd keeps no graph through it, and
 a small autograd function hands the output gradient to the rule directly; the negative half is run only
-when the input has a negative entry. The relevance is the same tensor, computed by the same operations;
-ResNet-50's LRP heatmaps take 1.5x less time on a CPU (`benchmarks/bench_crops.py`).
+when the input has a negative entry. The relevance is the same tensor, computed by the same operations
+(`benchmarks/bench_lrp.py`: identical heatmaps, 1.55x faster on ResNet-50, 1.41x on EfficientNet-Lite0, whose
+block inputs are signed, on a 2-core CPU).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
-from zennit.core import ParamMod
+from zennit.core import ParamMod, Stabilizer
 from zennit.rules import ZPlus
 
 __all__ = ["LeanZPlus"]
@@ -44,6 +47,14 @@ class LeanZPlus(ZPlus):
     """zennit's `ZPlus` (alpha = 1, beta = 0) for convolutions, with the same relevance, computed without the
     module's own discarded input gradient and without the negative half when the input has no negative
     entry. Use it in a composite's ``layer_map`` in place of `ZPlus`."""
+
+    def __init__(self, stabilizer: float | Callable[[torch.Tensor], torch.Tensor] = 1e-6,
+                 zero_params: list[str] | None = None):
+        super().__init__(stabilizer=stabilizer, zero_params=zero_params)
+        self.stabilizer, self.zero_params = stabilizer, zero_params
+
+    def copy(self) -> LeanZPlus:
+        return type(self)(self.stabilizer, self.zero_params)
 
     def pre_forward(self, module: nn.Module, input: tuple[torch.Tensor, ...]):
         """Keep the input in the graph for the rule; the module itself runs on a detached copy."""
@@ -74,19 +85,40 @@ class LeanZPlus(ZPlus):
                 (gradient,) = torch.autograd.grad(module.forward(original), original, grad_output,
                                                   create_graph=create_graph)
             return gradient
-        halves = 2 if bool((graph_input < 0).any()) else 1
-        inputs, outputs = [], []
+        if bool((graph_input < 0).any()):
+            return self._both_halves(module, graph_input, grad_output, create_graph)
+        # no negative entry: the positive part is the input itself, and the negative half adds exactly zero
+        # to the output (zero input, zeroed bias) and to the relevance
+        positive = graph_input.detach().requires_grad_()
+        output = self._half(module, self.param_modifiers[0], self.output_modifiers[0], positive)
+        relevance_share = grad_output / self._denominator(output)
+        (gradient,) = torch.autograd.grad(output, positive, relevance_share, create_graph=create_graph)
+        return positive * gradient
+
+    def _half(self, module: nn.Module, param_mod, out_mod, modified_input: torch.Tensor) -> torch.Tensor:
+        """The module's output on one half's input with that half's parameters."""
+        with ParamMod.ensure(param_mod)(module) as modified, torch.enable_grad():
+            for parameter in modified.parameters(recurse=False):
+                parameter.requires_grad_(False)  # zennit's modified parameters ask for gradients
+            return out_mod(modified.forward(modified_input))
+
+    def _both_halves(self, module: nn.Module, graph_input: torch.Tensor, grad_output: torch.Tensor,
+                     create_graph: bool) -> torch.Tensor:
+        """z+ with both halves, zennit's reducer and its gradient mapper's values."""
         modifiers = zip(self.input_modifiers, self.param_modifiers, self.output_modifiers, strict=True)
-        for in_mod, param_mod, out_mod in list(modifiers)[:halves]:
-            modified_input = in_mod(graph_input.detach()).requires_grad_()
-            with ParamMod.ensure(param_mod)(module) as modified, torch.enable_grad():
-                for parameter in modified.parameters(recurse=False):
-                    parameter.requires_grad_(False)  # zennit's modified parameters ask for gradients
-                outputs.append(out_mod(modified.forward(modified_input)))
-            inputs.append(modified_input)
-        # the negative half of z+'s denominator is exactly zero when it is skipped
-        grad_outputs = self.gradient_mapper(grad_output, outputs)[:halves]
-        gradients = torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, create_graph=create_graph)
-        if halves == 1:
-            return inputs[0] * gradients[0]  # z+'s reducer without its zero half
+        inputs, outputs = [], []
+        for in_mod, param_mod, out_mod in modifiers:
+            inputs.append(in_mod(graph_input.detach()).requires_grad_())
+            outputs.append(self._half(module, param_mod, out_mod, inputs[-1]))
+        shares = [grad_output / self._denominator(outputs[0] + outputs[1])] * 2
+        gradients = torch.autograd.grad(outputs, inputs, grad_outputs=shares, create_graph=create_graph)
         return self.reducer(inputs, gradients)
+
+    def _denominator(self, output: torch.Tensor) -> torch.Tensor:
+        """zennit's stabilised denominator of z+ (``output + eps`` where it is >= 0, ``output - eps``
+        elsewhere), in three passes over the output instead of seven for a plain epsilon."""
+        if not isinstance(self.stabilizer, (float, int)):
+            return Stabilizer.ensure(self.stabilizer)(output)
+        epsilon = float(self.stabilizer)
+        denominator = output + epsilon
+        return torch.where(output >= 0, denominator, output - epsilon, out=denominator)
