@@ -49,6 +49,7 @@ __all__ = [
     "input_attributions_for_pairs",
     "pure_attributions",
     "pure_attributions_for_pairs",
+    "pure_attributions_for_pairs_at",
 ]
 
 DEFAULT_NEURON_CHUNK = 32  # neurons per batched VJP in `pure_attributions`
@@ -72,25 +73,27 @@ def frozen_parameters(model: nn.Module, active: bool = True) -> Iterator[None]:
 
 
 def _upper_graph(model: nn.Module, inputs: torch.Tensor, layer: str,
-                 lower_layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass: ``(A^{L-1}, A^L)``, where A^{L-1} is a leaf and A^L's graph starts at it.
+                 lower_layers: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One forward pass: ``({lower_layer: A^{L-1}}, A^L)``, where A^L's graph starts at the first lower layer
+    to run (a leaf) and passes through the others.
 
-    The network below ``lower_layer`` sees no tensor that requires grad, so it builds no graph; the rest of
-    the network sees a copy of the leaf (an in-place operation after the lower layer, such as
-    ``ReLU(inplace=True)`` after a batch norm, changes the copy, and the leaf keeps A^{L-1}).
+    The network below that layer sees no tensor that requires grad, so it builds no graph; the rest of the
+    network sees a copy of each lower layer's output (an in-place operation after it, such as
+    ``ReLU(inplace=True)`` after a batch norm, changes the copy, and the tensor kept here is A^{L-1}).
     """
-    holder: dict[str, torch.Tensor] = {}
+    held: dict[str, torch.Tensor] = {}
 
-    def make_leaf(output: torch.Tensor) -> torch.Tensor:
-        leaf = output.detach().requires_grad_(True)
-        holder["leaf"] = leaf
-        return leaf.clone()
+    def keep(name: str):
+        def hook(output: torch.Tensor) -> torch.Tensor:
+            held[name] = output if output.requires_grad else output.detach().requires_grad_(True)
+            return held[name].clone()
+        return hook
 
     with model_lock(model), frozen_parameters(model), torch.enable_grad():
-        upper = run_until(model, inputs.detach(), layer, before={lower_layer: make_leaf})
+        upper = run_until(model, inputs.detach(), layer, before={name: keep(name) for name in lower_layers})
     if not upper.requires_grad:
-        raise ValueError(f"layer {layer!r} does not depend on lower_layer {lower_layer!r}")
-    return holder["leaf"], upper
+        raise ValueError(f"layer {layer!r} does not depend on lower_layer {list(lower_layers)[0]!r}")
+    return held, upper
 
 
 def _input_graph(model: nn.Module, inputs: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,8 +200,8 @@ def pure_attributions(model: nn.Module, inputs: torch.Tensor, layer: str, lower_
     neuron ``neurons[j]`` on input b, started from ReLU(A_k) at every position of channel k (Eq. 3). One
     forward pass; the backward stops at ``lower_layer``; ``neuron_chunk`` neurons per batched VJP.
     """
-    leaf, upper = _upper_graph(model, inputs, layer, lower_layer)
-    return circuits_from_graph(upper, leaf, neurons, neuron_chunk=neuron_chunk)
+    held, upper = _upper_graph(model, inputs, layer, [lower_layer])
+    return circuits_from_graph(upper, held[lower_layer], neurons, neuron_chunk=neuron_chunk)
 
 
 def circuits_from_graph(upper: torch.Tensor, lower: torch.Tensor, neurons: Sequence[int], *,
@@ -224,12 +227,29 @@ def pure_attributions_for_pairs(model: nn.Module, inputs: torch.Tensor, layer: s
     Equal to ``pure_attributions(...)[b, j]`` for the matching neuron; one forward and one backward pass
     for the whole batch (each input's start relevance holds its own neuron only).
     """
-    leaf, upper = _upper_graph(model, inputs, layer, lower_layer)
+    return pure_attributions_for_pairs_at(model, inputs, layer, [lower_layer], neuron_of_input)[lower_layer]
+
+
+def pure_attributions_for_pairs_at(model: nn.Module, inputs: torch.Tensor, layer: str,
+                                   lower_layers: Sequence[str],
+                                   neuron_of_input: Sequence[int]) -> dict[str, torch.Tensor]:
+    """`pure_attributions_for_pairs` at several lower layers at once: ``{lower_layer: (B, C_lower)}`` in the
+    order given, from one forward pass and one backward pass, which reaches the deepest of them through the
+    others."""
+    if not lower_layers:
+        raise ValueError("no lower layer given")
+    held, upper = _upper_graph(model, inputs, layer, lower_layers)
     index = _neuron_tensor(neuron_of_input, upper.shape[1], upper.device)
     if len(index) != len(upper):
         raise ValueError(f"neuron_of_input has {len(index)} entries for {len(upper)} inputs")
-    (gradient,) = torch.autograd.grad(upper, leaf, grad_outputs=_pair_relevance(upper, index))
-    return _circuit(gradient, leaf.detach())
+    names = list(dict.fromkeys(lower_layers))
+    gradients = torch.autograd.grad(upper, [held[name] for name in names],
+                                    grad_outputs=_pair_relevance(upper, index), allow_unused=True)
+    unused = [name for name, gradient in zip(names, gradients, strict=True) if gradient is None]
+    if unused:
+        raise ValueError(f"layer {layer!r} does not depend on lower layer(s) {unused}")
+    return {name: _circuit(gradient, held[name].detach())
+            for name, gradient in zip(names, gradients, strict=True)}
 
 
 # -- input heatmaps ----------------------------------------------------------------------------------------

@@ -12,13 +12,13 @@ that layer (`pure_core.virtual.VirtualNeurons`, the run's seed) and
 - ``ari``: on ground-truth data (the synthetic world), the adjusted Rand index of the split against the
   references' planted concepts.
 
-`circuits_at_layers` computes the circuits of (reference, neuron) pairs at each layer with one forward and
-one backward pass per layer and batch (`pure_core.attribution.pure_attributions_for_pairs`).
+`circuits_at_layers` computes the circuits of (reference, neuron) pairs at all the layers with one forward
+and one backward pass per batch (`pure_core.attribution.pure_attributions_for_pairs_at`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
-from pure_core.attribution import pure_attributions_for_pairs
+from pure_core.attribution import pure_attributions_for_pairs_at
 from pure_core.k_choice import split_readings
 
 __all__ = ["DepthProfile", "circuits_at_layers", "depth_profile"]
@@ -51,18 +51,17 @@ class DepthProfile:
         return self.layers[int(np.nanargmax(self.rho_gap))]
 
 
-def circuits_at_layers(model: nn.Module, inputs: torch.Tensor, layer: str, lower_layers: Sequence[str],
-                       neuron_of_input: Sequence[int], batch_size: int = 64) -> dict[str, np.ndarray]:
-    """PURE circuits ``{lower_layer: (n, C_lower) float32}``: row i is the circuit of neuron
-    ``neuron_of_input[i]`` on input i (`pure_attributions_for_pairs`), in batches of ``batch_size``."""
-    neurons = np.asarray(neuron_of_input, dtype=np.int64)
-    out = {}
-    for lower in lower_layers:
-        parts = [pure_attributions_for_pairs(model, inputs[i:i + batch_size], layer, lower,
-                                             neurons[i:i + batch_size]).float().cpu().numpy()
-                 for i in range(0, len(inputs), batch_size)]
-        out[lower] = np.concatenate(parts)
-    return out
+def circuits_at_layers(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Sequence[int]]], layer: str,
+                       lower_layers: Sequence[str]) -> dict[str, np.ndarray]:
+    """PURE circuits ``{lower_layer: (n, C_lower) float32}`` of the pairs in ``batches`` (``(inputs, neuron of
+    each input)``), rows in their order: per batch one forward and one backward pass for all the layers
+    (`pure_attributions_for_pairs_at`)."""
+    parts: dict[str, list[np.ndarray]] = {lower: [] for lower in lower_layers}
+    for inputs, neuron_of_input in batches:
+        circuits = pure_attributions_for_pairs_at(model, inputs, layer, lower_layers, neuron_of_input)
+        for lower, values in circuits.items():
+            parts[lower].append(values.float().cpu().numpy())
+    return {lower: np.concatenate(values) for lower, values in parts.items()}
 
 
 def depth_profile(circuits: Mapping[str, np.ndarray], embeddings=None, concepts: Sequence[str] | None = None,

@@ -3,7 +3,7 @@
 `ground_truth_report` ranks references with `pure_core.activations.collect_references` and measures the
 adjusted Rand index (ARI) between the planted concept of every reference and k-means clusters of:
 
-- PURE circuits (`pure_core.attribution.pure_attributions_for_pairs`) at each requested lower layer;
+- PURE circuits (`pure_core.attribution.pure_attributions_for_pairs_at`) at each requested lower layer;
 - the activation baseline (the references' activation vectors of the analysed layer, O'Mahony et al.);
 - the trivial readings of `synthetic.readings` (colour histograms, raw pixels, the patch and the lower-layer
   activations at the peak cell), which need no explanation method.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pure_core.activations import References, collect_references
-from pure_core.attribution import pure_attributions_for_pairs
+from pure_core.attribution import pure_attributions_for_pairs_at
 from pure_core.hooks import as_maps, run_until
 from pure_core.virtual import VirtualNeurons
 from synthetic.readings import activation_at_peak, trivial_readings
@@ -182,10 +182,9 @@ def ground_truth_report(model, world: SyntheticWorld, layer: str, lower_layers: 
         on_class = None if cls is None else float(np.mean([c in cls.concepts for c in concepts]))
         images = world.arrays(indices)
         inputs = model_inputs(images, preprocessing)
-        vectors: dict[str, np.ndarray] = {}
-        for lower in lower_layers:
-            circuits = pure_attributions_for_pairs(model, inputs, layer, lower, [neuron] * len(inputs))
-            vectors[pure_method(lower)] = circuits.detach().cpu().numpy().astype(np.float64)
+        circuits = pure_attributions_for_pairs_at(model, inputs, layer, lower_layers, [neuron] * len(inputs))
+        vectors = {pure_method(lower): values.cpu().numpy().astype(np.float64)
+                   for lower, values in circuits.items()}
         vectors[ACTIVATION] = refs.baseline(row).astype(np.float64)
         positions = refs.positions[row]
         at_peak = activation_at_peak(model, inputs, lower_layers, positions, layer_hw)

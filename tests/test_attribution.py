@@ -22,6 +22,7 @@ from pure_core.attribution import (
     input_attributions_for_pairs,
     pure_attributions,
     pure_attributions_for_pairs,
+    pure_attributions_for_pairs_at,
 )
 from pure_core.models import UnknownLayerError
 
@@ -116,6 +117,41 @@ def test_pairs_equal_the_matching_slice_of_the_full_result(resnet18, images):
     pairs = pure_attributions_for_pairs(resnet18, images, "layer4", "layer3", [300, 42])
     assert pairs.shape == (2, 256)
     assert (pairs - full[[0, 1], [1, 2]]).abs().max().item() < TOL
+
+
+def test_pairs_at_several_layers_equal_one_layer_at_a_time(resnet18, images):
+    # layer3.1.bn2 is followed by an in-place ReLU inside its block: alone it is the leaf, here it is not
+    layers = ["layer3", "layer2", "layer3.1.bn2", "layer1.0.conv1"]
+    together = pure_attributions_for_pairs_at(resnet18, images, "layer4", layers, [300, 42])
+    assert list(together) == layers
+    for lower in layers:
+        alone = pure_attributions_for_pairs(resnet18, images, "layer4", lower, [300, 42])
+        assert together[lower].shape == alone.shape and not together[lower].requires_grad
+        assert (together[lower] - alone).abs().max().item() < TOL
+
+
+class _SideBranch(nn.Module):
+    """``head(a(x))``; ``side(x)`` runs first and is never used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.side, self.a, self.head = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.side(x)
+        return self.head(torch.relu(self.a(x)))
+
+
+def test_pairs_at_several_layers_need_layers_the_upper_one_uses():
+    torch.manual_seed(0)
+    net, x = _SideBranch().eval(), torch.randn(2, 3, 8, 8)
+    assert set(pure_attributions_for_pairs_at(net, x, "head", ["a"], [0, 1])) == {"a"}
+    with pytest.raises(ValueError, match="no lower layer"):
+        pure_attributions_for_pairs_at(net, x, "head", [], [0, 1])
+    with pytest.raises(ValueError, match=r"does not depend on lower layer\(s\) \['side'\]"):
+        pure_attributions_for_pairs_at(net, x, "head", ["a", "side"], [0, 1])
+    with pytest.raises(ValueError, match="must run before"):
+        pure_attributions_for_pairs_at(net, x, "a", ["head"], [0, 1])
 
 
 # -- definition checks on small nets ------------------------------------------------------------------------

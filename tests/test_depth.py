@@ -25,7 +25,8 @@ def test_circuits_at_layers_are_pure_attributions_at_each_layer():
         relu2=nn.ReLU(), conv3=nn.Conv2d(5, 4, 3, padding=1), relu3=nn.ReLU())).eval()
     x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     neurons = [0, 3, 1, 1, 2]
-    got = circuits_at_layers(net, x, "relu3", ["relu2", "relu1"], neurons, batch_size=2)
+    batches = [(x[i:i + 2], neurons[i:i + 2]) for i in range(0, len(x), 2)]
+    got = circuits_at_layers(net, batches, "relu3", ["relu2", "relu1"])
     for lower in ("relu2", "relu1"):
         full = pure_attributions(net, x, "relu3", lower, sorted(set(neurons))).numpy()
         expected = np.stack([full[i, sorted(set(neurons)).index(n)] for i, n in enumerate(neurons)])

@@ -1,14 +1,17 @@
 """Stage 8, depth: where each neuron's circuit splits (`pure_core.depth`).
 
 For every analysed neuron, its references' circuits are computed again at each of ``config.depth_layers``
-(layers below the run's lower layer, e.g. the rest of a ``--chain``), one forward and one backward pass per
-layer and batch of (reference, neuron) pairs. With the stored circuits at the run's own lower layer they make
-the neuron's `CircuitDepth`: per layer, the k = 2 split's rho gap under the stored embeddings, its silhouette,
-and on ground-truth data the ARI against the references' planted concepts. Without depth layers the stage
-stores nothing (and the dashboard shows no depth chart).
+(layers below the run's lower layer, e.g. the rest of a ``--chain``): one forward and one backward pass per
+batch of (reference, neuron) pairs for all the layers, the batches filled across a chunk's neurons. With the
+stored circuits at the run's own lower layer they make the neuron's `CircuitDepth`: per layer, the k = 2
+split's rho gap under the stored embeddings, its silhouette, and on ground-truth data the ARI against the
+references' planted concepts. Without depth layers the stage stores nothing (and the dashboard shows no depth
+chart).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -21,7 +24,7 @@ from store.schema import CircuitDepth, CropBoxes, Embeddings, PureVectors, Refer
 NAME = "depth"
 PARTS = ("depth",)
 DEPTH_K = 2  # the paper's split
-PAIR_BATCH = 64  # fixed, not --batch-size: a resumed run computes the same circuits
+PAIR_BATCH = 64  # fixed, not --batch-size, and chunks are fixed: a resumed run computes the same circuits
 
 
 def run(job: Job) -> None:
@@ -32,17 +35,18 @@ def run(job: Job) -> None:
         return
     store = job.store
     references = store.read(References)
-    neurons, n_ref = references.neuron_ids, references.n_ref
+    neurons, valid = references.neuron_ids, references.indices >= 0
     runner = ChunkRunner(job, NAME, len(neurons), job.chunk_neurons,
                          stage_label(NAME, f"depth ({', '.join(layers)})"), "reference",
-                         weight=lambda chunk: len(chunk) * n_ref)
+                         weight=lambda chunk: int(valid[chunk.start:chunk.stop].sum()))
     for chunk_id, chunk in runner.pending():
-        records = {}
-        for row in chunk:
-            neuron = neurons[row]
-            valid = references.indices[row][references.indices[row] >= 0]
-            records[neuron] = _profile(job, neuron, valid, layers)
-            runner.advance(n_ref)
+        pairs = [(neurons[row], references.indices[row][valid[row]]) for row in chunk]
+        circuits = circuits_at_layers(job.model, _pair_batches(job, runner, pairs), job.config.layer, layers)
+        records, start = {}, 0
+        for neuron, indices in pairs:
+            deeper = {layer: values[start:start + len(indices)] for layer, values in circuits.items()}
+            records[neuron] = _profile(job, neuron, indices, deeper)
+            start += len(indices)
         with runner.commit(chunk_id):
             for neuron, record in records.items():
                 store.write(record, neuron)
@@ -50,13 +54,21 @@ def run(job: Job) -> None:
     job.group.barrier()
 
 
-def _profile(job: Job, neuron: int, indices: np.ndarray, layers: list[str]) -> CircuitDepth:
-    """One neuron's `CircuitDepth` over its run's lower layer and ``layers``."""
+def _pair_batches(job: Job, runner: ChunkRunner,
+                  pairs: list[tuple[int, np.ndarray]]) -> Iterator[tuple[torch.Tensor, list[int]]]:
+    """The chunk's (reference image, neuron) pairs in batches of `PAIR_BATCH`, across its neurons, each
+    batch's images loaded when it is due; progress advances as each batch is done."""
+    flat = [(neuron, int(index)) for neuron, indices in pairs for index in indices]
+    for i in range(0, len(flat), PAIR_BATCH):
+        batch = flat[i:i + PAIR_BATCH]
+        images = [job.preprocess.to_tensor(job.load_reference(index)) for _, index in batch]
+        yield torch.stack(images).to(job.device), [neuron for neuron, _ in batch]
+        runner.advance(len(batch))
+
+
+def _profile(job: Job, neuron: int, indices: np.ndarray, deeper: dict[str, np.ndarray]) -> CircuitDepth:
+    """One neuron's `CircuitDepth` over its run's lower layer and its references' ``deeper`` circuits."""
     store, config = job.store, job.config
-    images = [job.preprocess.to_tensor(job.load_reference(int(i))) for i in indices]
-    inputs = torch.stack(images).to(job.device)
-    deeper = circuits_at_layers(job.model, inputs, config.layer, layers, [neuron] * len(indices),
-                                batch_size=PAIR_BATCH)
     circuits = {config.lower_layer: store.read(PureVectors, neuron).values.astype(np.float32), **deeper}
     embeddings = store.read(Embeddings, neuron)
     truth = job.source.ground_truth(indices, store.read(CropBoxes, neuron).values)
