@@ -9,6 +9,7 @@ Configured in `.streamlit/secrets.toml` (never in the URL):
     password = "..."                    # password mode only
     cookie_secret = "..."               # password mode: signs the login cookie (absent: login per tab)
     session_hours = 12                  # password mode: how long that cookie keeps a browser logged in
+    revocations = "/var/lib/pure/revoked"  # password mode: keep logouts on disk (absent: in memory)
     behind_proxy = false                # true: limit attempts per X-Forwarded-For client, not per socket
 
     [auth]                              # OIDC mode: Streamlit's st.login settings (needs Authlib)
@@ -23,7 +24,9 @@ type); OIDC is the way to real identities. Failed passwords are limited per clie
 (`AttemptLimiter`), compared in constant time, and a successful login sets a signed cookie
 (`AccessPolicy.session_token`: HMAC-SHA256 over e-mail and expiry, keyed by the cookie secret and the
 password), so a reload or a shared link in a new tab stays logged in until it expires or the user logs out.
-Logging out revokes that cookie on the server (`RevokedTokens`): a copy of it admits nobody afterwards.
+Logging out revokes that cookie on the server (`RevokedTokens`): a copy of it admits nobody afterwards. The
+revocations live in the server process, or, with ``revocations``, in a folder that every server process on
+the host shares and that outlives a restart.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from secrets import token_urlsafe
 from typing import Any, Literal
 
@@ -63,6 +68,7 @@ class AccessPolicy:
     session_s: float = DEFAULT_SESSION_HOURS * 3600
     behind_proxy: bool = False
     editors: frozenset[str] = frozenset()
+    revocations: str | None = None
 
     @classmethod
     def from_secrets(cls, secrets: Mapping[str, Any]) -> AccessPolicy:
@@ -80,6 +86,9 @@ class AccessPolicy:
         hours = access.get("session_hours", DEFAULT_SESSION_HOURS)
         if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= 24 * 366:
             raise ValueError(f"[access] session_hours must be a number of hours above 0, not {hours!r}")
+        revocations = access.get("revocations")
+        if revocations is not None and (not isinstance(revocations, str) or not revocations.strip()):
+            raise ValueError(f"[access] revocations must be a folder path, not {revocations!r}")
         return cls(
             mode=mode,
             allowed_emails=emails,
@@ -88,6 +97,7 @@ class AccessPolicy:
             session_s=float(hours) * 3600,
             behind_proxy=bool(access.get("behind_proxy", False)),
             editors=_email_list(access.get("editors", [])),
+            revocations=revocations,
         )
 
     def email_allowed(self, email: str | None) -> bool:
@@ -189,33 +199,58 @@ LOGIN_ATTEMPTS = AttemptLimiter()
 
 
 class RevokedTokens:
-    """Login cookies whose owner logged out before they expired, shared by all sessions of the process
-    (thread-safe): a copy of the cookie (another browser, a leaked header) admits nobody afterwards. Each is
-    kept until it would have expired anyway; a server restart forgets them, and a copied cookie then works
-    until its own expiry (at most ``session_hours`` after its login)."""
+    """Login cookies whose owner logged out before they expired (thread-safe): a copy of the cookie (another
+    browser, a leaked header) admits nobody afterwards. Each is kept until it would have expired anyway.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    Kept in memory by default: shared by the sessions of one server process, forgotten on a restart (a copied
+    cookie then works until its own expiry, at most ``session_hours`` after its login). With ``directory``,
+    kept in a diskcache (SQLite) there: shared by every server process on the host and kept across restarts.
+    Only a digest of each cookie is stored."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, directory: str | Path | None = None) -> None:
         self.clock = clock
-        self._until: dict[str, float] = {}  # token -> when it expires by itself
+        self._until: dict[str, float] = {}  # digest -> when its cookie expires by itself
         self._lock = threading.Lock()
+        self._disk = None
+        if directory is not None:
+            import diskcache
+
+            self._disk = diskcache.Cache(str(Path(directory).expanduser()))
 
     def revoke(self, token: str, until: float) -> None:
         """Refuse ``token`` from now until ``until`` (epoch seconds); forgets those past their time."""
-        now = self.clock()
+        now, key = self.clock(), _digest(token)
+        if self._disk is not None:
+            self._disk.set(key, True, expire=max(until - now, 0.0))
+            return
         with self._lock:
             self._until = {t: end for t, end in self._until.items() if end > now}
-            self._until[token] = until
+            self._until[key] = until
 
     def __contains__(self, token: object) -> bool:
+        if not isinstance(token, str):
+            return False
+        if self._disk is not None:
+            return _digest(token) in self._disk
         with self._lock:
-            return isinstance(token, str) and self._until.get(token, -math.inf) > self.clock()
+            return self._until.get(_digest(token), -math.inf) > self.clock()
 
     def __len__(self) -> int:
+        if self._disk is not None:
+            self._disk.expire()
+            return len(self._disk)
         with self._lock:
             return len(self._until)
 
 
-REVOKED_TOKENS = RevokedTokens()
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@cache
+def revoked_tokens(directory: str | None = None) -> RevokedTokens:
+    """The process's `RevokedTokens` for ``[access] revocations`` (None: in memory)."""
+    return RevokedTokens(directory=directory)
 
 
 def _email_list(values: Any) -> frozenset[str]:
@@ -266,12 +301,13 @@ def _admitted_email(policy: AccessPolicy) -> str | None:
             return None
         email = st.user.get("email") or ""
         return email if policy.email_allowed(email) else None
-    if st.session_state.get("access_token") in REVOKED_TOKENS:  # logged out in another tab or browser
+    revoked = revoked_tokens(policy.revocations)
+    if st.session_state.get("access_token") in revoked:  # logged out in another tab or browser
         _log_out_of_password(policy)
     email = st.session_state.get("access_email")
     if email is None and not st.session_state.get("access_logged_out"):
         token = st.context.cookies.get(SESSION_COOKIE)
-        email = None if token in REVOKED_TOKENS else policy.token_email(token, time.time())
+        email = None if token in revoked else policy.token_email(token, time.time())
         if email is not None:
             st.session_state["access_email"] = email
             st.session_state["access_token"] = token
@@ -279,12 +315,12 @@ def _admitted_email(policy: AccessPolicy) -> str | None:
 
 
 def _log_out_of_password(policy: AccessPolicy) -> None:
-    """Forget the login in this session, revoke its cookie (`REVOKED_TOKENS`: copies of it are refused too)
+    """Forget the login in this session, revoke its cookie (`revoked_tokens`: copies of it are refused too)
     and have the page delete it (this session, having read the cookie when it connected, ignores it from now
     on)."""
     token = st.session_state.pop("access_token", None)
     if token is not None:
-        REVOKED_TOKENS.revoke(token, until=time.time() + policy.session_s)
+        revoked_tokens(policy.revocations).revoke(token, until=time.time() + policy.session_s)
     st.session_state.pop("access_email", None)
     st.session_state["access_logged_out"] = True
     st.session_state["access_cookie"] = ""

@@ -260,17 +260,33 @@ def _cookie_set_by(at: AppTest) -> str:
     return re.search(rf"{SESSION_COOKIE}=([^;]+);", script).group(1)
 
 
-def test_logging_out_revokes_the_cookie_and_ends_every_session_admitted_with_it(clock, monkeypatch):
-    monkeypatch.setattr(auth, "REVOKED_TOKENS", RevokedTokens())
+def test_logging_out_revokes_the_cookie_and_ends_every_session_admitted_with_it(clock):
+    auth.revoked_tokens.cache_clear()  # a fresh in-memory list
     at = _log_in(_app(PASSWORD_SECRETS), "ada@lab.org", "s3cret")
     other = _log_in(_app(PASSWORD_SECRETS), "ada@lab.org", "s3cret")  # another tab, its own cookie
     token, other_token = _cookie_set_by(at), _cookie_set_by(other)
     at.sidebar.button[0].click().run()  # log out
-    assert token in auth.REVOKED_TOKENS and other_token not in auth.REVOKED_TOKENS
+    revoked = auth.revoked_tokens(None)
+    assert token in revoked and other_token not in revoked
     assert "PROTECTED CONTENT" in _markdown(other.run())  # other logins stand
-    auth.REVOKED_TOKENS.revoke(other_token, until=time.time() + 60)  # its owner logs out in another tab
+    revoked.revoke(other_token, until=time.time() + 60)  # its owner logs out in another tab
     assert "PROTECTED CONTENT" not in _markdown(other.run())
     assert other.button[0].label == "Log in"
+
+
+def test_revocations_in_a_folder_outlive_the_process_and_hold_no_cookie(clock, tmp_path):
+    folder = tmp_path / "revoked"
+    secrets = {"access": {**PASSWORD_SECRETS["access"], "revocations": str(folder)}}
+    at = _log_in(_app(secrets), "ada@lab.org", "s3cret")
+    token = _cookie_set_by(at)
+    at.sidebar.button[0].click().run()  # log out
+    restarted = RevokedTokens(directory=folder)  # another server process, or this one after a restart
+    assert token in restarted and len(restarted) == 1 and token not in auth.revoked_tokens(None)
+    assert not any(token.encode() in f.read_bytes() for f in folder.rglob("*") if f.is_file())
+    restarted.revoke("b.1.n.sig", until=time.time() - 1)  # already expired by itself: nothing to refuse
+    assert "b.1.n.sig" not in restarted and len(restarted) == 1
+    with pytest.raises(ValueError, match="revocations must be a folder path"):
+        AccessPolicy.from_secrets({"access": {**PASSWORD_SECRETS["access"], "revocations": 3}})
 
 
 def test_password_login_says_the_email_is_self_declared():
