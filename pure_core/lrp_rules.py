@@ -7,12 +7,12 @@ with the negative weights, each with its own input gradient. With the ReLU netwo
 convolution's input is mostly a ReLU's output, whose negative part is all zeros: that second half adds
 exactly zero.
 
-`LeanZPlus` is the same rule (it is zennit's `ZPlus`, whose modifiers, gradient mapper and reducer it
-uses), wired differently: the module runs on a detached input, so autograd keeps no graph through it, and
-a small autograd function hands the output gradient to the rule directly; the negative half is run only
-when the input has a negative entry. The relevance is the same tensor, computed by the same operations
-(`benchmarks/bench_lrp.py`: identical heatmaps, 1.55x faster on ResNet-50, 1.41x on EfficientNet-Lite0, whose
-block inputs are signed, on a 2-core CPU).
+`LeanZPlus` is the same rule (a subclass of zennit's `ZPlus`, whose input and parameter modifiers and
+reducer it uses), wired differently: the module runs on a detached input, so autograd keeps no graph through
+it, and a small autograd function hands the output gradient to the rule directly; the negative half is run
+only when the input has a negative entry, and the stabilised denominator takes three passes over the output
+instead of seven. The relevance has the same values (`benchmarks/bench_lrp.py`: identical heatmaps, 1.66x
+faster on ResNet-50, 1.46x on EfficientNet-Lite0, whose block inputs are signed, on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -121,4 +121,6 @@ class LeanZPlus(ZPlus):
             return Stabilizer.ensure(self.stabilizer)(output)
         epsilon = float(self.stabilizer)
         denominator = output + epsilon
+        if torch.is_grad_enabled():  # a graph through the relevance (second order): no writing in place
+            return torch.where(output >= 0, denominator, output - epsilon)
         return torch.where(output >= 0, denominator, output - epsilon, out=denominator)

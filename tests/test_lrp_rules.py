@@ -110,6 +110,23 @@ def test_inactive_rules_give_the_plain_gradient():
     assert torch.allclose(gradient, plain, atol=1e-6)
 
 
+def test_second_order_gradients_through_the_relevance_are_zennits():
+    model = _signed_net()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(7)) - 0.3
+    results = []
+    for composite in _composites(model):
+        leaf = x.clone().requires_grad_()
+        with composite.context(model) as modified:
+            output = modified(leaf)
+            (relevance,) = torch.autograd.grad(output, leaf, _top_unit(output), create_graph=True)
+            (second,) = torch.autograd.grad(relevance.square().sum(), leaf)
+        results.append((relevance.detach(), second))
+    (stock, stock_second), (lean, lean_second) = results
+    assert torch.allclose(lean, stock, atol=1e-6 * stock.abs().max().item())
+    assert stock_second.abs().sum() > 0
+    assert torch.allclose(lean_second, stock_second, atol=1e-5 * stock_second.abs().max().item(), rtol=1e-4)
+
+
 def test_without_gradients_the_rule_stays_out_of_the_way():
     model = _signed_net()
     x = torch.randn(2, 3, 16, 16)
