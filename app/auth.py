@@ -36,6 +36,7 @@ import binascii
 import hashlib
 import hmac
 import math
+import os
 import threading
 import time
 import uuid
@@ -87,8 +88,8 @@ class AccessPolicy:
         if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= 24 * 366:
             raise ValueError(f"[access] session_hours must be a number of hours above 0, not {hours!r}")
         revocations = access.get("revocations")
-        if revocations is not None and (not isinstance(revocations, str) or not revocations.strip()):
-            raise ValueError(f"[access] revocations must be a folder path, not {revocations!r}")
+        if revocations is not None:
+            _check_revocations_folder(revocations)
         return cls(
             mode=mode,
             allowed_emails=emails,
@@ -241,6 +242,20 @@ class RevokedTokens:
             return len(self._disk)
         with self._lock:
             return len(self._until)
+
+
+def _check_revocations_folder(value: Any) -> None:
+    """`ValueError` unless ``value`` is a folder path the server can create and write (the message names no
+    path: visitors see it)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"[access] revocations must be a folder path, not {value!r}")
+    folder = Path(value).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        raise ValueError("[access] revocations: the server cannot create that folder") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError("[access] revocations: the server cannot write in that folder")
 
 
 def _digest(token: str) -> str:

@@ -287,6 +287,11 @@ def test_revocations_in_a_folder_outlive_the_process_and_hold_no_cookie(clock, t
     assert "b.1.n.sig" not in restarted and len(restarted) == 1
     with pytest.raises(ValueError, match="revocations must be a folder path"):
         AccessPolicy.from_secrets({"access": {**PASSWORD_SECRETS["access"], "revocations": 3}})
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="cannot create that folder") as error:
+        AccessPolicy.from_secrets({"access": {**PASSWORD_SECRETS["access"],
+                                              "revocations": str(tmp_path / "a-file" / "revoked")}})
+    assert str(tmp_path) not in str(error.value)
 
 
 def test_password_login_says_the_email_is_self_declared():
