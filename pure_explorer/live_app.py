@@ -194,6 +194,25 @@ def wait_idle(page: Page, settle_ms: int = 150) -> None:
     page.wait_for_function(IDLE)
 
 
+def switch_on(page: Page, label: str, tries: int = 3) -> None:
+    """Turn on the Streamlit toggle ``label`` by clicking its label until its switch reads as on: a click
+    that lands while the page reruns can be lost, and nothing would ask for what the toggle shows."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    switch = page.get_by_role("switch", name=label)
+    for _ in range(tries):
+        if switch.is_checked():
+            return
+        page.get_by_text(label, exact=True).click()
+        try:
+            page.wait_for_function("element => element.checked", arg=switch.element_handle(), timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            wait_idle(page)
+    if not switch.is_checked():
+        raise AssertionError(f"the toggle {label!r} did not turn on after {tries} clicks")
+
+
 # The neuron page's reference maps (the UMAPs, `app.umap_charts`) as drawn: per Vega-Lite chart whose points
 # carry a reference position, its points as [reference, cluster], in reference order (Vega keeps each
 # point's row on its SVG node).

@@ -17,7 +17,7 @@ from pure_core.attribution import pure_attributions
 from pure_core.models import ModelSpec, build_model
 from pure_core.registry import load_plugins
 from pure_core.virtual import VirtualNeurons
-from pure_explorer.live_app import new_page, serve, wait_idle
+from pure_explorer.live_app import new_page, serve, switch_on, wait_idle
 from store import RunStore, list_runs
 from store.codecs import decode_image
 from store.schema import NeuronScores, PureVectors, ReferenceImage, References, RunMeta
@@ -47,7 +47,7 @@ def test_the_causal_check_draws_its_ablation_chart_and_selectivity(app):
     expander = page.get_by_text("Causal check: ablate each virtual neuron's circuit")
     expander.scroll_into_view_if_needed()
     expander.click()
-    page.get_by_text("Run the causal check (runs the model on the references)").click()
+    switch_on(page, "Run the causal check (runs the model on the references)")
     removes = re.compile(r"VN 1: its circuit removes \d+% of the activation")
     page.get_by_text(removes).wait_for(timeout=120_000)
     wait_idle(page)
