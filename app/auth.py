@@ -249,7 +249,12 @@ def _check_revocations_folder(value: Any) -> None:
     path: visitors see it)."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"[access] revocations must be a folder path, not {value!r}")
-    folder = Path(value).expanduser()
+    _check_writable_folder(value)
+
+
+@cache  # once per path: the policy is read on every script run (a failed check is tried again next time)
+def _check_writable_folder(path: str) -> None:
+    folder = Path(path).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:

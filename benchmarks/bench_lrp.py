@@ -22,20 +22,10 @@ import time
 import torch
 from zennit.composites import EpsilonPlusFlat
 
+from pure_core.activations import pooled_activations
 from pure_core.attribution import input_attributions_for_pairs
-from pure_core.hooks import run_until
 from pure_core.lrp import canonizer_for, lrp_composite
 from pure_core.models import ModelSpec, build_model
-
-
-def argmax_positions(model: torch.nn.Module, x: torch.Tensor, layer: str,
-                     neurons: list[int]) -> torch.Tensor:
-    """``(B, 2)``: where input b's neuron ``neurons[b]`` is most active in ``layer``'s map (the crops'
-    start)."""
-    with torch.no_grad():
-        maps = run_until(model, x, layer)[torch.arange(len(x)), neurons]
-    flat = maps.flatten(1).argmax(1)
-    return torch.stack([flat // maps.shape[2], flat % maps.shape[2]], dim=1).cpu()
 
 
 def main() -> None:
@@ -53,7 +43,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=generator).to(args.device)
     neurons = list(range(args.batch))
-    positions = argmax_positions(model, x, args.layer, neurons)
+    positions = pooled_activations(model, x, args.layer)[1][torch.arange(args.batch), neurons].cpu()
     sides = {"zennit ZPlus": lambda: EpsilonPlusFlat(canonizers=[canonizer_for(model)]),
              "LeanZPlus": lambda: lrp_composite(model)}
     load_before = os.getloadavg()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,12 @@ class Job:
             return self.source.load(int(index))
         except UnreadableImageError as error:
             raise PrecomputeError(f"reference image became unreadable: {error}") from error
+
+    def reference_inputs(self, indices: Sequence[int]) -> torch.Tensor:
+        """The model's inputs ``(n, 3, H, W)`` (on the CPU) for reference images ``indices``, in order and
+        repeats allowed: each image is loaded and preprocessed once."""
+        tensors = {int(i): self.preprocess.to_tensor(self.load_reference(i)) for i in dict.fromkeys(indices)}
+        return torch.stack([tensors[int(i)] for i in indices])
 
 
 def format_seconds(seconds: float) -> str:

@@ -9,6 +9,7 @@ test_dockerfile.py) and by benchmarks/.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -194,16 +195,17 @@ def wait_idle(page: Page, settle_ms: int = 150) -> None:
     page.wait_for_function(IDLE)
 
 
-def switch_on(page: Page, label: str, tries: int = 3) -> None:
-    """Turn on the Streamlit toggle ``label`` by clicking its label until its switch reads as on: a click
-    that lands while the page reruns can be lost, and nothing would ask for what the toggle shows."""
+def switch_on(page: Page, label: str | re.Pattern, tries: int = 3) -> None:
+    """Turn on the Streamlit toggle ``label`` (its text, or a pattern of it) by clicking its label until its
+    switch reads as on: a click that lands while the page reruns can be lost, and nothing would ask for what
+    the toggle shows."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     switch = page.get_by_role("switch", name=label)
     for _ in range(tries):
         if switch.is_checked():
             return
-        page.get_by_text(label, exact=True).click()
+        page.get_by_text(label, exact=isinstance(label, str)).click()
         try:
             page.wait_for_function("element => element.checked", arg=switch.element_handle(), timeout=5_000)
             return

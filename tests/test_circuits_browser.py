@@ -131,7 +131,7 @@ def test_a_circuit_channel_leads_to_its_own_page_and_the_breadcrumb_back_up(chai
     page.get_by_role("heading", name="2 virtual neurons").wait_for(timeout=120_000)
     wait_idle(page)
     # where the circuit splits: the chain's deeper layer charted beside the run's own lower layer
-    page.get_by_text(re.compile(r"^Where the circuit splits: circuits taken at")).click()  # the toggle
+    switch_on(page, re.compile(r"^Where the circuit splits: circuits taken at"))
     depth = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="ARI vs planted concepts")
     depth.wait_for(timeout=60_000)
     assert depth.get_by_text("block2").count() >= 1 and depth.get_by_text("block3").count() >= 1

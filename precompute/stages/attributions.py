@@ -110,7 +110,7 @@ def run(job: Job) -> None:
                          stage_label("attributions", f"attributions ({strategy.replace('_', ' ')})"), "pair",
                          weight=lambda chunk: sum(len(pairs[u]) for u in chunk))
     for chunk_id, chunk in runner.pending():
-        images = torch.stack([job.preprocess.to_tensor(job.load_reference(unique[u])) for u in chunk])
+        images = job.reference_inputs(unique[chunk.start:chunk.stop])
         pure = np.concatenate(attribute(job, images, [[neurons[row] for row, _ in pairs[u]] for u in chunk]))
         part = {
             "images": unique[chunk.start:chunk.stop],

@@ -57,12 +57,12 @@ def run(job: Job) -> None:
 def _pair_batches(job: Job, runner: ChunkRunner,
                   pairs: list[tuple[int, np.ndarray]]) -> Iterator[tuple[torch.Tensor, list[int]]]:
     """The chunk's (reference image, neuron) pairs in batches of `PAIR_BATCH`, across its neurons, each
-    batch's images loaded when it is due; progress advances as each batch is done."""
+    batch's images loaded when it is due (once per image); progress advances as each batch is done."""
     flat = [(neuron, int(index)) for neuron, indices in pairs for index in indices]
     for i in range(0, len(flat), PAIR_BATCH):
         batch = flat[i:i + PAIR_BATCH]
-        images = [job.preprocess.to_tensor(job.load_reference(index)) for _, index in batch]
-        yield torch.stack(images).to(job.device), [neuron for neuron, _ in batch]
+        inputs = job.reference_inputs([index for _, index in batch]).to(job.device)
+        yield inputs, [neuron for neuron, _ in batch]
         runner.advance(len(batch))
 
 
